@@ -1,0 +1,46 @@
+# Two commands set up a fresh machine: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR := /usr/share/datasets/fashion-mnist
+# PyTorch only backs Optuna's GP sampler: its CPU build is enough and 10x smaller than the CUDA one.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUN_ARGS ?= --arch cnn --trials 6 --subset 5000 --val-size 5000 --max-epochs 4
+
+.PHONY: install data run test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet "torch==2.13.0+cpu" 2>/dev/null \
+		|| $(BIN)/pip install --quiet torch --index-url $(TORCH_CPU_INDEX)
+	touch $@
+
+# Debian ships the original IDX files; elsewhere fmsearch falls back to the Keras cache or download.
+data: install
+	@if [ ! -f $(DATA_DIR)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist) \
+		|| echo "apt could not install dataset-fashion-mnist: falling back to Keras"; \
+	fi
+	$(BIN)/fmsearch data
+
+run: data
+	$(BIN)/fmsearch run $(RUN_ARGS)
+
+test: data
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: data
+	$(BIN)/python -m benchmarks.tracking_overhead
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""The registered fmsearch model: a Keras classifier behind an input contract (MLflow pyfunc).
+
+MLflow stores this file with every registered model and runs it when the model is loaded
+("models from code"), so it depends only on numpy, pandas, mlflow and keras, never on
+fmsearch. fmsearch itself only imports it to test ``to_images`` and ``to_frame``.
+
+Input: images as a numpy array, a nested list or a pandas DataFrame, shaped (N, 28, 28),
+(N, 28, 28, 1) or (N, 784). uint8 and integer images are pixel values 0 to 255; float images
+are taken as 0 to 1 when no value exceeds 1, else as 0 to 255.
+
+Output: a DataFrame with one row per image: ``class_index``, ``class_name``, and one
+probability column per class, named after the class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+SIDE = 28
+_SHAPES = "(N, 28, 28), (N, 28, 28, 1) or (N, 784)"
+
+
+def to_images(model_input: Any) -> np.ndarray:
+    """Validate images and bring them to float32 pixel values 0..255 shaped (N, 28, 28, 1).
+
+    Raises:
+        ValueError: The shape, type or value range is not one this model takes.
+    """
+    if isinstance(model_input, pd.DataFrame):
+        array = model_input.to_numpy()
+        if array.dtype == object:  # one column holding an image per row
+            array = np.stack([np.asarray(v) for v in array[:, 0]])
+    else:
+        array = np.asarray(model_input)
+    if array.dtype == bool or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise ValueError(f"expected numeric images (uint8 or float), got dtype {array.dtype}")
+    shape = array.shape
+    if shape[1:] in ((SIDE, SIDE), (SIDE, SIDE, 1), (SIDE * SIDE,)) and shape[0] > 0:
+        images = array.reshape(-1, SIDE, SIDE, 1)
+    else:
+        single = shape in ((SIDE, SIDE), (SIDE * SIDE,))
+        hint = "; add a batch axis for a single image" if single else ""
+        raise ValueError(f"expected images shaped {_SHAPES}, got {shape}{hint}")
+    images = images.astype(np.float32)
+    if not np.isfinite(images).all():
+        raise ValueError("expected finite pixel values, got NaN or infinity")
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"expected pixel values in 0..255 (or 0..1), got {low:g}..{high:g}")
+    if np.issubdtype(array.dtype, np.floating) and high <= 1.0:
+        images *= 255.0
+    return images
+
+
+def to_frame(probabilities: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """One row per image: predicted class index and name, then each class's probability."""
+    index = probabilities.argmax(axis=1)
+    frame = pd.DataFrame({"class_index": index, "class_name": [class_names[i] for i in index]})
+    for i, name in enumerate(class_names):
+        frame[name] = probabilities[:, i].astype(np.float64)
+    return frame
+
+
+class FashionClassifier(mlflow.pyfunc.PythonModel):
+    """Loads the trial's logged Keras model and wraps it in the input/output contract."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        import mlflow.keras
+
+        self._model = mlflow.keras.load_model(context.artifacts["keras_model"])
+        self._class_names = list(context.model_config["class_names"])
+
+    # No type hints: MLflow would read them as an input schema and reject valid shapes.
+    def predict(self, context, model_input, params=None):
+        images = to_images(model_input)
+        probabilities = self._model.predict(images, batch_size=512, verbose=0)
+        return to_frame(probabilities, self._class_names)
+
+
+mlflow.models.set_model(FashionClassifier())

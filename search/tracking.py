@@ -1,0 +1,378 @@
+"""Every MLflow call fmsearch makes (but the served model's own loader): one module, by run id.
+
+MLflow's fluent API keeps a global active run and is not thread-safe, so fmsearch talks to
+MLflow through an ``MlflowClient`` and explicit run ids. The one global it sets is the tracking
+URI, because ``Model.log`` resolves it.
+
+Layout in MLflow: one experiment per study; in it one parent run per study (tag
+``fmsearch.role=study``), one nested run per trial (``fmsearch.role=trial``) and one per
+promotion (``fmsearch.role=promotion``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from runners.errors import FmsearchError
+from search.urls import redact
+
+if TYPE_CHECKING:
+    import keras
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.pyfunc import PyFuncModel
+
+    from runners.metrics import Evaluation
+
+logger = logging.getLogger(__name__)
+
+ROLE_TAG = "fmsearch.role"
+STUDY_TAG = "fmsearch.study"
+ARCH_TAG = "fmsearch.arch"
+TRIAL_TAG = "fmsearch.trial_number"
+STATE_TAG = "fmsearch.trial_state"
+REASON_TAG = "fmsearch.reason"
+MODEL_URI_TAG = "fmsearch.model_uri"
+SOURCE_RUN_TAG = "fmsearch.source_run_id"
+SOURCE_TRIAL_TAG = "fmsearch.source_trial"
+DECISION_TAG = "fmsearch.decision"
+PARENT_TAG = "mlflow.parentRunId"
+
+SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
+# Optuna's trial states, as MLflow run statuses.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+_BATCH = 900  # below MLflow's 1000-entity limit per log_batch
+
+
+def _requirements(*packages: str) -> list[str]:
+    # Explicit requirements: inferring them costs about 10 s per logged model.
+    return [f"{p}=={version(p)}" for p in packages]
+
+
+def _metric_key(class_name: str) -> str:
+    """``T-shirt/top`` -> ``t_shirt_top``: a metric-name-safe class name."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", class_name).strip("_").lower()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """fmsearch's view of one MLflow tracking store.
+
+    Args:
+        tracking_uri: Any MLflow tracking URI (``sqlite:///...``, ``postgresql://...``,
+            ``http://host:5000``).
+        artifact_root: Where new experiments keep artifacts; None lets the store decide.
+    """
+
+    def __init__(self, *, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self._artifact_root = artifact_root
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def check_connection(self) -> None:
+        """Fail fast, with the reason, when the store does not answer.
+
+        Raises:
+            FmsearchError: The tracking store is unreachable or unusable.
+        """
+        try:
+            self._client.search_experiments(max_results=1)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FmsearchError(
+                f"tracking URI {redact(self.tracking_uri)} does not answer: {reason[:300]}"
+            ) from exc
+
+    # Experiments and runs ------------------------------------------------------------------
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created (or restored) if needed."""
+        experiment = self._client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self._client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        location = None
+        if self._artifact_root is not None:
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+            location = (self._artifact_root / safe).resolve().as_uri()
+        try:
+            return self._client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            # Another process created it between our lookup and our create.
+            experiment = self._client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            logger.debug("experiment %s created concurrently: %s", name, exc)
+            return experiment.experiment_id
+
+    def start_study_run(
+        self, *, experiment_id: str, study_name: str, arch: str, params: dict[str, Any]
+    ) -> str:
+        """The study's parent run: found by its tags when the study resumes, else created.
+
+        ``params`` are logged when the run is created; a resumed study keeps its first ones.
+        """
+        runs = self._client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        if runs:
+            run_id = runs[0].info.run_id
+            self._client.update_run(run_id, status="RUNNING")
+            return run_id
+        run_id = self.start_run(
+            experiment_id=experiment_id,
+            run_name=study_name,
+            tags={ROLE_TAG: "study", STUDY_TAG: study_name, ARCH_TAG: arch},
+        )
+        self._log(run_id, params=params)
+        return run_id
+
+    def start_run(self, *, experiment_id: str, run_name: str, tags: dict[str, Any]) -> str:
+        """A new run in ``experiment_id``; nest it with a ``mlflow.parentRunId`` tag."""
+        run = self._client.create_run(
+            experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}
+        )
+        return run.info.run_id
+
+    def start_trial_run(
+        self,
+        *,
+        experiment_id: str,
+        parent_run_id: str,
+        study_name: str,
+        arch: str,
+        trial_number: int,
+        params: dict[str, Any],
+    ) -> str:
+        """A nested run for one trial, holding all its params."""
+        run_id = self.start_run(
+            experiment_id=experiment_id,
+            run_name=f"trial-{trial_number}",
+            tags={
+                PARENT_TAG: parent_run_id,
+                ROLE_TAG: "trial",
+                STUDY_TAG: study_name,
+                ARCH_TAG: arch,
+                TRIAL_TAG: trial_number,
+                STATE_TAG: "RUNNING",
+            },
+        )
+        self._log(run_id, params=params)
+        return run_id
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+        """One epoch's metrics, at step ``epoch``."""
+        self._log(run_id, metrics=metrics, step=epoch)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
+        self._log(run_id, metrics=metrics, step=step)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self._log(run_id, tags=tags)
+
+    def end_run(self, run_id: str, *, status: str, reason: str | None = None) -> None:
+        """End a run as ``FINISHED``, ``KILLED`` or ``FAILED``, recording why."""
+        if reason:
+            self._log(run_id, tags={REASON_TAG: reason[:5000]})
+        self._client.set_terminated(run_id, status=status)
+
+    def end_trial_run(self, run_id: str, *, state: str, reason: str | None = None) -> None:
+        """End a trial's run with the MLflow status that matches Optuna's ``state``."""
+        self._log(run_id, tags={STATE_TAG: state})
+        self.end_run(run_id, status=RUN_STATUS[state], reason=reason)
+
+    def _log(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, Any] | None = None,
+        step: int = 0,
+    ) -> None:
+        now = _now_ms()
+        entities: list[Any] = [Param(k, str(v)) for k, v in (params or {}).items()]
+        entities += [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        entities += [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for i in range(0, len(entities), _BATCH):
+            chunk = entities[i : i + _BATCH]
+            self._client.log_batch(
+                run_id,
+                metrics=[e for e in chunk if isinstance(e, Metric)],
+                params=[e for e in chunk if isinstance(e, Param)],
+                tags=[e for e in chunk if isinstance(e, RunTag)],
+            )
+
+    # Artifacts -------------------------------------------------------------------------------
+
+    def log_evaluation(
+        self, run_id: str, evaluation: Evaluation, *, class_names: tuple[str, ...], split: str
+    ) -> None:
+        """Confusion matrix (PNG and JSON) and classification report of one data split."""
+        from runners.metrics import confusion_figure
+
+        figure = confusion_figure(
+            evaluation.confusion,
+            class_names=class_names,
+            title=f"{split} accuracy {evaluation.accuracy:.4f}",
+        )
+        self._client.log_figure(run_id, figure, f"{split}_confusion_matrix.png")
+        self._client.log_dict(
+            run_id,
+            {"labels": list(class_names), "matrix": evaluation.confusion.tolist()},
+            f"{split}_confusion_matrix.json",
+        )
+        self._client.log_dict(run_id, evaluation.report, f"{split}_classification_report.json")
+        per_class = {
+            f"{split}_f1_{_metric_key(name)}": evaluation.report[name]["f1-score"]
+            for name in class_names
+        }
+        self._log(
+            run_id,
+            metrics={
+                f"{split}_accuracy": evaluation.accuracy,
+                f"{split}_macro_f1": evaluation.macro_f1,
+                **per_class,
+            },
+        )
+
+    def log_keras_model(self, run_id: str, model: keras.Model) -> str:
+        """Log ``model`` with the Keras flavor into ``run_id``; returns its model URI."""
+        import mlflow.keras
+        from mlflow.models import Model, ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.output_shape[-1]))]),
+        )
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=mlflow.keras,
+            run_id=run_id,
+            model=model,
+            signature=signature,
+            pip_requirements=_requirements("mlflow", "keras", "tensorflow", "numpy"),
+        )
+        self._log(run_id, tags={MODEL_URI_TAG: info.model_uri})
+        return info.model_uri
+
+    def log_served_model(
+        self, run_id: str, *, keras_model_uri: str, class_names: tuple[str, ...]
+    ) -> str:
+        """Log the pyfunc model that serves ``keras_model_uri``; returns its model URI."""
+        import mlflow.pyfunc
+        from mlflow.models import Model
+
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=mlflow.pyfunc,
+            flavor_name="pyfunc.ModelFromCode",
+            run_id=run_id,
+            python_model=str(SERVED_MODEL_CODE),
+            artifacts={"keras_model": keras_model_uri},
+            model_config={"class_names": list(class_names)},
+            pip_requirements=_requirements("mlflow", "keras", "tensorflow", "numpy", "pandas"),
+        )
+        self._log(run_id, tags={MODEL_URI_TAG: info.model_uri})
+        return info.model_uri
+
+    def load_served_model(self, model_uri: str) -> PyFuncModel:
+        """Load a served (pyfunc) model: ``models:/NAME@ALIAS``, ``runs:/...`` or a path."""
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(model_uri)
+
+    # Reading runs ----------------------------------------------------------------------------
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self._client.get_run(run_id).data.tags)
+
+    def find_runs(self, experiment_id: str, *, role: str, study_name: str) -> list:
+        """All runs of one role (``trial``, ``promotion``, ``study``) in a study."""
+        return self._client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = '{role}' and tags.`{STUDY_TAG}` = '{study_name}'",
+            max_results=10_000,
+        )
+
+    # Registry --------------------------------------------------------------------------------
+
+    def find_version(self, name: str, *, source_run_id: str) -> ModelVersion | None:
+        """The version of ``name`` registered from the trial run ``source_run_id``, if any."""
+        try:
+            versions = self._client.search_model_versions(
+                f"name = '{name}' and tags.`{SOURCE_RUN_TAG}` = '{source_run_id}'"
+            )
+        except MlflowException:
+            return None
+        return versions[0] if versions else None
+
+    def version_by_alias(self, name: str, alias: str) -> ModelVersion | None:
+        try:
+            return self._client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def register(
+        self, *, name: str, model_uri: str, run_id: str, tags: dict[str, Any], description: str
+    ) -> ModelVersion:
+        """A new version of registered model ``name`` (created if needed).
+
+        Args:
+            name: The registered model.
+            model_uri: A logged model, ``models:/<model_id>``.
+            run_id: The run that logged it.
+            tags: Version tags.
+            description: Version description.
+        """
+        try:
+            self._client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        return self._client.create_model_version(
+            name,
+            source=model_uri,
+            run_id=run_id,
+            tags={k: str(v) for k, v in tags.items()},
+            description=description,
+            model_id=model_uri.removeprefix("models:/"),
+        )
+
+    def set_alias(self, name: str, alias: str, version_: str) -> None:
+        self._client.set_registered_model_alias(name, alias, version_)
+
+    def set_version_tags(self, name: str, version_: str, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self._client.set_model_version_tag(name, version_, key, str(value))
+
+    def describe_version(self, name: str, version_: str, description: str) -> None:
+        self._client.update_model_version(name, version_, description=description)
+
+
+def confusion_json(evaluation: Evaluation) -> str:
+    """The confusion matrix as compact JSON, small enough for a model-version tag."""
+    return json.dumps(evaluation.confusion.tolist(), separators=(",", ":"))

@@ -1,0 +1,46 @@
+"""Storage and tracking URLs: the embedded defaults, and redaction for anything printed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_STORE_DIR = Path("mlruns")
+
+
+def default_storage(store_dir: Path = DEFAULT_STORE_DIR) -> str:
+    """The embedded Optuna storage: a SQLite file under ``store_dir``."""
+    return f"sqlite:///{(store_dir / 'optuna.db').resolve()}"
+
+
+def default_tracking_uri(store_dir: Path = DEFAULT_STORE_DIR) -> str:
+    """The embedded MLflow store: a SQLite file under ``store_dir``."""
+    return f"sqlite:///{(store_dir / 'mlflow.db').resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` URL, or None for any other URL (in-memory included)."""
+    match = re.match(r"sqlite:///(.+?)(\?.*)?$", url)
+    return Path(match.group(1)) if match and match.group(1) != ":memory:" else None
+
+
+def default_artifact_root(tracking_uri: str) -> Path | None:
+    """Where runs of a database-backed tracking store keep their artifacts.
+
+    Beside the SQLite file (``mlruns/artifacts`` for the default); ``mlruns/artifacts`` for
+    another database; None for a tracking server, which decides itself.
+    """
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    db = sqlite_path(tracking_uri)
+    return (db.parent if db else DEFAULT_STORE_DIR).resolve() / "artifacts"
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe for logs, tags and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
