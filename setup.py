@@ -31,7 +31,7 @@ setup(
         "tqdm>=4.66",
         "cmaes>=0.11",
         "scipy>=1.13",
-        "psycopg2-binary>=2.9",
+        "psycopg[binary]>=3.2",
         "pymysql>=1.1",
     ],
     extras_require={

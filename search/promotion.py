@@ -129,7 +129,7 @@ def promote_winner(
     macro_f1 = float(version.tags[TEST_MACRO_F1_TAG])
 
     champion = tracker.version_by_alias(model_name, CHAMPION)
-    if champion is not None and champion.version == version.version:
+    if champion is not None and str(champion.version) == str(version.version):
         # Promoted before and still champion: keep the recorded decision.
         alias, decision = CHAMPION, version.tags.get(DECISION_TAG, "already the champion")
     else:
@@ -140,7 +140,7 @@ def promote_winner(
     logger.info("%s version %s: %s", model_name, version.version, decision)
     return Promotion(
         model_name=model_name,
-        version=version.version,
+        version=str(version.version),
         alias=alias,
         test_accuracy=accuracy,
         test_macro_f1=macro_f1,

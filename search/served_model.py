@@ -76,8 +76,9 @@ class FashionClassifier(mlflow.pyfunc.PythonModel):
         self._model = mlflow.keras.load_model(context.artifacts["keras_model"])
         self._class_names = list(context.model_config["class_names"])
 
-    # No type hints: MLflow would read them as an input schema and reject valid shapes.
-    def predict(self, context, model_input, params=None):
+    # MLflow reads the hint of ``model_input`` as an input schema, which would reject valid
+    # shapes; ``np.ndarray`` is the hint it leaves unchecked. DataFrames and lists work too.
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         images = to_images(model_input)
         probabilities = self._model.predict(images, batch_size=512, verbose=0)
         return to_frame(probabilities, self._class_names)

@@ -21,11 +21,10 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         FmsearchError: The URL does not parse, its driver is missing, or it cannot connect.
     """
     import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
 
     try:
-        from sqlalchemy.engine import make_url
-
-        make_url(url)
+        driver = make_url(url).drivername
     except sqlalchemy.exc.ArgumentError as exc:
         raise FmsearchError(
             f"--storage {redact(url)!r} does not parse: expected a database URL such as "
@@ -42,9 +41,11 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         engine_kwargs = {"pool_pre_ping": True}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
+        module = getattr(exc.__cause__, "name", None)
         raise FmsearchError(
-            f"--storage {redact(url)}: the database driver {exc.name!r} is not installed"
+            f"--storage {redact(url)}: the database driver for {driver!r} "
+            f"(module {module or 'unknown'}) is not installed"
         ) from exc
     except Exception as exc:
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()

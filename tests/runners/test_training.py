@@ -1,0 +1,127 @@
+"""One trial's training loop: reporting, pruning, best-epoch weights, NaN, memory."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import optuna
+import pytest
+
+from runners.data import Split
+from runners.errors import TrialFailed
+from runners.metrics import predict_classes
+from runners.training import _Pruning, fit_trial, free_memory, make_optimizer, seed_everything
+from spaces import mlp
+
+PARAMS = {
+    "n_layers": 1,
+    "n_units_l0": 64,
+    "l2": 1e-5,
+    "dropout": 0.0,
+    "learning_rate": 3e-3,
+    "batch_size": 64,
+    "optimizer": "adam",
+}
+
+
+class Recorder:
+    """A reporter that records everything and prunes after ``prune_after`` reports."""
+
+    def __init__(self, prune_after: int | None = None) -> None:
+        self.reports: list[tuple[int, float]] = []
+        self.epochs: list[dict[str, float]] = []
+        self._prune_after = prune_after
+
+    def report(self, value: float, step: int) -> None:
+        self.reports.append((step, value))
+
+    def should_prune(self) -> bool:
+        return self._prune_after is not None and len(self.reports) >= self._prune_after
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.epochs.append(metrics)
+
+
+def _model():
+    seed_everything(0)
+    return mlp.build(PARAMS)
+
+
+def test_reports_every_epoch_and_returns_the_best(small_split):
+    reporter = Recorder()
+    result = fit_trial(_model(), PARAMS, small_split, max_epochs=3, reporter=reporter)
+    assert [step for step, _ in reporter.reports] == [0, 1, 2]
+    assert result.epochs == 3
+    assert result.history["val_accuracy"] == [value for _, value in reporter.reports]
+    assert result.best_value == max(result.history["val_accuracy"])
+    assert set(reporter.epochs[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+    assert reporter.epochs[0]["epoch_seconds"] > 0
+
+
+def test_model_keeps_the_best_epochs_weights(small_split):
+    # Validation labels shifted by one class: the better the model learns the real classes,
+    # the lower its "accuracy" here, so the first epoch is the best and the last the worst.
+    shifted = Split(
+        small_split.x_train,
+        small_split.y_train,
+        small_split.x_val,
+        (small_split.y_val + 1) % 10,
+    )
+    model = _model()
+    result = fit_trial(model, PARAMS, shifted, max_epochs=4, reporter=Recorder())
+    assert result.best_epoch < result.epochs - 1, result.history["val_accuracy"]
+    accuracy = float((predict_classes(model, shifted.x_val) == shifted.y_val).mean())
+    assert accuracy == pytest.approx(result.best_value, abs=1e-6)
+    assert accuracy > result.history["val_accuracy"][-1]
+
+
+def test_prunes_when_the_reporter_says_so(small_split):
+    reporter = Recorder(prune_after=1)
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
+        fit_trial(_model(), PARAMS, small_split, max_epochs=5, reporter=reporter)
+    assert len(reporter.reports) == 1
+    assert len(reporter.epochs) == 1  # the pruned epoch's curves are logged too
+
+
+def test_nan_loss_fails_the_trial(small_split):
+    x = small_split.x_train.astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    broken = Split(x, small_split.y_train, small_split.x_val, small_split.y_val)
+    reporter = Recorder()
+    with pytest.raises(TrialFailed, match=r"training loss became nan in epoch 0"):
+        fit_trial(_model(), PARAMS, broken, max_epochs=3, reporter=reporter)
+    assert len(reporter.epochs) == 1
+
+
+def test_missing_pruning_metric_is_an_error_not_a_warning():
+    callback = _Pruning(Recorder(), "val_accuracy")
+    with pytest.raises(RuntimeError, match=r"monitors 'val_accuracy', but the epoch logs hold"):
+        callback.on_epoch_end(0, {"loss": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("adam", keras.optimizers.Adam),
+        ("adamw", keras.optimizers.AdamW),
+        ("sgd", keras.optimizers.SGD),
+        ("rmsprop", keras.optimizers.RMSprop),
+    ],
+)
+def test_make_optimizer(name, cls):
+    optimizer = make_optimizer({"optimizer": name, "learning_rate": 0.01})
+    assert isinstance(optimizer, cls)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+
+
+def test_unknown_optimizer():
+    with pytest.raises(ValueError, match=r"one of adam, adamw, sgd, rmsprop, got 'lbfgs'"):
+        make_optimizer({"optimizer": "lbfgs", "learning_rate": 0.01})
+
+
+def test_free_memory_clears_the_session():
+    keras.layers.Dense(2, name=None)
+    first = keras.layers.Dense(2).name
+    free_memory()
+    assert keras.layers.Dense(2).name == "dense"
+    assert first != "dense"

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from runners.errors import FmsearchError
+from search.choices import PRUNERS, SAMPLERS, describe_space, make_pruner, make_sampler
+from spaces import ARCHITECTURES
+
+EXPECTED_SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_runs_a_space(name):
+    sampler = make_sampler(name, seed=3)
+    assert isinstance(sampler, EXPECTED_SAMPLERS[name])
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    space = ARCHITECTURES["mlp"]
+    # A few told trials, so that model-based samplers (CMA-ES, GP, TPE) really sample.
+    study.optimize(lambda t: space.suggest(t)["learning_rate"], n_trials=12)
+    assert len(study.trials) == 12
+
+
+def test_seeded_samplers_repeat():
+    def first_params(seed):
+        study = optuna.create_study(sampler=make_sampler("tpe", seed=seed))
+        trial = study.ask()
+        return ARCHITECTURES["cnn"].suggest(trial)
+
+    assert first_params(7) == first_params(7)
+    assert first_params(7) != first_params(8)
+
+
+def test_pruners():
+    hyperband = make_pruner("hyperband", max_epochs=9)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert hyperband._max_resource == 9
+    assert isinstance(make_pruner("median", max_epochs=9), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("none", max_epochs=9), optuna.pruners.NopPruner)
+    assert set(PRUNERS) == {"hyperband", "median", "none"}
+
+
+def test_unknown_names():
+    with pytest.raises(FmsearchError, match=r"--sampler must be one of tpe, .*got 'grid'"):
+        make_sampler("grid")
+    with pytest.raises(FmsearchError, match=r"--pruner must be one of hyperband, .*got 'asha'"):
+        make_pruner("asha", max_epochs=3)
+
+
+def test_describe_space_finds_conditional_hyperparameters():
+    found = describe_space(ARCHITECTURES["mlp"])
+    assert list(found)[:4] == ["n_layers", "n_units_l0", "n_units_l1", "n_units_l2"]
+    assert found["learning_rate"].log

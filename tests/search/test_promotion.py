@@ -1,0 +1,99 @@
+"""Promotion against a real registry: test-set judging, champion and challenger."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+
+from runners.errors import FmsearchError
+from search.promotion import CHALLENGER, CHAMPION, default_model_name, promote_winner
+from tests.search.conftest import BAD_MLP, GOOD_MLP
+
+NAME = "fmsearch-test"
+
+
+def _promote(study, tracker, fashion):
+    return promote_winner(
+        study=study,
+        tracker=tracker,
+        test_images=fashion.x_test,
+        test_labels=fashion.y_test,
+        model_name=NAME,
+    )
+
+
+def test_champion_and_challenger(tiny_study, tracker, fashion):
+    bad, _ = tiny_study(name="bad", enqueue=[BAD_MLP], max_epochs=1)
+    first = _promote(bad, tracker, fashion)
+    assert (first.version, first.alias) == ("1", CHAMPION)
+    assert first.decision.startswith("first champion")
+
+    good, _ = tiny_study(name="good", enqueue=[GOOD_MLP], max_epochs=3)
+    second = _promote(good, tracker, fashion)
+    assert second.test_accuracy > first.test_accuracy
+    assert (second.version, second.alias) == ("2", CHAMPION)
+    assert f"beats version 1 ({first.test_accuracy:.4f})" in second.decision
+
+    worse, _ = tiny_study(name="worse", enqueue=[BAD_MLP], max_epochs=1)
+    third = _promote(worse, tracker, fashion)
+    assert (third.version, third.alias) == ("3", CHALLENGER)
+    assert "does not beat champion version 2" in third.decision
+
+    client = tracker._client
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "2"
+    assert str(client.get_model_version_by_alias(NAME, CHALLENGER).version) == "3"
+    version = client.get_model_version(NAME, "3")
+    assert version.tags["fmsearch.decision"] == third.decision
+    promotion_run = client.get_run(version.tags["promotion_run_id"])
+    assert promotion_run.data.tags["fmsearch.decision"] == third.decision
+
+
+def test_version_carries_its_test_record(tiny_study, tracker, fashion):
+    study, _ = tiny_study(enqueue=[GOOD_MLP], max_epochs=2)
+    promotion = _promote(study, tracker, fashion)
+    version = tracker._client.get_model_version(NAME, promotion.version)
+    trial = study.best_trial
+    assert version.tags["fmsearch.source_trial"] == str(trial.number)
+    assert version.tags["fmsearch.source_run_id"] == trial.user_attrs["mlflow_run_id"]
+    confusion = np.array(__import__("json").loads(version.tags["test_confusion_matrix"]))
+    assert confusion.sum() == 10_000
+    assert np.trace(confusion) / 10_000 == pytest.approx(promotion.test_accuracy, abs=1e-6)
+    assert float(version.tags["test_macro_f1"]) == pytest.approx(promotion.test_macro_f1)
+    run = tracker._client.get_run(version.tags["promotion_run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(promotion.test_accuracy)
+    assert (
+        run.data.tags["mlflow.parentRunId"]
+        == tracker.run_tags(trial.user_attrs["mlflow_run_id"])["mlflow.parentRunId"]
+    )
+
+    # The champion loads by alias and takes raw uint8 images; its accuracy is the recorded one.
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    frame = model.predict(fashion.x_test)
+    assert (frame["class_index"].to_numpy() == fashion.y_test).mean() == pytest.approx(
+        promotion.test_accuracy
+    )
+    np.testing.assert_allclose(frame.iloc[:, 2:].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_promoting_twice_registers_once(tiny_study, tracker, fashion):
+    study, _ = tiny_study(enqueue=[GOOD_MLP], max_epochs=1)
+    first = _promote(study, tracker, fashion)
+    again = _promote(study, tracker, fashion)
+    assert again.already_registered and not first.already_registered
+    assert again.version == first.version and again.decision == first.decision
+    assert len(tracker._client.search_model_versions(f"name = '{NAME}'")) == 1
+
+
+def test_nothing_to_promote(tiny_study, tracker, fashion):
+    study, _ = tiny_study(
+        enqueue=[GOOD_MLP], pruner=optuna.pruners.ThresholdPruner(lower=1.01), max_epochs=2
+    )
+    with pytest.raises(FmsearchError, match=r"study 'tiny' has no completed trial to promote"):
+        _promote(study, tracker, fashion)
+
+
+def test_default_model_name(tiny_study):
+    study, _ = tiny_study(enqueue=[GOOD_MLP], max_epochs=1)
+    assert default_model_name(study) == "fmsearch-mlp"

@@ -1,0 +1,123 @@
+"""Real (tiny) studies: what lands in Optuna and in MLflow for each trial outcome."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from runners.data import Split
+from runners.errors import FmsearchError
+from search.study import MAX_CONSECUTIVE_FAILURES, RUN_ID_ATTR
+from tests.search.conftest import GOOD_MLP
+
+
+def _runs(tracker, study_name, role):
+    exp = tracker.experiment_id(study_name)
+    runs = tracker.find_runs(exp, role=role, study_name=study_name)
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def _nan_split(split: Split) -> Split:
+    x = split.x_train.astype(np.float32)
+    x[:, 0, 0, 0] = np.nan
+    return Split(x, split.y_train, split.x_val, split.y_val)
+
+
+def test_completed_trial_record(tiny_study, tracker, small_split):
+    study, outcome = tiny_study(enqueue=[GOOD_MLP])
+    assert outcome.n_complete == 1 and outcome.best_trial == 0
+    trial = study.trials[0]
+    (parent,) = _runs(tracker, "tiny", "study")
+    (run,) = _runs(tracker, "tiny", "trial")
+    assert parent.info.status == "FINISHED"
+    assert trial.user_attrs[RUN_ID_ATTR] == run.info.run_id
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert run.data.tags["fmsearch.trial_number"] == "0"
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {k: str(v) for k, v in GOOD_MLP.items()}
+    assert run.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
+    # The logged evaluation is of the returned (best-epoch) weights.
+    assert run.data.metrics["val_accuracy"] == pytest.approx(trial.value, abs=1e-6)
+    history = tracker._client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in history] == [0, 1]
+    artifacts = {a.path for a in tracker._client.list_artifacts(run.info.run_id)}
+    assert {"val_confusion_matrix.png", "val_classification_report.json"} <= artifacts
+    model = mlflow.keras.load_model(run.data.tags["fmsearch.model_uri"])
+    predicted = model.predict(small_split.x_val, verbose=0).argmax(1)
+    assert (predicted == small_split.y_val).mean() == pytest.approx(trial.value, abs=1e-6)
+
+
+def test_pruned_trials_end_killed(tiny_study, tracker):
+    # Accuracy never reaches 1.01: the threshold pruner stops every trial after one epoch.
+    study, outcome = tiny_study(
+        enqueue=[GOOD_MLP, GOOD_MLP],
+        max_epochs=4,
+        pruner=optuna.pruners.ThresholdPruner(lower=1.01),
+    )
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    assert outcome.n_pruned == 2 and outcome.best_trial is None
+    for run in _runs(tracker, "tiny", "trial"):
+        assert run.info.status == "KILLED"
+        assert run.data.tags["fmsearch.trial_state"] == "PRUNED"
+        assert run.data.tags["fmsearch.reason"] == "Trial was pruned at epoch 0."
+        assert "fmsearch.model_uri" not in run.data.tags
+        assert [
+            m.step for m in tracker._client.get_metric_history(run.info.run_id, "val_accuracy")
+        ] == [0]
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(tiny_study, tracker, small_split):
+    study, outcome = tiny_study(enqueue=[GOOD_MLP, GOOD_MLP], split=_nan_split(small_split))
+    assert outcome.n_failed == 2
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    for run in _runs(tracker, "tiny", "trial"):
+        assert run.info.status == "FAILED"
+        assert run.data.tags["fmsearch.reason"] == "training loss became nan in epoch 0"
+    (parent,) = _runs(tracker, "tiny", "study")
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_failing_set_up_stops_the_study(tiny_study, tracker, small_split):
+    with pytest.raises(FmsearchError, match=r"stopped after 5 trials in a row failed; .*nan"):
+        tiny_study(n_trials=8, split=_nan_split(small_split), max_epochs=1)
+    trials = _runs(tracker, "tiny", "trial")
+    assert len(trials) == MAX_CONSECUTIVE_FAILURES
+    (parent,) = _runs(tracker, "tiny", "study")
+    assert parent.info.status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("arch", "params"),
+    [
+        (
+            "cnn",
+            {"n_conv": 2, "filters": 16, "kernel_size": 3, "dense_units": 64, "l2": 1e-5},
+        ),
+        (
+            "resnet",
+            {"base_filters": 16, "n_stages": 2, "n_blocks": 1, "dense_units": 32, "l2": 1e-5},
+        ),
+    ],
+)
+def test_every_arch_trains_a_tracked_trial(tiny_study, tracker, arch, params):
+    shared = {"dropout": 0.1, "learning_rate": 2e-3, "batch_size": 64, "optimizer": "adam"}
+    _, outcome = tiny_study(name=arch, arch=arch, enqueue=[{**params, **shared}], max_epochs=1)
+    assert outcome.n_complete == 1
+    (run,) = _runs(tracker, arch, "trial")
+    assert run.data.tags["fmsearch.arch"] == arch
+    assert "fmsearch.model_uri" in run.data.tags
+
+
+def test_resume_adds_trials_under_the_same_parent(tiny_study, tracker):
+    tiny_study(enqueue=[GOOD_MLP])
+    study, outcome = tiny_study(n_trials=2, max_epochs=1)
+    assert len(study.trials) == 3 and outcome.n_complete == 3
+    (parent,) = _runs(tracker, "tiny", "study")
+    trials = _runs(tracker, "tiny", "trial")
+    assert [r.data.tags["fmsearch.trial_number"] for r in trials] == ["0", "1", "2"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    best = tracker._client.get_metric_history(parent.info.run_id, "best_val_accuracy")
+    assert [m.step for m in best] == [0, 1, 2]
