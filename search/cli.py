@@ -95,8 +95,10 @@ def _setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.ERROR)
-    for noisy in ("mlflow", "alembic", "absl", "urllib3"):
+    for noisy in ("mlflow", "alembic", "absl"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # urllib3 warns on every retry of an unreachable tracking server; the final error says it.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.ERROR)
     # TensorFlow warns about retracing every time a new trial's model first predicts.
     logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
@@ -317,9 +319,9 @@ def _promote(*, study, tracker, data, register_as: str | None) -> None:
         model_name=register_as or default_model_name(study),
     )
     click.echo(
-        f"{promotion.model_name} version {promotion.version} (trial {promotion.trial_number}) "
-        f"is the {promotion.alias}: test accuracy {promotion.test_accuracy:.4f}, macro F1 "
-        f"{promotion.test_macro_f1:.4f}. {promotion.decision}"
+        f"{promotion.model_name} version {promotion.version} from trial "
+        f"{promotion.trial_number} is the {promotion.alias} ({promotion.decision}); "
+        f"test macro F1 {promotion.test_macro_f1:.4f}"
     )
     uri = f"models:/{promotion.model_name}@{promotion.alias}"
     click.echo(f"load it with mlflow.pyfunc.load_model({uri!r})")

@@ -137,7 +137,7 @@ def promote_winner(
         tracker.set_alias(model_name, alias, version.version)
         tracker.set_version_tags(model_name, version.version, {DECISION_TAG: decision})
         tracker.set_tags(version.tags["promotion_run_id"], {DECISION_TAG: decision, "alias": alias})
-    logger.info("%s version %s: %s", model_name, version.version, decision)
+    logger.debug("%s version %s: %s", model_name, version.version, decision)
     return Promotion(
         model_name=model_name,
         version=str(version.version),

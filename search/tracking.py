@@ -60,6 +60,25 @@ def _requirements(*packages: str) -> list[str]:
     return [f"{p}=={version(p)}" for p in packages]
 
 
+class _DropRecords(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._prefix)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The telling part of a client error: the OS error behind MLflow's retry wrappers."""
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if errno:
+        return errno.group(0)
+    lines = text.strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 def _metric_key(class_name: str) -> str:
     """``T-shirt/top`` -> ``t_shirt_top``: a metric-name-safe class name."""
     return re.sub(r"[^A-Za-z0-9]+", "_", class_name).strip("_").lower()
@@ -94,9 +113,8 @@ class Tracker:
         try:
             self._client.search_experiments(max_results=1)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise FmsearchError(
-                f"tracking URI {redact(self.tracking_uri)} does not answer: {reason[:300]}"
+                f"tracking URI {redact(self.tracking_uri)} does not answer: {_root_cause(exc)}"
             ) from exc
 
     # Experiments and runs ------------------------------------------------------------------
@@ -285,17 +303,24 @@ class Tracker:
         import mlflow.pyfunc
         from mlflow.models import Model
 
-        info = Model.log(
-            artifact_path=None,
-            name="model",
-            flavor=mlflow.pyfunc,
-            flavor_name="pyfunc.ModelFromCode",
-            run_id=run_id,
-            python_model=str(SERVED_MODEL_CODE),
-            artifacts={"keras_model": keras_model_uri},
-            model_config={"class_names": list(class_names)},
-            pip_requirements=_requirements("mlflow", "keras", "tensorflow", "numpy", "pandas"),
-        )
+        # No signature, on purpose: the model accepts several shapes and dtypes and checks
+        # its input itself; MLflow would warn that it could not infer one.
+        quiet = _DropRecords("Failed to infer model signature")
+        logging.getLogger("mlflow.pyfunc").addFilter(quiet)
+        try:
+            info = Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=mlflow.pyfunc,
+                flavor_name="pyfunc.ModelFromCode",
+                run_id=run_id,
+                python_model=str(SERVED_MODEL_CODE),
+                artifacts={"keras_model": keras_model_uri},
+                model_config={"class_names": list(class_names)},
+                pip_requirements=_requirements("mlflow", "keras", "tensorflow", "numpy", "pandas"),
+            )
+        finally:
+            logging.getLogger("mlflow.pyfunc").removeFilter(quiet)
         self._log(run_id, tags={MODEL_URI_TAG: info.model_uri})
         return info.model_uri
 

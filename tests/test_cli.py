@@ -1,0 +1,224 @@
+"""The command line: every command's help, every bad input, and the end-to-end path."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from search.cli import main
+from spaces import ARCHITECTURES
+
+COMMANDS = ["run", "promote", "ui", "predict", "spaces", "data"]
+QUICK = ["--subset", "300", "--val-size", "200", "--max-epochs", "2", "--seed", "0"]
+QUICK += ["--pruner", "none", "-q"]
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args, **kwargs):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return invoke
+
+
+@pytest.fixture
+def stores(tmp_path):
+    return {
+        "storage": f"sqlite:///{tmp_path}/optuna.db",
+        "tracking": f"sqlite:///{tmp_path}/mlflow.db",
+    }
+
+
+def _store_args(stores):
+    return ["--storage", stores["storage"], "--tracking-uri", stores["tracking"]]
+
+
+def _studies(stores):
+    return optuna.get_all_study_summaries(stores["storage"])
+
+
+def _one_line_error(result, pattern):
+    import re
+
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and re.search(pattern, lines[-1]), result.output
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help(cli, command):
+    result = cli(*([command] if command else []), "--help")
+    assert result.exit_code == 0
+    assert "Usage: " in result.output
+
+
+def test_unknown_arch_lists_the_valid_ones(cli):
+    result = cli("run", "--arch", "vgg")
+    assert result.exit_code == 2
+    assert "Invalid value for '--arch': 'vgg' is not one of" in result.output
+    assert all(f"'{name}'" in result.output for name in ARCHITECTURES)
+
+
+def test_zero_trials(cli):
+    result = cli("run", "--arch", "mlp", "--trials", "0")
+    assert result.exit_code == 2
+    assert "Invalid value for '--trials': 0 is not in the range x>=1" in result.output
+
+
+def test_storage_that_does_not_parse(cli, stores):
+    result = cli("run", "--arch", "mlp", "--storage", "nope", "--tracking-uri", stores["tracking"])
+    _one_line_error(result, r"--storage 'nope' does not parse: expected a database URL")
+
+
+def test_storage_that_cannot_connect_hides_the_password(cli, stores):
+    result = cli(
+        "run", "--arch", "mlp", "--storage", "postgresql://bob:hunter2@127.0.0.1:1/optuna",
+        "--tracking-uri", stores["tracking"],
+    )  # fmt: skip
+    _one_line_error(result, r"cannot connect to storage postgresql://bob:\*\*\*@127.0.0.1:1")
+    assert "hunter2" not in result.output
+
+
+def test_tracking_uri_that_does_not_answer(cli, stores, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    result = cli("run", "--arch", "mlp", "--storage", stores["storage"], "--tracking-uri",
+                 "http://127.0.0.1:9")  # fmt: skip
+    _one_line_error(result, r"tracking URI http://127.0.0.1:9 does not answer: .*refused")
+    assert _studies(stores) == []
+
+
+def test_impossible_subset_creates_no_study(cli, stores):
+    result = cli("run", "--arch", "mlp", *_store_args(stores), "--subset", "999999")
+    _one_line_error(result, r"--subset must be between 1 and 50000, got 999999")
+    assert _studies(stores) == []
+
+
+def test_missing_data_dir(cli, stores, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("run", "--arch", "mlp", *_store_args(stores), "--data-dir", empty)
+    _one_line_error(result, r"--data-dir .*empty lacks train-images-idx3-ubyte.gz")
+    assert _studies(stores) == []
+
+
+def test_data_dir_from_the_environment(cli, tmp_path):
+    result = cli("data", env={"FMSEARCH_DATA_DIR": str(tmp_path)})
+    _one_line_error(result, rf"--data-dir {tmp_path} lacks")
+
+
+def test_promote_unknown_study(cli, stores):
+    cli("run", "--arch", "mlp", *_store_args(stores), "--subset", "999999")  # creates the schema
+    result = cli("promote", "--study-name", "ghost", *_store_args(stores))
+    _one_line_error(result, r"no study named 'ghost' in this storage")
+
+
+def test_spaces(cli):
+    listing = cli("spaces")
+    assert all(name in listing.output for name in ARCHITECTURES)
+    resnet = cli("spaces", "resnet")
+    assert "n_blocks         int from 1 to 3" in resnet.output
+    assert "learning_rate    float from 0.0001 to 0.1, log scale" in resnet.output
+
+
+def test_data(cli):
+    result = cli("data")
+    assert result.exit_code == 0
+    assert "60000 training and 10000 test images, checksums OK" in result.output
+
+
+def test_ui_needs_a_local_store(cli, tmp_path):
+    result = cli("ui", "--tracking-uri", f"sqlite:///{tmp_path}/none.db")
+    _one_line_error(result, r"no MLflow store at .*none.db: run `fmsearch run` first")
+    result = cli("ui", "--tracking-uri", "http://127.0.0.1:5000")
+    _one_line_error(result, r"is already a tracking server")
+
+
+def test_run_tracks_promotes_and_resumes(cli, stores, tmp_path, fashion):
+    result = cli("run", "--arch", "mlp", "--trials", 3, *_store_args(stores), *QUICK)
+    assert result.exit_code == 0, result.output
+    assert "study mlp: 3 complete, 0 pruned, 0 failed; best trial" in result.output
+    assert "fmsearch-mlp version 1 from trial " in result.output
+    assert "is the champion (first champion: test accuracy 0." in result.output
+
+    study = optuna.load_study(study_name="mlp", storage=stores["storage"])
+    client = mlflow.MlflowClient(stores["tracking"])
+    experiment = client.get_experiment_by_name("mlp")
+    assert experiment.artifact_location == (tmp_path / "artifacts" / "mlp").as_uri()
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags["fmsearch.role"] == "study"]
+    children = [r for r in runs if r.data.tags["fmsearch.role"] == "trial"]
+    assert parent.data.params["subset"] == "300" and parent.data.params["seed"] == "0"
+    assert len(children) == 3
+    for trial in study.trials:
+        (run,) = [r for r in children if r.info.run_id == trial.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.run_name == f"trial-{trial.number}"
+        assert run.data.params == {k: str(v) for k, v in trial.params.items()}
+        assert run.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
+        steps = client.get_metric_history(run.info.run_id, "train_loss")
+        assert [m.step for m in steps] == [0, 1]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"val_confusion_matrix.png", "val_confusion_matrix.json"} <= artifacts
+        assert run.data.tags["fmsearch.model_uri"].startswith("models:/m-")
+
+    champion = client.get_model_version_by_alias("fmsearch-mlp", "champion")
+    assert champion.tags["fmsearch.source_trial"] == str(study.best_trial.number)
+    model = mlflow.pyfunc.load_model("models:/fmsearch-mlp@champion")
+    frame = model.predict(fashion.x_test[:50])
+    assert frame["class_index"].between(0, 9).all() and len(frame) == 50
+
+    again = cli("run", "--arch", "mlp", "--trials", 1, *_store_args(stores), *QUICK)
+    assert again.exit_code == 0, again.output
+    assert "study mlp: 4 complete" in again.output
+    runs = client.search_runs([experiment.experiment_id])
+    assert sum(r.data.tags["fmsearch.role"] == "study" for r in runs) == 1
+    assert sum(r.data.tags["fmsearch.role"] == "trial" for r in runs) == 4
+    resumed = optuna.load_study(study_name="mlp", storage=stores["storage"])
+    # The same --seed on resume must not replay the first trial's suggestions.
+    assert resumed.trials[3].params != resumed.trials[0].params
+
+    promoted = cli("promote", "--study-name", "mlp", *_store_args(stores), "-q")
+    assert promoted.exit_code == 0
+    assert "is the champion" in promoted.output or "is the challenger" in promoted.output
+
+
+def test_predict(cli, stores, tmp_path, fashion):
+    from PIL import Image
+
+    cli("run", "--arch", "mlp", "--trials", 1, *_store_args(stores), *QUICK)
+    np.save(tmp_path / "batch.npy", fashion.x_test[:4])
+    Image.fromarray(fashion.x_test[4]).save(tmp_path / "img.png")
+    out = tmp_path / "predictions.csv"
+    result = cli(
+        "predict", "--model", "models:/fmsearch-mlp@champion", "--tracking-uri",
+        stores["tracking"], tmp_path / "batch.npy", tmp_path / "img.png", "--output", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "\t" in line]
+    assert len(lines) == 5 and lines[0].split("\t")[0].endswith("batch.npy[0]")
+    import pandas as pd
+
+    frame = pd.read_csv(out)
+    assert len(frame) == 5 and "Ankle boot" in frame.columns
+
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 32, 32), dtype=np.uint8))
+    bad = cli("predict", "--model", "models:/fmsearch-mlp@champion", "--tracking-uri",
+              stores["tracking"], tmp_path / "wrong.npy")  # fmt: skip
+    _one_line_error(bad, r"expected images shaped \(N, 28, 28\), .*got \(2, 32, 32\)")
+    missing = cli("predict", "--model", "models:/nope@champion", "--tracking-uri",
+                  stores["tracking"], tmp_path / "batch.npy")  # fmt: skip
+    _one_line_error(missing, r"cannot load model models:/nope@champion")
+
+
+def test_cli_reads_stores_from_the_environment(cli, stores):
+    env = {"FMSEARCH_STORAGE": stores["storage"], "MLFLOW_TRACKING_URI": stores["tracking"]}
+    result = cli("run", "--arch", "mlp", "--trials", 1, "--no-promote", *QUICK, env=env)
+    assert result.exit_code == 0, result.output
+    assert [s.study_name for s in _studies(stores)] == ["mlp"]
+    assert mlflow.MlflowClient(stores["tracking"]).get_experiment_by_name("mlp") is not None
