@@ -79,10 +79,20 @@ def fit_trial(
     *,
     max_epochs: int,
     reporter: EpochReporter,
+    patience: int | None = None,
 ) -> TrialResult:
     """Train ``model`` for up to ``max_epochs``, reporting validation accuracy every epoch.
 
     On return the model holds the weights of its best epoch.
+
+    Args:
+        model: An uncompiled model from a space's ``build``.
+        params: The trial's hyperparameters (optimizer, learning rate, batch size).
+        split: Training and validation data.
+        max_epochs: Epochs at most.
+        reporter: Gets every epoch's metrics and decides on pruning.
+        patience: Stop after this many epochs without a better validation accuracy;
+            None trains all ``max_epochs`` unless pruned.
 
     Raises:
         optuna.TrialPruned: The reporter said to prune.
@@ -94,7 +104,7 @@ def fit_trial(
         metrics=["accuracy"],
     )
     best = keras.callbacks.EarlyStopping(
-        monitor=MONITOR, mode="max", patience=max_epochs, restore_best_weights=True
+        monitor=MONITOR, mode="max", patience=patience or max_epochs, restore_best_weights=True
     )
     callbacks = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, MONITOR)]
     start = time.perf_counter()

@@ -158,6 +158,13 @@ def _storage(storage: str | None):
     help="Epochs a trial trains at most (the pruner's full budget).",
 )
 @click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="End a trial after this many epochs without a better validation accuracy (0: never).",
+)
+@click.option(
     "--subset",
     type=click.IntRange(min=1),
     metavar="N",
@@ -191,6 +198,7 @@ def run(
     seed,
     timeout,
     max_epochs,
+    patience,
     subset,
     val_size,
     data_dir,
@@ -254,10 +262,12 @@ def run(
                 max_epochs=max_epochs,
                 timeout=timeout,
                 seed=seed,
+                patience=patience or None,
                 run_params={
                     "sampler": sampler,
                     "pruner": pruner,
                     "max_epochs": max_epochs,
+                    "patience": patience,
                     "subset": subset or len(split.y_train),
                     "val_size": val_size,
                     "seed": seed,

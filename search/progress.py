@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import IO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -20,10 +21,11 @@ class ProgressBar:
         total: Trials this run adds.
         disable: True hides the bar; None hides it when stderr is not a terminal, so logs of
             a non-interactive run stay clean.
+        file: Where to draw the bar (default stderr).
     """
 
-    def __init__(self, *, total: int, disable: bool | None = None) -> None:
-        self._bar = tqdm(total=total, unit="trial", disable=disable, dynamic_ncols=True)
+    def __init__(self, *, total: int, disable: bool | None = None, file: IO[str] | None = None):
+        self._bar = tqdm(total=total, unit="trial", disable=disable, dynamic_ncols=True, file=file)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         states = [t.state for t in study.get_trials(deepcopy=False)]

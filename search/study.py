@@ -77,6 +77,7 @@ def run_study(
     max_epochs: int,
     timeout: float | None = None,
     seed: int | None = None,
+    patience: int | None = None,
     run_params: dict[str, Any] | None = None,
     callbacks: Sequence[StudyCallback] = (),
 ) -> StudyOutcome:
@@ -91,6 +92,7 @@ def run_study(
         max_epochs: Epochs a trial trains at most (the pruner's maximum resource).
         timeout: Stop starting trials after this many seconds.
         seed: Seed of trial ``n`` is ``seed + n``, for repeatable initial weights.
+        patience: End a trial after this many epochs without improvement (None: never).
         run_params: Settings logged as params of the study's parent run when it is created.
         callbacks: Extra Optuna callbacks, called after each trial (a progress bar).
 
@@ -113,6 +115,7 @@ def run_study(
         parent_run_id=parent_run_id,
         max_epochs=max_epochs,
         seed=seed,
+        patience=patience,
     )
     guard = _FailureGuard(MAX_CONSECUTIVE_FAILURES)
     status = "FAILED"
@@ -178,6 +181,7 @@ class _Objective:
         parent_run_id: str,
         max_epochs: int,
         seed: int | None,
+        patience: int | None,
     ) -> None:
         self._space = space
         self._arch = arch
@@ -187,6 +191,7 @@ class _Objective:
         self._parent_run_id = parent_run_id
         self._max_epochs = max_epochs
         self._seed = seed
+        self._patience = patience
 
     def __call__(self, trial: optuna.Trial) -> float:
         from runners.metrics import evaluate_predictions, predict_classes
@@ -213,6 +218,7 @@ class _Objective:
                 self._split,
                 max_epochs=self._max_epochs,
                 reporter=_Reporter(trial, self._tracker, run_id),
+                patience=self._patience,
             )
             start = time.perf_counter()
             evaluation = evaluate_predictions(

@@ -123,7 +123,7 @@ def test_spaces(cli):
     assert all(name in listing.output for name in ARCHITECTURES)
     resnet = cli("spaces", "resnet")
     assert "n_blocks         int from 1 to 3" in resnet.output
-    assert "learning_rate    float from 0.0001 to 0.1, log scale" in resnet.output
+    assert "learning_rate    float from 0.0001 to 0.01, log scale" in resnet.output
 
 
 def test_data(cli):

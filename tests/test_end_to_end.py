@@ -130,7 +130,7 @@ def test_ui_shows_the_study(workdir, tmp_path):
 
 
 def test_champion_serves_over_http(workdir, tmp_path, fashion):
-    import mlflow
+    from search.tracking import Tracker
 
     port = _free_port()
     env = {**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns/mlflow.db"}
@@ -147,8 +147,8 @@ def test_champion_serves_over_http(workdir, tmp_path, fashion):
             data=json.dumps({"inputs": images.tolist()}).encode(),
         )
         served = json.loads(body)["predictions"]
-        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-        local = mlflow.pyfunc.load_model("models:/fmsearch-cnn@champion").predict(images)
+        tracker = Tracker(tracking_uri=env["MLFLOW_TRACKING_URI"])
+        local = tracker.load_served_model("models:/fmsearch-cnn@champion").predict(images)
         assert [p["class_index"] for p in served] == local["class_index"].tolist()
         assert served[0]["Ankle boot"] == pytest.approx(local["Ankle boot"][0], rel=1e-5)
 

@@ -125,3 +125,14 @@ def test_free_memory_clears_the_session():
     free_memory()
     assert keras.layers.Dense(2).name == "dense"
     assert first != "dense"
+
+
+def test_patience_stops_a_trial_that_stopped_improving(small_split):
+    # With shifted validation labels the first epoch is the best: patience 1 stops at epoch 2.
+    shifted = Split(
+        small_split.x_train, small_split.y_train, small_split.x_val, (small_split.y_val + 1) % 10
+    )
+    reporter = Recorder()
+    result = fit_trial(_model(), PARAMS, shifted, max_epochs=6, reporter=reporter, patience=1)
+    assert result.epochs == result.best_epoch + 2 < 6
+    assert len(reporter.reports) == result.epochs

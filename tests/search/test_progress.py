@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import io
+import logging
+
+import optuna
+
+from search.progress import ProgressBar
+
+
+def test_bar_shows_best_and_counts(caplog):
+    out = io.StringIO()
+    bar = ProgressBar(total=4, disable=False, file=out)
+    study = optuna.create_study(direction="maximize")
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            raise optuna.TrialPruned("pruned at epoch 2")
+        if trial.number == 2:
+            trial.set_user_attr("fail_reason", "training loss became nan in epoch 0")
+            raise ValueError("boom")
+        return 0.9 if trial.number == 0 else 0.5 + x / 10
+
+    with caplog.at_level(logging.INFO, logger="search.progress"):
+        study.optimize(objective, n_trials=4, callbacks=[bar], catch=(ValueError,))
+    bar.close()
+    text = out.getvalue()
+    assert "4/4" in text
+    assert "best=0.9000" in text and "pruned=1" in text and "failed=1" in text
+    messages = [r.getMessage() for r in caplog.records if r.name == "search.progress"]
+    assert messages[0].startswith("trial 0 complete: val_accuracy 0.9000")
+    assert messages[2] == "trial 2 failed: training loss became nan in epoch 0 (best 0.9000)"
