@@ -12,8 +12,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["search*", "spaces*", "runners*"]),
-    # The served model is loaded by MLflow from its source file (models from code).
-    package_data={"search": ["served_model.py"]},
     install_requires=[
         "optuna>=5.0",
         "optuna-integration>=5.0",

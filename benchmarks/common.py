@@ -12,6 +12,13 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("results")
 
 
+def add_results_dir(parser) -> None:
+    """The ``--results-dir`` option every benchmark takes."""
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS, help=f"where to write (default {RESULTS})"
+    )
+
+
 def machine() -> dict[str, str]:
     cpu = "unknown"
     try:
@@ -30,16 +37,16 @@ def machine() -> dict[str, str]:
     }
 
 
-def write(name: str, payload: dict, table: str) -> Path:
-    """Write ``results/<name>.json`` and ``results/<name>.md``; returns the Markdown path."""
-    RESULTS.mkdir(exist_ok=True)
+def write(name: str, payload: dict, table: str, *, directory: Path = RESULTS) -> Path:
+    """Write ``<directory>/<name>.json`` and ``.md``; returns the Markdown path."""
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine(), **payload}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (directory / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     info = payload["machine"]
     header = (
         f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores), TensorFlow "
         f"{info['tensorflow']}, MLflow {info['mlflow']}, Optuna {info['optuna']}.\n\n"
     )
-    path = RESULTS / f"{name}.md"
+    path = directory / f"{name}.md"
     path.write_text(header + table + "\n")
     return path

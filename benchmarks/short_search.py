@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import write
+from benchmarks.common import add_results_dir, write
 
 
 def main() -> None:
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=10_000)
     parser.add_argument("--max-epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    add_results_dir(parser)
     args = parser.parse_args()
     if args.quick:
         args.arch, args.trials, args.subset, args.max_epochs = "mlp", 3, 2000, 3
@@ -63,7 +64,8 @@ def main() -> None:
             f"| {r['test_macro_f1']:.4f} |",
         ]
     )
-    path = write("short_search_quick" if args.quick else "short_search", payload, table)
+    name = "short_search_quick" if args.quick else "short_search"
+    path = write(name, payload, table, directory=args.results_dir)
     print(path.read_text())
 
 

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import optuna
 
-from benchmarks.common import write
+from benchmarks.common import add_results_dir, write
 from runners.data import CLASS_NAMES, load_fashion_mnist, split_train_val
 from runners.metrics import evaluate_predictions, predict_classes
 from search.tracking import Tracker
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 repeats, mlp only")
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=10, help="per-epoch metric rows logged")
+    add_results_dir(parser)
     args = parser.parse_args()
     archs = ["mlp"] if args.quick else list(PARAMS)
     repeats = 2 if args.quick else args.repeats
@@ -129,6 +130,7 @@ def main() -> None:
         "tracking_overhead_quick" if args.quick else "tracking_overhead",
         {"repeats": repeats, "epochs": args.epochs, "results": results},
         "\n".join(lines),
+        directory=args.results_dir,
     )
     print(path.read_text())
 

@@ -166,9 +166,12 @@ class _FailOnNaN(keras.callbacks.Callback):
 
 
 class _Pruning(KerasPruningCallback):
-    """Optuna's Keras pruning callback, but a missing metric is an error, not a warning.
+    """Optuna's Keras pruning callback, with two changes.
 
-    Upstream only warns, and pruning then silently never happens.
+    A missing metric is an error, not a warning: upstream only warns, and pruning then
+    silently never happens. And the last epoch is reported but never pruned: there is no
+    training left to save, and pruning would throw away a fully trained model (Hyperband's
+    top rung can fall on the last epoch).
     """
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -176,4 +179,7 @@ class _Pruning(KerasPruningCallback):
             raise RuntimeError(
                 f"pruning monitors {self._monitor!r}, but the epoch logs hold {sorted(logs or {})}"
             )
+        if epoch + 1 >= self.params.get("epochs", float("inf")):
+            self._trial.report(float(logs[self._monitor]), step=epoch)
+            return
         super().on_epoch_end(epoch, logs)

@@ -73,7 +73,6 @@ def describe_space(space: ModuleType, *, samples: int = 300) -> dict[str, Any]:
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = []
     for _ in range(samples):

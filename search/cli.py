@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -84,6 +85,15 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="Only warnings a
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
 
 
+def _check_study_name(ctx: click.Context, param: click.Parameter, value: str | None):
+    # The name is also an MLflow experiment name, a filter value and a directory name.
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise click.BadParameter(
+            f"expected letters, digits, '.', '_' or '-' (not first), got {value!r}"
+        )
+    return value
+
+
 def _setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     import optuna
 
@@ -116,11 +126,10 @@ def _tracker(tracking_uri: str | None):
     return tracker
 
 
-def _storage(storage: str | None):
+def _storage(storage: str):
     from search.storage import open_storage
-    from search.urls import default_storage
 
-    return open_storage(storage or default_storage())
+    return open_storage(storage)
 
 
 @main.command()
@@ -138,7 +147,11 @@ def _storage(storage: str | None):
     show_default=True,
     help="Trials to add to the study.",
 )
-@click.option("--study-name", help="Study (and MLflow experiment) name.  [default: the --arch]")
+@click.option(
+    "--study-name",
+    callback=_check_study_name,
+    help="Study (and MLflow experiment) name.  [default: the --arch]",
+)
 @storage_option
 @tracking_option
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
@@ -225,10 +238,11 @@ def run(
     from search.progress import ProgressBar
     from search.storage import create_or_load_study
     from search.study import run_study
-    from search.urls import redact
+    from search.urls import default_storage, redact
 
     # Everything that can be wrong with the input is checked before the study exists.
     tracker = _tracker(tracking_uri)
+    storage = storage or default_storage()
     optuna_storage = _storage(storage)
     data = load_fashion_mnist(data_dir=data_dir)
     split = split_train_val(data.x_train, data.y_train, val_size=val_size, subset=subset)
@@ -271,7 +285,7 @@ def run(
                     "subset": subset or len(split.y_train),
                     "val_size": val_size,
                     "seed": seed,
-                    "storage": redact(storage or "sqlite:///mlruns/optuna.db"),
+                    "storage": redact(storage),
                     "data_source": data.source,
                 },
                 callbacks=[progress],
@@ -295,7 +309,12 @@ def run(
 
 
 @main.command()
-@click.option("--study-name", required=True, help="The study whose best trial to promote.")
+@click.option(
+    "--study-name",
+    required=True,
+    callback=_check_study_name,
+    help="The study whose best trial to promote.",
+)
 @storage_option
 @tracking_option
 @data_dir_option
@@ -311,9 +330,10 @@ def promote(study_name, storage, tracking_uri, data_dir, register_as, quiet, ver
     _setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import load_fashion_mnist
     from search.storage import load_study
+    from search.urls import default_storage
 
     tracker = _tracker(tracking_uri)
-    study = load_study(storage=_storage(storage), study_name=study_name)
+    study = load_study(storage=_storage(storage or default_storage()), study_name=study_name)
     data = load_fashion_mnist(data_dir=data_dir)
     _promote(study=study, tracker=tracker, data=data, register_as=register_as)
 
@@ -427,8 +447,11 @@ def spaces(arch) -> None:
             click.echo(f"{name:8} {module.__doc__.strip().splitlines()[0]}")
         click.echo("\n`fmsearch spaces ARCH` lists an architecture's hyperparameters.")
         return
+    import optuna
+
     from search.choices import describe_space
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     module = ARCHITECTURES[arch]
     click.echo(module.__doc__.strip().splitlines()[0])
     for name, dist in describe_space(module).items():

@@ -222,3 +222,10 @@ def test_cli_reads_stores_from_the_environment(cli, stores):
     assert result.exit_code == 0, result.output
     assert [s.study_name for s in _studies(stores)] == ["mlp"]
     assert mlflow.MlflowClient(stores["tracking"]).get_experiment_by_name("mlp") is not None
+
+
+def test_study_name_must_be_a_plain_name(cli, stores):
+    result = cli("run", "--arch", "mlp", *_store_args(stores), "--study-name", "it's mine")
+    assert result.exit_code == 2
+    assert "Invalid value for '--study-name': expected letters, digits" in result.output
+    assert _studies(stores) == []

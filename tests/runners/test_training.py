@@ -83,6 +83,12 @@ def test_prunes_when_the_reporter_says_so(small_split):
     assert len(reporter.epochs) == 1  # the pruned epoch's curves are logged too
 
 
+def test_the_last_epoch_is_reported_but_never_pruned(small_split):
+    reporter = Recorder(prune_after=2)
+    result = fit_trial(_model(), PARAMS, small_split, max_epochs=2, reporter=reporter)
+    assert result.epochs == 2 and [step for step, _ in reporter.reports] == [0, 1]
+
+
 def test_nan_loss_fails_the_trial(small_split):
     x = small_split.x_train.astype(np.float32)
     x[0, 0, 0, 0] = np.nan

@@ -37,6 +37,7 @@ def tiny_study(storage_url, tracker, small_split):
         max_epochs=2,
         pruner=None,
         split=small_split,
+        **kwargs,
     ):
         study = create_or_load_study(
             storage=open_storage(storage_url),
@@ -55,6 +56,7 @@ def tiny_study(storage_url, tracker, small_split):
             n_trials=n_trials or len(enqueue) or 1,
             max_epochs=max_epochs,
             seed=0,
+            **kwargs,
         )
         return study, outcome
 

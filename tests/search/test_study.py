@@ -121,3 +121,8 @@ def test_resume_adds_trials_under_the_same_parent(tiny_study, tracker):
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
     best = tracker._client.get_metric_history(parent.info.run_id, "best_val_accuracy")
     assert [m.step for m in best] == [0, 1, 2]
+
+
+def test_timeout_stops_starting_trials(tiny_study):
+    study, outcome = tiny_study(n_trials=20, max_epochs=1, timeout=0.01)
+    assert len(study.trials) == 1 and outcome.n_complete == 1

@@ -1,0 +1,121 @@
+"""Memory over many trials in one process, with and without fmsearch's per-trial cleanup.
+
+Keras keeps every model's graph in its global session unless it is cleared (optuna#1178,
+#3050). Runs the same small study twice in fresh subprocesses, once as fmsearch runs it
+(``keras.backend.clear_session`` + ``gc.collect`` after each trial) and once with the cleanup
+switched off, and records the resident memory after every trial.
+
+    python -m benchmarks.trial_memory [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from benchmarks.common import add_results_dir
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(trials: int, cleanup: bool) -> None:
+    """One study in this process; prints the RSS after each trial as JSON."""
+    from pathlib import Path
+
+    import optuna
+
+    import runners.training
+    from runners.data import load_fashion_mnist, split_train_val
+    from search.storage import create_or_load_study, open_storage
+    from search.study import run_study
+    from search.tracking import Tracker
+
+    if not cleanup:
+        runners.training.free_memory = lambda: None
+    data = load_fashion_mnist()
+    split = split_train_val(data.x_train, data.y_train, val_size=1000, subset=1000)
+    rss: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        study = create_or_load_study(
+            storage=open_storage(f"sqlite:///{tmp}/o.db"),
+            study_name="memory",
+            arch="cnn",
+            sampler=optuna.samplers.RandomSampler(seed=0),
+            pruner=optuna.pruners.NopPruner(),
+        )
+        run_study(
+            study=study,
+            arch="cnn",
+            split=split,
+            tracker=Tracker(tracking_uri=f"sqlite:///{tmp}/m.db", artifact_root=Path(tmp) / "a"),
+            n_trials=trials,
+            max_epochs=1,
+            seed=0,
+            callbacks=[lambda s, t: rss.append(_rss_mib())],
+        )
+    print(json.dumps(rss))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 trials")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
+    add_results_dir(parser)
+    args = parser.parse_args()
+    trials = 5 if args.quick else args.trials
+    if args.child:
+        child(trials, args.child == "on")
+        return
+    series = {}
+    for mode in ("on", "off"):
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.trial_memory", "--child", mode,
+             "--trials", str(trials)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        series[mode] = json.loads(out.strip().splitlines()[-1])
+    from benchmarks.common import write
+
+    def growth(values: list[float]) -> float:
+        tail = values[len(values) // 4 :]
+        return (tail[-1] - tail[0]) / max(len(tail) - 1, 1)
+
+    lines = [
+        f"Resident memory (MiB) of one process running {trials} `cnn` trials (1 epoch on 1,000 "
+        "images, each logged to MLflow), after trials 1, half-way and last; growth per trial "
+        "over the last three quarters.",
+        "",
+        "| per-trial cleanup | after trial 1 | half-way | last | growth per trial |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, label in (("on", "on (fmsearch)"), ("off", "off")):
+        v = series[mode]
+        lines.append(
+            f"| {label} | {v[0]:.0f} | {v[len(v) // 2]:.0f} | {v[-1]:.0f} | {growth(v):+.1f} |"
+        )
+    path = write(
+        "trial_memory_quick" if args.quick else "trial_memory",
+        {"trials": trials, "rss_mib": series},
+        "\n".join(lines),
+        directory=args.results_dir,
+    )
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

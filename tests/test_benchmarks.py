@@ -1,0 +1,23 @@
+"""The benchmarks' quick variants run end to end (smoke tests: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", ["tracking_overhead", "trial_memory"])
+def test_quick_benchmark_writes_its_results(name, tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--results-dir", str(tmp_path)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    payload = json.loads((tmp_path / f"{name}_quick.json").read_text())
+    assert payload["machine"]["tensorflow"]
+    table = (tmp_path / f"{name}_quick.md").read_text()
+    assert table.count("\n|") >= 3
