@@ -7,9 +7,9 @@ DATA_DIR := /usr/share/datasets/fashion-mnist
 # PyTorch only backs Optuna's GP sampler: its CPU build is enough and 10x smaller than the CUDA one.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-RUN_ARGS ?= --arch cnn --trials 6 --subset 5000 --val-size 5000 --max-epochs 4
+RUN_ARGS ?= --arch mlp --trials 10 --subset 10000 --max-epochs 5
 
-.PHONY: install data run test lint bench clean
+.PHONY: install data browser run test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -29,11 +29,21 @@ data: install
 	fi
 	$(BIN)/fmsearch data
 
+# The UI test drives a real headless Chromium: Debian's chromium and its chromedriver.
+browser:
+	@if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver) \
+		|| echo "apt could not install chromium-driver: the browser test will not run"; \
+	fi
+
 run: data
 	$(BIN)/fmsearch run $(RUN_ARGS)
 
-test: data
-	$(BIN)/python -m pytest
+# Two workers or more (pytest-xdist): most tests wait on single-threaded Python, not on BLAS.
+# One module per worker at a time keeps each module's shared fixtures built once.
+PYTEST_ARGS ?= -n auto --dist loadfile
+test: data browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -41,6 +51,9 @@ lint: install
 
 bench: data
 	$(BIN)/python -m benchmarks.tracking_overhead
+	$(BIN)/python -m benchmarks.trial_memory
+	$(BIN)/python -m benchmarks.short_search
+	$(BIN)/python -m benchmarks.storage_load
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

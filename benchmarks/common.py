@@ -50,3 +50,11 @@ def write(name: str, payload: dict, table: str, *, directory: Path = RESULTS) ->
     path = directory / f"{name}.md"
     path.write_text(header + table + "\n")
     return path
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without fmsearch's store settings, for a child ``fmsearch``
+    that must use the embedded defaults of its own directory (and not, say, a tracking URI
+    that ``mlflow.set_tracking_uri`` exported into this process)."""
+    drop = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "FMSEARCH_STORAGE")
+    return {k: v for k, v in os.environ.items() if k not in drop}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import add_results_dir, write
+from benchmarks.common import add_results_dir, clean_environment, write
 
 
 def main() -> None:
@@ -42,7 +42,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run(
-            [str(Path(sys.executable).with_name("fmsearch")), *command[1:]], cwd=tmp, check=True
+            [str(Path(sys.executable).with_name("fmsearch")), *command[1:]],
+            cwd=tmp,
+            check=True,
+            env=clean_environment(),
         )
         wall = time.perf_counter() - start
         payload = summarize(Path(tmp), args.arch, " ".join(command), wall)

@@ -32,8 +32,8 @@ from spaces import ARCHITECTURES
 
 SHARED = {"l2": 1e-5, "dropout": 0.1, "learning_rate": 1e-3, "batch_size": 128, "optimizer": "adam"}
 PARAMS = {
-    "mlp": {"n_layers": 2, "n_units_l0": 256, "n_units_l1": 128},
-    "cnn": {"n_conv": 3, "filters": 32, "kernel_size": 3, "dense_units": 128},
+    "mlp": {"n_units_l0": 256, "n_units_l1": 128},
+    "cnn": {"filters": 32, "kernel_size": 3, "dense_units": 128},
     "resnet": {"base_filters": 32, "n_stages": 3, "n_blocks": 2, "dense_units": 128},
 }
 PARTS = ("run_and_params", "epoch_metrics", "evaluation_artifacts", "keras_model", "end_run")
@@ -41,7 +41,7 @@ PARTS = ("run_and_params", "epoch_metrics", "evaluation_artifacts", "keras_model
 
 def measure(arch: str, *, repeats: int, epochs: int, split, tracker: Tracker) -> dict:
     space = ARCHITECTURES[arch]
-    params = space.suggest(optuna.trial.FixedTrial({**PARAMS[arch], **SHARED}))
+    params = space.suggest(optuna.trial.FixedTrial({**space.DEFAULTS, **PARAMS[arch], **SHARED}))
     model = space.build(params)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(split.x_train, split.y_train, epochs=1, batch_size=128, verbose=0)

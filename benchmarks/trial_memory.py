@@ -3,7 +3,8 @@
 Keras keeps every model's graph in its global session unless it is cleared (optuna#1178,
 #3050). Runs the same small study twice in fresh subprocesses, once as fmsearch runs it
 (``keras.backend.clear_session`` + ``gc.collect`` after each trial) and once with the cleanup
-switched off, and records the resident memory after every trial.
+switched off, and records the resident memory after every trial. Every trial trains the same
+configuration, so that growth from trial to trial is memory kept, not a bigger model.
 
     python -m benchmarks.trial_memory [--quick]
 """
@@ -18,10 +19,17 @@ import sys
 import tempfile
 
 from benchmarks.common import add_results_dir
+from spaces import cnn
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+FIXED_PARAMS = {
+    **cnn.DEFAULTS, "filters": 32, "kernel_size": 3, "dense_units": 128, "l2": 1e-4,
+    "dropout": 0.25, "learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam",
+}  # fmt: skip
 
 
 def _rss_mib() -> float:
@@ -32,7 +40,7 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def child(trials: int, cleanup: bool) -> None:
+def child(trials: int, cleanup: bool, images: int) -> None:
     """One study in this process; prints the RSS after each trial as JSON."""
     from pathlib import Path
 
@@ -47,7 +55,7 @@ def child(trials: int, cleanup: bool) -> None:
     if not cleanup:
         runners.training.free_memory = lambda: None
     data = load_fashion_mnist()
-    split = split_train_val(data.x_train, data.y_train, val_size=1000, subset=1000)
+    split = split_train_val(data.x_train, data.y_train, val_size=images, subset=images)
     rss: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         study = create_or_load_study(
@@ -57,6 +65,8 @@ def child(trials: int, cleanup: bool) -> None:
             sampler=optuna.samplers.RandomSampler(seed=0),
             pruner=optuna.pruners.NopPruner(),
         )
+        for _ in range(trials):
+            study.enqueue_trial(FIXED_PARAMS, skip_if_exists=False)
         run_study(
             study=study,
             arch="cnn",
@@ -72,20 +82,21 @@ def child(trials: int, cleanup: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5 trials")
+    parser.add_argument("--quick", action="store_true", help="3 trials on 300 images")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
     add_results_dir(parser)
     args = parser.parse_args()
-    trials = 5 if args.quick else args.trials
+    trials = 3 if args.quick else args.trials
+    images = 300 if args.quick else 1000
     if args.child:
-        child(trials, args.child == "on")
+        child(trials, args.child == "on", images)
         return
     series = {}
     for mode in ("on", "off"):
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.trial_memory", "--child", mode,
-             "--trials", str(trials)],
+             "--trials", str(trials), *(["--quick"] if args.quick else [])],
             check=True, capture_output=True, text=True,
         ).stdout  # fmt: skip
         series[mode] = json.loads(out.strip().splitlines()[-1])
@@ -96,9 +107,9 @@ def main() -> None:
         return (tail[-1] - tail[0]) / max(len(tail) - 1, 1)
 
     lines = [
-        f"Resident memory (MiB) of one process running {trials} `cnn` trials (1 epoch on 1,000 "
-        "images, each logged to MLflow), after trials 1, half-way and last; growth per trial "
-        "over the last three quarters.",
+        f"Resident memory (MiB) of one process running {trials} identical `cnn` trials (1 epoch "
+        f"on {images:,} images, each logged to MLflow), after trials 1, half-way and last; "
+        "growth per trial over the last three quarters.",
         "",
         "| per-trial cleanup | after trial 1 | half-way | last | growth per trial |",
         "|---|---|---|---|---|",

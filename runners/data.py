@@ -234,7 +234,7 @@ def split_train_val(
     if subset is not None:
         if not 1 <= subset <= len(train_idx):
             raise DataError(f"--subset must be between 1 and {len(train_idx)}, got {subset}")
-        order = _stratified_order(labels[train_idx], np.random.default_rng(seed))
+        order = stratified_order(labels[train_idx], np.random.default_rng(seed))
         train_idx = np.sort(train_idx[order[:subset]])
     return Split(
         x_train=images[train_idx, ..., np.newaxis],
@@ -244,7 +244,7 @@ def split_train_val(
     )
 
 
-def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """An order of the samples in which every prefix holds each class in proportion."""
     rank = np.empty(len(labels))
     for c in np.unique(labels):

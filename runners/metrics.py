@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,21 @@ def predict_classes(model: keras.Model, images: np.ndarray, *, batch_size: int =
     return model.predict(images, batch_size=batch_size, verbose=0).argmax(axis=1)
 
 
+def measure_latency(
+    predict: Callable[[np.ndarray], Any], images: np.ndarray, *, n: int = 256, repeats: int = 2
+) -> float:
+    """Milliseconds per image that ``predict`` takes on a batch of ``n`` images (best of
+    ``repeats``, after one warm-up call, so graph tracing and caches are not counted)."""
+    batch = images[:n]
+    predict(batch)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(batch)
+        best = min(best, time.perf_counter() - start)
+    return 1000.0 * best / len(batch)
+
+
 def evaluate_predictions(
     y_true: np.ndarray, y_pred: np.ndarray, *, class_names: tuple[str, ...]
 ) -> Evaluation:
@@ -58,16 +76,49 @@ def evaluate_predictions(
     )
 
 
-def confusion_figure(confusion: np.ndarray, *, class_names: tuple[str, ...], title: str) -> Figure:
-    """A labelled confusion-matrix plot (true classes down, predicted across)."""
+def confusion_figure(
+    confusion: np.ndarray, *, class_names: tuple[str, ...], title: str, normalize: bool = False
+) -> Figure:
+    """A labelled confusion-matrix plot (true classes down, predicted across).
+
+    ``normalize`` shows each row as shares of its true class (recall on the diagonal).
+    """
     from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
 
+    shown = normalized_confusion(confusion) if normalize else confusion
     # A bare Figure, not pyplot: no global figure registry to leak across trials.
     fig = Figure(figsize=(8, 7), layout="constrained")
     ax = fig.add_subplot()
-    ConfusionMatrixDisplay(confusion, display_labels=list(class_names)).plot(
-        ax=ax, cmap="Blues", xticks_rotation=45, colorbar=False, values_format="d"
+    ConfusionMatrixDisplay(shown, display_labels=list(class_names)).plot(
+        ax=ax,
+        cmap="Blues",
+        xticks_rotation=45,
+        colorbar=False,
+        values_format=".2f" if normalize else "d",
     )
     ax.set_title(title)
     return fig
+
+
+def normalized_confusion(confusion: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum: the share of a true class given each prediction."""
+    totals = confusion.sum(axis=1, keepdims=True)
+    return np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+
+
+def confused_pairs(
+    confusion: np.ndarray, *, class_names: tuple[str, ...], top: int = 10
+) -> list[tuple[str, str, int]]:
+    """The ``top`` (true class, predicted class, count) mistakes, most frequent first."""
+    off_diagonal = confusion.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    order = np.argsort(off_diagonal, axis=None, kind="stable")[::-1][:top]
+    pairs = []
+    for flat in order:
+        true, predicted = np.unravel_index(flat, confusion.shape)
+        count = int(off_diagonal[true, predicted])
+        if count == 0:
+            break
+        pairs.append((class_names[true], class_names[predicted], count))
+    return pairs

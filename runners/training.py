@@ -10,47 +10,19 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import keras
 from optuna_integration import KerasPruningCallback
 
-from runners.data import Split
+from runners.augment import eval_dataset, train_dataset
+from runners.data import NUM_CLASSES, Split
 from runners.errors import TrialFailed
+from runners.reporting import EpochReporter, TrialResult
 
 MONITOR = "val_accuracy"
 # Keras names its epoch logs after the compiled loss and metrics; MLflow gets clearer names.
 _METRIC_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy"}
-
-
-class EpochReporter(Protocol):
-    """Where a training run sends its per-epoch measurements."""
-
-    def report(self, value: float, step: int) -> None: ...
-
-    def should_prune(self) -> bool: ...
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """What training measured.
-
-    Attributes:
-        best_value: The best validation accuracy of any epoch (the trial's objective).
-        best_epoch: The epoch (0-based) that reached it; the model holds its weights.
-        epochs: Epochs trained.
-        history: Per-epoch metrics, MLflow names (``train_loss``, ``val_accuracy``, ...).
-        train_seconds: Wall time of ``fit``.
-    """
-
-    best_value: float
-    best_epoch: int
-    epochs: int
-    history: dict[str, list[float]]
-    train_seconds: float
 
 
 def seed_everything(seed: int) -> None:
@@ -58,9 +30,48 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def make_optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
-    """The optimizer named by ``params["optimizer"]`` at ``params["learning_rate"]``."""
-    name, lr = params["optimizer"], params["learning_rate"]
+LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")
+# One-cycle: warm up from learning_rate / 25 over the first 30% of the steps (Smith's defaults).
+_ONE_CYCLE_START = 25.0
+_ONE_CYCLE_WARMUP = 0.3
+_EVAL_BATCH = 512
+
+
+def make_learning_rate(
+    params: dict[str, Any], *, total_steps: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate, or its schedule over ``total_steps`` (``params["lr_schedule"]``).
+
+    ``plateau`` is a constant rate here; :func:`fit_trial` adds the ``ReduceLROnPlateau``
+    callback that lowers it.
+    """
+    lr = params["learning_rate"]
+    schedule = params.get("lr_schedule", "constant")
+    if schedule in ("constant", "plateau"):
+        return lr
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
+    if schedule == "one_cycle":
+        warmup = max(1, int(total_steps * _ONE_CYCLE_WARMUP))
+        return keras.optimizers.schedules.CosineDecay(
+            lr / _ONE_CYCLE_START,
+            decay_steps=max(1, total_steps - warmup),
+            warmup_target=lr,
+            warmup_steps=warmup,
+        )
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+
+
+def make_optimizer(
+    params: dict[str, Any],
+    *,
+    total_steps: int = 1,
+    learning_rate: keras.optimizers.schedules.LearningRateSchedule | None = None,
+) -> keras.optimizers.Optimizer:
+    """The optimizer named by ``params["optimizer"]``, its learning rate scheduled (or
+    ``learning_rate``, which replaces the schedule of ``params``)."""
+    name = params["optimizer"]
+    lr = learning_rate or make_learning_rate(params, total_steps=total_steps)
     if name == "adam":
         return keras.optimizers.Adam(lr)
     if name == "adamw":
@@ -80,6 +91,7 @@ def fit_trial(
     max_epochs: int,
     reporter: EpochReporter,
     patience: int | None = None,
+    deadline: float | None = None,
 ) -> TrialResult:
     """Train ``model`` for up to ``max_epochs``, reporting validation accuracy every epoch.
 
@@ -93,29 +105,38 @@ def fit_trial(
         reporter: Gets every epoch's metrics and decides on pruning.
         patience: Stop after this many epochs without a better validation accuracy;
             None trains all ``max_epochs`` unless pruned.
+        deadline: A ``time.monotonic()`` value: the first epoch that ends after it is the
+            last (the model keeps its best epoch, as after early stopping).
 
     Raises:
         optuna.TrialPruned: The reporter said to prune.
         TrialFailed: The training loss became NaN or infinite.
     """
+    steps_per_epoch = math.ceil(len(split.x_train) / params["batch_size"])
     model.compile(
-        optimizer=make_optimizer(params),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        optimizer=make_optimizer(params, total_steps=steps_per_epoch * max_epochs),
+        # One-hot labels: CutMix and MixUp make them soft, and label smoothing needs them.
+        loss=keras.losses.CategoricalCrossentropy(
+            label_smoothing=params.get("label_smoothing", 0.0)
+        ),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     best = keras.callbacks.EarlyStopping(
         monitor=MONITOR, mode="max", patience=patience or max_epochs, restore_best_weights=True
     )
-    callbacks = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, MONITOR)]
+    out_of_time = _Deadline(deadline)
+    callbacks = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, MONITOR), out_of_time]
+    if params.get("lr_schedule") == "plateau":
+        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(factor=0.2, patience=2))
     start = time.perf_counter()
     history = model.fit(
-        split.x_train,
-        split.y_train,
-        batch_size=params["batch_size"],
+        train_dataset(split.x_train, split.y_train, params=params, num_classes=NUM_CLASSES),
         epochs=max_epochs,
-        validation_data=(split.x_val, split.y_val),
-        validation_batch_size=512,
+        validation_data=eval_dataset(
+            split.x_val, split.y_val, batch_size=_EVAL_BATCH, num_classes=NUM_CLASSES
+        ),
         callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself
         verbose=0,
     ).history
     seconds = time.perf_counter() - start
@@ -128,6 +149,7 @@ def fit_trial(
         epochs=len(values),
         history=history,
         train_seconds=seconds,
+        out_of_time=out_of_time.stopped,
     )
 
 
@@ -149,7 +171,26 @@ class _EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = {_METRIC_NAMES.get(k, k): float(v) for k, v in (logs or {}).items()}
         metrics["epoch_seconds"] = time.perf_counter() - self._start
+        # The rate the last step used: follows the schedule and ReduceLROnPlateau.
+        metrics.setdefault(
+            "learning_rate",
+            float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+        )
         self._reporter.log_epoch(epoch, metrics)
+
+
+class _Deadline(keras.callbacks.Callback):
+    """Ends training after the epoch during which the search's time budget ran out."""
+
+    def __init__(self, deadline: float | None) -> None:
+        super().__init__()
+        self._deadline = deadline
+        self.stopped = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self.stopped = True
+            self.model.stop_training = True
 
 
 class _FailOnNaN(keras.callbacks.Callback):
@@ -183,3 +224,11 @@ class _Pruning(KerasPruningCallback):
             self._trial.report(float(logs[self._monitor]), step=epoch)
             return
         super().on_epoch_end(epoch, logs)
+
+
+def set_threads(threads: int) -> None:
+    """Use at most ``threads`` CPU threads for TensorFlow's ops (call before any model)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))

@@ -7,6 +7,7 @@ Kept free of heavy imports so that ``fmsearch --help`` lists the choices instant
 
 from __future__ import annotations
 
+import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -17,18 +18,63 @@ if TYPE_CHECKING:
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("hyperband", "median", "none")
+OBJECTIVES = ("accuracy", "accuracy,params", "accuracy,latency")
 
 
-def make_sampler(name: str, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (one of ``SAMPLERS``).
+def parse_objectives(text: str, space: ModuleType, *, arch: str) -> tuple[str, ...]:
+    """``--objective`` as a tuple of objective names, checked against the space.
+
+    Raises:
+        FmsearchError: Unknown objective, or ``params`` for a scikit-learn space.
+    """
+    if text not in OBJECTIVES:
+        raise FmsearchError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {text!r}")
+    objectives = tuple(text.split(","))
+    if "params" in objectives and space.KIND != "keras":
+        raise FmsearchError(
+            f"--objective {text}: expected a Keras architecture (a scikit-learn model has no "
+            f"parameter count), got --arch {arch}; use accuracy,latency"
+        )
+    return objectives
+
+
+def check_requirements(space: ModuleType, *, arch: str) -> None:
+    """Fail early when an architecture's optional extra is not installed.
+
+    Raises:
+        FmsearchError: The space's ``REQUIRES`` package cannot be imported.
+    """
+    import importlib.util
+
+    requires = getattr(space, "REQUIRES", None)
+    if requires is not None and importlib.util.find_spec(requires[0]) is None:
+        raise FmsearchError(f"--arch {arch} needs {requires[0]}: {requires[1]}")
+
+
+def make_sampler(
+    name: str, *, seed: int | None = None, fixed: dict[str, Any] | None = None
+) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name`` (one of ``SAMPLERS``), with ``fixed`` values pinned.
 
     Raises:
         FmsearchError: Unknown name, or the GP sampler without PyTorch.
     """
     import optuna
 
+    sampler = _make_sampler(name, seed=seed)
+    if not fixed:
+        return sampler
+    with warnings.catch_warnings():  # experimental since Optuna 2.4, unchanged since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler(fixed, sampler)
+
+
+def _make_sampler(name: str, *, seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        # Constant liar: parallel workers do not all sample next to the same running trial.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

@@ -16,10 +16,11 @@ from pathlib import Path
 import click
 
 from runners.errors import FmsearchError
-from search.choices import PRUNERS, SAMPLERS
+from runners.precision import PRECISIONS
+from search.choices import OBJECTIVES, PRUNERS, SAMPLERS
 from spaces import ARCHITECTURES
 
-logger = logging.getLogger("search.cli")
+logger = logging.getLogger(__name__)
 
 _ENVIRONMENT = {
     # fmsearch's processes send nothing home.
@@ -81,6 +82,76 @@ data_dir_option = click.option(
 register_as_option = click.option(
     "--register-as", metavar="NAME", help="Registered model name. [default: fmsearch-ARCH]"
 )
+max_params_option = click.option(
+    "--max-params",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Promote only models with at most N parameters.",
+)
+max_latency_option = click.option(
+    "--max-latency-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="MS",
+    help="Promote only models that predict in at most MS milliseconds per image.",
+)
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Start no new trial after this long.",
+)
+host_option = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
+)
+
+
+def port_option(*, default: int):
+    return click.option("--port", type=click.IntRange(1, 65535), default=default, show_default=True)
+
+
+budget_option = click.option(
+    "--budget-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="HOURS",
+    help="Stop the search after this long: no trial starts later, and a Keras trial still "
+    "running ends after its current epoch, keeping its best epoch. Promotion follows.",
+)
+
+
+def _time_limit(timeout: float | None, budget_hours: float | None) -> tuple[float | None, bool]:
+    """Seconds to the end of the search, and whether running trials end then too."""
+    if timeout is not None and budget_hours is not None:
+        raise FmsearchError(
+            f"expected --timeout or --budget-hours, got both (--timeout {timeout:g}, "
+            f"--budget-hours {budget_hours:g})"
+        )
+    if budget_hours is not None:
+        return budget_hours * 3600, True
+    return timeout, False
+
+
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Worker processes on this machine sharing the study (0: only wait for workers "
+    "started elsewhere with `fmsearch worker`).",
+)
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads per worker.  [default: the cores divided among the workers]",
+)
+heartbeat_option = click.option(
+    "--heartbeat-interval",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often a running trial tells the storage its worker is alive; a trial silent "
+    "for 6 intervals is failed and run again.",
+)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Only warnings and the result.")
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
 
@@ -98,6 +169,8 @@ def _setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     import optuna
 
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if verbose:  # MLflow sets its loggers' level from this when it is imported
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "DEBUG"
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for name in ("search", "runners", "spaces"):
         logging.getLogger(name).setLevel(level)
@@ -126,10 +199,75 @@ def _tracker(tracking_uri: str | None):
     return tracker
 
 
-def _storage(storage: str):
+def _storage(storage: str, *, heartbeat_interval: int = 10):
     from search.storage import open_storage
 
-    return open_storage(storage)
+    return open_storage(storage, heartbeat_interval=heartbeat_interval)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    from runners.training import set_threads
+
+    set_threads(threads)
+
+
+def _work(
+    *,
+    study,
+    arch,
+    objectives,
+    settings,
+    split,
+    tracker,
+    timeout,
+    hard_timeout,
+    n_trials,
+    quiet,
+    run_params,
+):
+    """Run the study's pool in this process, with a progress bar."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from search.progress import ProgressBar
+    from search.study import run_worker
+
+    progress = ProgressBar(total=n_trials, disable=True if quiet else None)
+    try:
+        with logging_redirect_tqdm():
+            return run_worker(
+                study=study,
+                arch=arch,
+                split=split,
+                tracker=tracker,
+                max_epochs=settings.max_epochs,
+                timeout=timeout,
+                hard_timeout=hard_timeout,
+                seed=settings.seed,
+                patience=settings.patience or None,
+                objectives=objectives,
+                narrowed=settings.distributions(),
+                precision=settings.precision,
+                run_params=run_params,
+                callbacks=[progress],
+                on_epoch=progress.epoch,
+            )
+    finally:
+        progress.close()
+
+
+def _echo_outcome(outcome) -> None:
+    click.echo(
+        f"study {outcome.study_name}: {outcome.n_complete} complete, {outcome.n_pruned} pruned, "
+        f"{outcome.n_failed} failed"
+        + (f", {outcome.n_retried} re-run after their worker died" if outcome.n_retried else "")
+        + (
+            f"; best trial {outcome.best_trial}: val_accuracy {outcome.best_value:.4f}"
+            if outcome.best_trial is not None
+            else ""
+        )
+    )
 
 
 @main.command()
@@ -157,12 +295,8 @@ def _storage(storage: str):
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNERS), default="hyperband", show_default=True)
 @click.option("--seed", type=int, help="Seed of the sampler and of each trial's initial weights.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="SECONDS",
-    help="Start no new trial after this long.",
-)
+@timeout_option
+@budget_option
 @click.option(
     "--max-epochs",
     type=click.IntRange(min=1),
@@ -190,8 +324,48 @@ def _storage(storage: str):
     show_default=True,
     help="Validation images, split off the 60k training images.",
 )
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="accuracy",
+    show_default=True,
+    help="What to optimise: validation accuracy, or accuracy against the parameter count or "
+    "the latency per image (multi-objective: a Pareto front, no pruning).",
+)
+@click.option(
+    "--fix",
+    "fixes",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Pin a hyperparameter (repeatable), e.g. --fix optimizer=adam --fix mix=none.",
+)
+@click.option(
+    "--space-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file narrowing ranges or choices, e.g. 'learning_rate: {low: 0.001, high: 0.005}'.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="Keras models compute in float32, or in mixed bfloat16/float16 (weights and the "
+    "softmax stay float32); auto: mixed bfloat16 on CPUs with native bfloat16 (AMX, "
+    "AVX512-BF16) and Ampere+ GPUs, mixed float16 on older GPUs, else float32. Each worker "
+    "resolves auto on its own host.",
+)
+@click.option(
+    "--enqueue",
+    is_flag=True,
+    help="Start with the architecture's published configuration (once per study).",
+)
+@workers_option
+@threads_option
+@heartbeat_option
 @data_dir_option
 @register_as_option
+@max_params_option
+@max_latency_option
 @click.option(
     "--promote/--no-promote",
     default=True,
@@ -210,12 +384,23 @@ def run(
     pruner,
     seed,
     timeout,
+    budget_hours,
     max_epochs,
     patience,
     subset,
     val_size,
+    objective,
+    fixes,
+    space_file,
+    precision,
+    enqueue,
+    workers,
+    threads,
+    heartbeat_interval,
     data_dir,
     register_as,
+    max_params,
+    max_latency_ms,
     promote,
     quiet,
     verbose,
@@ -229,83 +414,307 @@ def run(
       fmsearch run --arch resnet --trials 100
       fmsearch run --arch cnn --trials 10 --subset 10000 --max-epochs 5
       fmsearch run --arch mlp --storage postgresql://user@db/optuna --study-name mlp-big
+      fmsearch run --arch vggbn --enqueue --fix optimizer=adamw --space-file narrow.yaml
+      fmsearch run --arch cnn --objective accuracy,latency --max-latency-ms 0.05
+      fmsearch run --arch resnet --trials 100 --workers 2
     """
     _setup_logging(quiet=quiet, verbose=verbose)
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
+    _set_threads(threads)
     from runners.data import load_fashion_mnist, split_train_val
-    from search.choices import make_pruner, make_sampler
-    from search.progress import ProgressBar
-    from search.storage import create_or_load_study
-    from search.study import run_study
+    from search.choices import check_requirements, describe_space, parse_objectives
+    from search.overrides import load_space_file, parse_fixed
+    from search.study import open_study_run, summarize
     from search.urls import default_storage, redact
+    from search.workers import (
+        SearchSettings,
+        prepare_study,
+        run_local_workers,
+        threads_per_worker,
+        wait_for_pool,
+        worker_command,
+    )
 
     # Everything that can be wrong with the input is checked before the study exists.
+    timeout, hard_timeout = _time_limit(timeout, budget_hours)
+    space = ARCHITECTURES[arch]
+    check_requirements(space, arch=arch)
+    objectives = parse_objectives(objective, space, arch=arch)
+    distributions = describe_space(space) if fixes or space_file else {}
+    fixed = parse_fixed(fixes, distributions)
+    narrowed = load_space_file(space_file, distributions) if space_file else {}
+    if len(objectives) > 1 and pruner != "none":
+        logger.info("pruning is off: Optuna cannot prune multi-objective studies")
+        pruner = "none"
     tracker = _tracker(tracking_uri)
     storage = storage or default_storage()
-    optuna_storage = _storage(storage)
+    optuna_storage = _storage(storage, heartbeat_interval=heartbeat_interval)
     data = load_fashion_mnist(data_dir=data_dir)
+    # Split before the study exists, so that an impossible --subset creates nothing.
     split = split_train_val(data.x_train, data.y_train, val_size=val_size, subset=subset)
-    study = create_or_load_study(
+    settings = SearchSettings.from_distributions(
+        sampler=sampler,
+        pruner=pruner,
+        max_epochs=max_epochs,
+        patience=patience,
+        subset=subset,
+        val_size=val_size,
+        seed=seed,
+        fixed=fixed,
+        narrowed=narrowed,
+        precision=precision,
+    )
+    study = prepare_study(
         storage=optuna_storage,
+        storage_url=storage,
         study_name=study_name or arch,
         arch=arch,
-        sampler=make_sampler(sampler, seed=seed),
-        pruner=make_pruner(pruner, max_epochs=max_epochs),
+        objectives=objectives,
+        settings=settings,
+        n_trials=n_trials,
+        enqueue=space.DEFAULTS if enqueue else None,
     )
-    if seed is not None and study.trials:
-        # A resumed study with the same seed would otherwise replay its first suggestions.
-        study.sampler = make_sampler(sampler, seed=seed + len(study.trials))
     logger.info(
-        "study %s: %d trials on %d training / %d validation images, up to %d epochs",
+        "study %s: %d trials, %s, up to %d epochs",
         study.study_name,
         n_trials,
-        len(split.y_train),
-        len(split.y_val),
+        f"{workers} worker processes" if workers != 1 else "in this process",
         max_epochs,
     )
-    progress = ProgressBar(total=n_trials, disable=True if quiet else None)
+    run_params = {
+        "sampler": sampler,
+        "pruner": pruner,
+        "max_epochs": max_epochs,
+        "patience": patience,
+        "subset": subset or 60_000 - val_size,
+        "val_size": val_size,
+        "seed": seed,
+        "objective": objective,
+        "fixed": ", ".join(fixes) or None,
+        "space_file": str(space_file) if space_file else None,
+        "precision": precision,
+        "budget_hours": budget_hours,
+        "storage": redact(storage),
+        "data_source": data.source,
+        "workers": workers,
+    }
+    open_study_run(study, arch=arch, tracker=tracker, params=run_params)
+    if workers == 1:
+        _work(
+            study=study,
+            arch=arch,
+            objectives=objectives,
+            settings=settings,
+            split=split,
+            tracker=tracker,
+            timeout=timeout,
+            hard_timeout=hard_timeout,
+            n_trials=n_trials,
+            quiet=quiet,
+            run_params=run_params,
+        )
+    elif workers == 0:
+        click.echo(f"waiting for workers to run study {study.study_name}'s trials", err=True)
+        wait_for_pool(study, tracker=tracker)
+    else:
+        command = [*worker_command(), "worker", "--study-name", study.study_name]
+        command += ["--storage", storage, "--tracking-uri", tracker.tracking_uri]
+        command += ["--heartbeat-interval", str(heartbeat_interval)]
+        command += ["--data-dir", str(data_dir)] if data_dir else []
+        command += ["--budget-hours", str(budget_hours)] if budget_hours else []
+        command += ["--timeout", str(timeout)] if timeout and not hard_timeout else []
+        command += ["--quiet"] if quiet else []
+        codes = run_local_workers(
+            command, n_workers=workers, threads=threads or threads_per_worker(workers)
+        )
+        if any(codes):
+            logger.warning("worker exit codes: %s", codes)
+    outcome = summarize(study, parent_run_id="")
+    _echo_outcome(outcome)
     try:
-        with logging_redirect_tqdm():
-            outcome = run_study(
+        if promote:
+            if outcome.best_trial is None:
+                raise FmsearchError(
+                    f"study {outcome.study_name!r} has no completed trial to promote"
+                )
+            _promote(
                 study=study,
-                arch=arch,
-                split=split,
                 tracker=tracker,
-                n_trials=n_trials,
-                max_epochs=max_epochs,
-                timeout=timeout,
-                seed=seed,
-                patience=patience or None,
-                run_params={
-                    "sampler": sampler,
-                    "pruner": pruner,
-                    "max_epochs": max_epochs,
-                    "patience": patience,
-                    "subset": subset or len(split.y_train),
-                    "val_size": val_size,
-                    "seed": seed,
-                    "storage": redact(storage),
-                    "data_source": data.source,
-                },
-                callbacks=[progress],
+                data=data,
+                register_as=register_as,
+                max_params=max_params,
+                max_latency_ms=max_latency_ms,
             )
     finally:
-        progress.close()
-    click.echo(
-        f"study {outcome.study_name}: {outcome.n_complete} complete, {outcome.n_pruned} pruned, "
-        f"{outcome.n_failed} failed"
-        + (
-            f"; best trial {outcome.best_trial}: val_accuracy {outcome.best_value:.4f}"
-            if outcome.best_trial is not None
-            else ""
+        _refresh_report(study=study, tracker=tracker, register_as=register_as)
+
+
+def _refresh_report(*, study, tracker, register_as: str | None) -> None:
+    """The study's report on its parent run; a report that cannot be drawn costs a warning."""
+    from search.promotion import default_model_name
+    from search.report import publish_report
+
+    try:
+        publish_report(
+            study=study, tracker=tracker, model_name=register_as or default_model_name(study)
         )
+    except Exception as exc:
+        logger.warning("the study report was not refreshed: %s", exc, exc_info=True)
+
+
+@main.command()
+@click.option(
+    "--study-name",
+    required=True,
+    callback=_check_study_name,
+    help="The study to work on (made by `fmsearch run`).",
+)
+@storage_option
+@tracking_option
+@data_dir_option
+@threads_option
+@heartbeat_option
+@timeout_option
+@budget_option
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for the study to be created.",
+)
+@click.option("--worker-index", type=click.IntRange(min=0), default=0, hidden=True)
+@quiet_option
+@verbose_option
+def worker(
+    study_name,
+    storage,
+    tracking_uri,
+    data_dir,
+    threads,
+    heartbeat_interval,
+    timeout,
+    budget_hours,
+    wait,
+    worker_index,
+    quiet,
+    verbose,
+) -> None:
+    """Run trials of an existing study until its budget is spent, then exit.
+
+    Start as many as you like, on any host that reaches the study's storage and the MLflow
+    tracking store; each trial runs once. Ctrl-C stops a worker cleanly (its trial fails);
+    a killed worker's trial is run again by another worker.
+
+    \b
+    Example:
+      fmsearch worker --study-name resnet --storage postgresql://optuna@db/optuna
+    """
+    _setup_logging(quiet=quiet, verbose=verbose)
+    _set_threads(threads)
+    timeout, hard_timeout = _time_limit(timeout, budget_hours)
+    from runners.data import load_fashion_mnist, split_train_val
+    from search.urls import default_storage
+    from search.workers import open_worker_study
+
+    tracker = _tracker(tracking_uri)
+    study, arch, objectives, settings = open_worker_study(
+        storage=_storage(storage or default_storage(), heartbeat_interval=heartbeat_interval),
+        study_name=study_name,
+        wait=wait,
+        seed_offset=1000 * worker_index,
     )
-    if not promote:
-        return
-    if outcome.best_trial is None:
-        raise FmsearchError(f"study {outcome.study_name!r} has no completed trial to promote")
-    _promote(study=study, tracker=tracker, data=data, register_as=register_as)
+    data = load_fashion_mnist(data_dir=data_dir)
+    split = split_train_val(
+        data.x_train, data.y_train, val_size=settings.val_size, subset=settings.subset
+    )
+    outcome = _work(
+        study=study,
+        arch=arch,
+        objectives=objectives,
+        settings=settings,
+        split=split,
+        tracker=tracker,
+        timeout=timeout,
+        hard_timeout=hard_timeout,
+        n_trials=None,
+        quiet=True,
+        run_params={},
+    )
+    _echo_outcome(outcome)
+
+
+@main.command()
+@storage_option
+@click.option("--study-name", callback=_check_study_name, help="Only this study.")
+def studies(storage, study_name) -> None:
+    """List the studies in a storage: trials waiting/running/complete/pruned/failed, best."""
+    _setup_logging(quiet=True)
+    import optuna
+
+    from search.storage import ARCH_ATTR
+    from search.study import summarize
+    from search.urls import default_storage, redact
+
+    url = storage or default_storage()
+    optuna_storage = _storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(optuna_storage)]
+    if study_name is not None:
+        names = [n for n in names if n == study_name]
+    click.echo(f"storage {redact(url)}: {len(names)} studies")
+    header = ("study", "arch", "waiting", "running", "complete", "pruned", "failed", "best")
+    click.echo("\t".join(header))
+    for name in sorted(names):
+        study = optuna.load_study(study_name=name, storage=optuna_storage)
+        o = summarize(study, parent_run_id="")
+        best = f"{o.best_value:.4f} (trial {o.best_trial})" if o.best_trial is not None else "-"
+        row = (name, study.user_attrs.get(ARCH_ATTR, "?"), o.n_waiting, o.n_running,
+               o.n_complete, o.n_pruned, o.n_failed, best)  # fmt: skip
+        click.echo("\t".join(map(str, row)))
+
+
+@main.command()
+@click.option(
+    "--backend-store-uri",
+    envvar="FMSEARCH_SERVER_BACKEND",
+    metavar="URI",
+    help="The server's database. Env: FMSEARCH_SERVER_BACKEND. "
+    "[default: sqlite:///mlruns/mlflow.db]",
+)
+@click.option(
+    "--artifacts-destination",
+    envvar="FMSEARCH_SERVER_ARTIFACTS",
+    metavar="URI",
+    help="Where the server keeps the artifacts it serves. Env: FMSEARCH_SERVER_ARTIFACTS. "
+    "[default: mlruns/artifacts]",
+)
+@host_option
+@port_option(default=5000)
+@click.option("--workers", "server_workers", type=click.IntRange(min=1), default=2,
+              show_default=True, help="Server processes.")  # fmt: skip
+def server(backend_store_uri, artifacts_destination, host, port, server_workers) -> None:
+    """Run an MLflow tracking server over fmsearch's store, for workers on other hosts.
+
+    Point workers at it with --tracking-uri http://HOST:PORT. It listens on 127.0.0.1 unless
+    --host says otherwise: it has no authentication, so put a proxy in front to expose it.
+    """
+    from search.urls import DEFAULT_STORE_DIR, default_tracking_uri, redact, sqlite_path
+
+    uri = backend_store_uri or default_tracking_uri()
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    artifacts = artifacts_destination or (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri()
+    command = [_mlflow_executable(), "server", "--backend-store-uri", uri]
+    command += ["--artifacts-destination", artifacts, "--serve-artifacts"]
+    command += ["--host", host, "--port", str(port), "--workers", str(server_workers)]
+    click.echo(
+        f"MLflow tracking server on http://{host}:{port} over {redact(uri)} (Ctrl-C stops it)",
+        err=True,
+    )
+    sys.stdout.flush()
+    os.execv(command[0], command)
 
 
 @main.command()
@@ -319,9 +728,21 @@ def run(
 @tracking_option
 @data_dir_option
 @register_as_option
+@max_params_option
+@max_latency_option
 @quiet_option
 @verbose_option
-def promote(study_name, storage, tracking_uri, data_dir, register_as, quiet, verbose) -> None:
+def promote(
+    study_name,
+    storage,
+    tracking_uri,
+    data_dir,
+    register_as,
+    max_params,
+    max_latency_ms,
+    quiet,
+    verbose,
+) -> None:
     """Judge a study's best trial on the test set and register it.
 
     It becomes the `champion` alias only if it beats the current champion's test accuracy;
@@ -335,10 +756,25 @@ def promote(study_name, storage, tracking_uri, data_dir, register_as, quiet, ver
     tracker = _tracker(tracking_uri)
     study = load_study(storage=_storage(storage or default_storage()), study_name=study_name)
     data = load_fashion_mnist(data_dir=data_dir)
-    _promote(study=study, tracker=tracker, data=data, register_as=register_as)
+    _promote(
+        study=study,
+        tracker=tracker,
+        data=data,
+        register_as=register_as,
+        max_params=max_params,
+        max_latency_ms=max_latency_ms,
+    )
 
 
-def _promote(*, study, tracker, data, register_as: str | None) -> None:
+def _promote(
+    *,
+    study,
+    tracker,
+    data,
+    register_as: str | None,
+    max_params: int | None,
+    max_latency_ms: float | None,
+) -> None:
     from search.promotion import default_model_name, promote_winner
 
     promotion = promote_winner(
@@ -347,6 +783,8 @@ def _promote(*, study, tracker, data, register_as: str | None) -> None:
         test_images=data.x_test,
         test_labels=data.y_test,
         model_name=register_as or default_model_name(study),
+        max_params=max_params,
+        max_latency_ms=max_latency_ms,
     )
     click.echo(
         f"{promotion.model_name} version {promotion.version} from trial "
@@ -358,9 +796,53 @@ def _promote(*, study, tracker, data, register_as: str | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--study-name",
+    required=True,
+    callback=_check_study_name,
+    help="The study to report on.",
+)
+@storage_option
 @tracking_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@register_as_option
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the report as one HTML file here.  [default: report-STUDY.html]",
+)
+@quiet_option
+@verbose_option
+def report(study_name, storage, tracking_uri, register_as, output, quiet, verbose) -> None:
+    """Draw a study's report and attach it to its MLflow parent run.
+
+    Optimization history, hyperparameter importances, parallel coordinates, intermediate
+    values, trials per worker, the Pareto front (multi-objective), the best 10 trials, the
+    epochs pruning saved and the champion's test result; also one self-contained HTML file.
+    """
+    _setup_logging(quiet=quiet, verbose=verbose)
+    from search.promotion import default_model_name
+    from search.report import publish_report
+    from search.storage import load_study
+    from search.urls import default_storage
+
+    tracker = _tracker(tracking_uri)
+    study = load_study(storage=_storage(storage or default_storage()), study_name=study_name)
+    output = output or Path(f"report-{study_name}.html")
+    result = publish_report(
+        study=study,
+        tracker=tracker,
+        model_name=register_as or default_model_name(study),
+        html_path=output,
+    )
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items())
+    click.echo(f"study {study_name}: {counts}; {result.epochs_saved} epochs saved by pruning")
+    click.echo(f"report: {output} and the parent run's artifacts under report/")
+
+
+@main.command()
+@tracking_option
+@host_option
+@port_option(default=5000)
 def ui(tracking_uri, host, port) -> None:
     """Serve the MLflow UI over fmsearch's tracking store."""
     from search.urls import default_artifact_root, default_tracking_uri, redact, sqlite_path
@@ -381,12 +863,17 @@ def ui(tracking_uri, host, port) -> None:
     os.execv(command[0], command)
 
 
-def _mlflow_executable() -> str:
-    beside = Path(sys.executable).with_name("mlflow")
-    found = str(beside) if beside.exists() else shutil.which("mlflow")
+def _executable(name: str, *, missing: str) -> str:
+    """The command ``name`` beside this Python (the venv's), else on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
     if found is None:
-        raise FmsearchError("the `mlflow` command is not installed beside fmsearch")
+        raise FmsearchError(missing)
     return found
+
+
+def _mlflow_executable() -> str:
+    return _executable("mlflow", missing="the `mlflow` command is not installed beside fmsearch")
 
 
 @main.command()
@@ -480,3 +967,283 @@ def data(data_dir) -> None:
         f"Fashion-MNIST from {loaded.source}: {len(loaded.y_train)} training and "
         f"{len(loaded.y_test)} test images, checksums OK"
     )
+
+
+@main.command()
+@tracking_option
+@data_dir_option
+@click.option(
+    "--model",
+    "model_names",
+    multiple=True,
+    metavar="NAME",
+    help="Registered model to rank (repeatable).  [default: every fmsearch-* model]",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=Path("leaderboard.csv"),
+    show_default=True,
+    help="Where to write the table as CSV.",
+)
+@quiet_option
+@verbose_option
+def leaderboard(tracking_uri, data_dir, model_names, csv_path, quiet, verbose) -> None:
+    """Rank the champion of every study's model on the held-out test set.
+
+    Accuracy, macro precision, recall and F1 are recomputed from each registered model; also
+    its parameters, the training time of its trial and its latency per image. Prints a table,
+    writes a CSV, and logs both with a bar chart to the fmsearch-leaderboard experiment.
+    """
+    _setup_logging(quiet=quiet, verbose=verbose)
+    from runners.data import load_fashion_mnist
+    from search.insight import build_leaderboard, entry_row, publish_leaderboard
+
+    tracker = _tracker(tracking_uri)
+    data = load_fashion_mnist(data_dir=data_dir)
+    entries = build_leaderboard(
+        tracker=tracker,
+        test_images=data.x_test,
+        test_labels=data.y_test,
+        model_names=model_names,
+    )
+    rows = [entry_row(e) for e in entries]
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    click.echo("  ".join(k.rjust(w) if k != "model" else k.ljust(w) for k, w in widths.items()))
+    for row in rows:
+        click.echo(
+            "  ".join(
+                row[k].rjust(w) if k != "model" else row[k].ljust(w) for k, w in widths.items()
+            )
+        )
+    publish_leaderboard(
+        entries=entries, tracker=tracker, csv_path=csv_path, n_images=len(data.y_test)
+    )
+    click.echo(f"leaderboard: {csv_path}, and a run in the fmsearch-leaderboard experiment")
+
+
+@main.command()
+@tracking_option
+@data_dir_option
+@click.option(
+    "--val-size",
+    type=click.IntRange(min=10),
+    default=10_000,
+    show_default=True,
+    help="Validation images, split off the 60k training images as `fmsearch run` does.",
+)
+@quiet_option
+@verbose_option
+def eda(tracking_uri, data_dir, val_size, quiet, verbose) -> None:
+    """Log the class distribution of train/validation/test and samples of each class."""
+    _setup_logging(quiet=quiet, verbose=verbose)
+    from runners.data import CLASS_NAMES, load_fashion_mnist, split_train_val
+    from search.insight import run_eda
+
+    tracker = _tracker(tracking_uri)
+    data = load_fashion_mnist(data_dir=data_dir)
+    split = split_train_val(data.x_train, data.y_train, val_size=val_size)
+    run_id, counts = run_eda(data=data, split=split, tracker=tracker)
+    click.echo("class".ljust(12) + "".join(s.rjust(12) for s in counts))
+    for name in CLASS_NAMES:
+        click.echo(name.ljust(12) + "".join(str(c[name]).rjust(12) for c in counts.values()))
+    click.echo(f"EDA run {run_id} in the fmsearch-eda experiment")
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_uri",
+    required=True,
+    help="The model to explain, e.g. models:/fmsearch-cnn@champion.",
+)
+@click.option(
+    "--index",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="The test image to explain.",
+)
+@click.option(
+    "--embedding",
+    type=click.Choice(["pca", "tsne"]),
+    help="Also map the model's penultimate features of the test set in 2-d.",
+)
+@click.option(
+    "--embedding-images",
+    type=click.IntRange(min=10),
+    default=2000,
+    show_default=True,
+    help="Test images in the embedding map.",
+)
+@click.option(
+    "--lime-samples",
+    type=click.IntRange(min=50),
+    default=500,
+    show_default=True,
+    help="Perturbed images LIME fits its local model on.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("explanations"),
+    show_default=True,
+)
+@tracking_option
+@data_dir_option
+@quiet_option
+@verbose_option
+def explain(
+    model_uri,
+    index,
+    embedding,
+    embedding_images,
+    lime_samples,
+    output_dir,
+    tracking_uri,
+    data_dir,
+    quiet,
+    verbose,
+) -> None:
+    """Explain a model's prediction for one test image: occlusion saliency and LIME.
+
+    \b
+    Examples:
+      fmsearch explain --model models:/fmsearch-cnn@champion --index 42
+      fmsearch explain --model models:/fmsearch-cnn@champion --embedding tsne
+    """
+    _setup_logging(quiet=quiet, verbose=verbose)
+    from runners.data import load_fashion_mnist
+    from search.insight import explain as explain_image
+
+    tracker = _tracker(tracking_uri)
+    data = load_fashion_mnist(data_dir=data_dir)
+    result = explain_image(
+        tracker=tracker,
+        model_uri=model_uri,
+        images=data.x_test,
+        labels=data.y_test,
+        index=index,
+        output_dir=output_dir,
+        lime_samples=lime_samples,
+        embedding=embedding,
+        embedding_images=embedding_images,
+    )
+    click.echo(
+        f"test image {index}: true {result.true_class}, predicted {result.predicted_class} "
+        f"({result.confidence:.1%})"
+    )
+    for path in result.files:
+        click.echo(f"wrote {path}")
+    click.echo(f"logged to run {result.run_id} in the fmsearch-explain experiment")
+
+
+@main.command("lr-find")
+@click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), required=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=10),
+    default=200,
+    show_default=True,
+    help="Batches the learning rate rises over.",
+)
+@click.option("--min-lr", type=click.FloatRange(min=0, min_open=True), default=1e-6,
+              show_default=True)  # fmt: skip
+@click.option("--max-lr", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True)  # fmt: skip
+@click.option(
+    "--subset",
+    type=click.IntRange(min=100),
+    default=20_000,
+    show_default=True,
+    metavar="N",
+    help="Training images to draw the batches from.",
+)
+@click.option(
+    "--write-space-file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the suggested range as a space file, for `fmsearch run --space-file`.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("explanations"),
+    show_default=True,
+)
+@tracking_option
+@data_dir_option
+@threads_option
+@quiet_option
+@verbose_option
+def lr_find(
+    arch,
+    steps,
+    min_lr,
+    max_lr,
+    subset,
+    write_space_file,
+    output_dir,
+    tracking_uri,
+    data_dir,
+    threads,
+    quiet,
+    verbose,
+) -> None:
+    """Find a learning-rate range for ARCH: train briefly while the rate rises exponentially.
+
+    Plots loss against learning rate and suggests a range; --write-space-file narrows a
+    study's learning_rate to it:
+
+    \b
+      fmsearch lr-find --arch cnn --write-space-file lr.yaml
+      fmsearch run --arch cnn --space-file lr.yaml
+    """
+    _setup_logging(quiet=quiet, verbose=verbose)
+    _set_threads(threads)
+    from runners.data import load_fashion_mnist, split_train_val
+    from search.insight import find_learning_rate_range
+
+    if min_lr >= max_lr:
+        raise click.BadParameter(f"expected --min-lr below --max-lr ({max_lr:g}), got {min_lr:g}")
+    tracker = _tracker(tracking_uri)
+    data = load_fashion_mnist(data_dir=data_dir)
+    split = split_train_val(data.x_train, data.y_train, val_size=1000, subset=subset)
+    found = find_learning_rate_range(
+        arch=arch,
+        split=split,
+        tracker=tracker,
+        output_dir=output_dir,
+        steps=steps,
+        min_lr=min_lr,
+        max_lr=max_lr,
+    )
+    click.echo(
+        f"{arch}: suggested learning rate {found.low:.3g} to {found.high:.3g} "
+        f"(measured {found.measured_low:.3g} to {found.measured_high:.3g}); plot {found.plot}"
+    )
+    if write_space_file is not None:
+        write_space_file.write_text(
+            f"# fmsearch lr-find --arch {arch} (run {found.run_id})\n"
+            f"learning_rate: {{low: {found.low:.3g}, high: {found.high:.3g}}}\n",
+            encoding="utf-8",
+        )
+        click.echo(f"wrote {write_space_file}: use it with --space-file")
+
+
+@main.command()
+@storage_option
+@host_option
+@port_option(default=8080)
+def dashboard(storage, host, port) -> None:
+    """Serve optuna-dashboard over the study storage (pip install 'fmsearch[dashboard]')."""
+    from search.urls import default_storage, redact
+
+    url = storage or default_storage()
+    found = _executable(
+        "optuna-dashboard",
+        missing="optuna-dashboard is not installed: expected `pip install 'fmsearch[dashboard]'`",
+    )
+    click.echo(f"optuna-dashboard on http://{host}:{port} over {redact(url)}", err=True)
+    sys.stdout.flush()
+    os.execv(found, [found, url, "--host", host, "--port", str(port)])

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from search.study import FAIL_REASON_ATTR
+from search.study import FAIL_REASON_ATTR, most_accurate
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,19 @@ class ProgressBar:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         states = [t.state for t in study.get_trials(deepcopy=False)]
         pruned, failed = states.count(TrialState.PRUNED), states.count(TrialState.FAIL)
-        best = study.best_value if TrialState.COMPLETE in states else None
+        best_trial = most_accurate(study)
+        best = best_trial.values[0] if best_trial is not None else None
         postfix = {"best": f"{best:.4f}" if best is not None else "-"}
         postfix |= {"pruned": pruned, "failed": failed}
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(1)
         logger.info("trial %d %s%s", trial.number, _describe(trial), f" (best {postfix['best']})")
+
+    def epoch(self, trial_number: int, epoch: int, metrics: dict[str, float]) -> None:
+        """Show the running trial's latest epoch on the bar (not in logs: one line per trial)."""
+        value = metrics.get("val_accuracy")
+        shown = f" val {value:.4f}" if value is not None else ""
+        self._bar.set_description(f"trial {trial_number} epoch {epoch + 1}{shown}", refresh=True)
 
     def close(self) -> None:
         self._bar.close()
@@ -44,7 +51,7 @@ class ProgressBar:
 def _describe(trial: FrozenTrial) -> str:
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     if trial.state == TrialState.COMPLETE:
-        return f"complete: val_accuracy {trial.value:.4f} in {seconds:.1f} s"
+        return f"complete: val_accuracy {trial.values[0]:.4f} in {seconds:.1f} s"
     if trial.state == TrialState.PRUNED:
         step = trial.last_step
         return f"pruned after epoch {step + 1 if step is not None else 0} ({seconds:.1f} s)"

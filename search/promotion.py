@@ -6,20 +6,26 @@ predicts the raw uint8 test images, so the recorded accuracy is the served model
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import CLASS_NAMES
 from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions
-from search.storage import ARCH_ATTR
-from search.study import RUN_ID_ATTR
+from search.locks import storage_lock
+from search.storage import ARCH_ATTR, backend_of
+from search.study import LATENCY_ATTR, RUN_ID_ATTR, UNLOGGED_ATTR
 from search.tracking import (
     DECISION_TAG,
+    EXTRA_PACKAGES_TAG,
+    FLAVOR_TAG,
     MODEL_URI_TAG,
     PARENT_TAG,
     ROLE_TAG,
@@ -39,6 +45,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 TEST_ACCURACY_TAG = "test_accuracy"
 TEST_MACRO_F1_TAG = "test_macro_f1"
+PICTURES_FOLDER = "pictures"
+CURVE_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,13 @@ def promote_winner(
     test_images: np.ndarray,
     test_labels: np.ndarray,
     model_name: str,
+    max_params: int | None = None,
+    max_latency_ms: float | None = None,
 ) -> Promotion:
     """Register the best trial of ``study`` and make it champion if it beats the current one.
+
+    The best trial is the most accurate completed one (in a multi-objective study: the most
+    accurate on the Pareto front) among those within ``max_params`` and ``max_latency_ms``.
 
     Args:
         study: A study with at least one completed trial.
@@ -87,16 +100,40 @@ def promote_winner(
         test_images: The held-out test images, uint8 shaped (N, 28, 28).
         test_labels: Their labels.
         model_name: The registered model's name.
+        max_params: Only trials whose model has at most this many parameters.
+        max_latency_ms: Only trials whose model predicts in at most this many ms per image.
 
     Raises:
-        FmsearchError: No completed trial, or its run or model is missing from the store.
+        FmsearchError: No completed trial (within the limits), or its run or model is
+            missing from the store.
     """
-    try:
-        best = study.best_trial
-    except ValueError as exc:
-        raise FmsearchError(
-            f"study {study.study_name!r} has no completed trial to promote"
-        ) from exc
+    url = getattr(backend_of(study), "url", None)
+    # Registry aliases are last-writer-wins: studies finishing at once take turns, and each
+    # reads the champion only once it holds the lock.
+    lock = storage_lock(url, f"promote:{model_name}") if url else contextlib.nullcontext()
+    with lock:
+        return _promote(
+            study=study,
+            tracker=tracker,
+            test_images=test_images,
+            test_labels=test_labels,
+            model_name=model_name,
+            max_params=max_params,
+            max_latency_ms=max_latency_ms,
+        )
+
+
+def _promote(
+    *,
+    study: optuna.Study,
+    tracker: Tracker,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    model_name: str,
+    max_params: int | None,
+    max_latency_ms: float | None,
+) -> Promotion:
+    best = select_candidate(study, max_params=max_params, max_latency_ms=max_latency_ms)
     run_id = best.user_attrs.get(RUN_ID_ATTR)
     if run_id is None:
         raise FmsearchError(f"trial {best.number} of {study.study_name!r} has no MLflow run")
@@ -107,8 +144,8 @@ def promote_winner(
             f"trial {best.number}'s run {run_id} is not in tracking store "
             f"{tracker.tracking_uri}: expected the store the study was run with"
         ) from exc
-    keras_model_uri = trial_tags.get(MODEL_URI_TAG)
-    if keras_model_uri is None:
+    model_uri = trial_tags.get(MODEL_URI_TAG)
+    if model_uri is None:
         raise FmsearchError(f"trial {best.number}'s run {run_id} has no logged model")
 
     version = tracker.find_version(model_name, source_run_id=run_id)
@@ -120,7 +157,9 @@ def promote_winner(
             trial_number=best.number,
             trial_run_id=run_id,
             parent_run_id=trial_tags.get(PARENT_TAG),
-            keras_model_uri=keras_model_uri,
+            model_uri=model_uri,
+            flavor=trial_tags.get(FLAVOR_TAG, "keras"),
+            extra_packages=tuple(filter(None, trial_tags.get(EXTRA_PACKAGES_TAG, "").split(","))),
             test_images=test_images,
             test_labels=test_labels,
             model_name=model_name,
@@ -150,6 +189,43 @@ def promote_winner(
     )
 
 
+def select_candidate(
+    study: optuna.Study, *, max_params: int | None = None, max_latency_ms: float | None = None
+) -> FrozenTrial:
+    """The most accurate completed trial within the limits.
+
+    Within limits on the study's own second objective, that trial is on the Pareto front.
+
+    Raises:
+        FmsearchError: No completed trial, or none within the limits.
+    """
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        # A model the tracking store missed (it was down) cannot be promoted.
+        if "model" not in t.user_attrs.get(UNLOGGED_ATTR, ())
+    ]
+    if not complete:
+        raise FmsearchError(f"study {study.study_name!r} has no completed trial to promote")
+    limits = {"n_params": max_params, LATENCY_ATTR: max_latency_ms}
+    limits = {attr: limit for attr, limit in limits.items() if limit is not None}
+
+    def within(trial: FrozenTrial) -> bool:
+        return all(trial.user_attrs.get(attr, math.inf) <= limit for attr, limit in limits.items())
+
+    fitting = [t for t in complete if within(t)]
+    if not fitting:
+        smallest = {
+            attr: min(t.user_attrs.get(attr, math.inf) for t in complete) for attr in limits
+        }
+        wanted = ", ".join(f"{attr} <= {limit:g}" for attr, limit in limits.items())
+        got = ", ".join(f"{attr} {value:g}" for attr, value in smallest.items())
+        raise FmsearchError(
+            f"no completed trial of {study.study_name!r} has {wanted}; the smallest: {got}"
+        )
+    return max(fitting, key=lambda t: (t.values[0], -t.number))
+
+
 def _decide(accuracy: float, champion: ModelVersion | None) -> tuple[str, str]:
     """The alias a candidate earns against the current champion, and why."""
     if champion is None:
@@ -173,7 +249,9 @@ def _register(
     trial_number: int,
     trial_run_id: str,
     parent_run_id: str | None,
-    keras_model_uri: str,
+    model_uri: str,
+    flavor: str,
+    extra_packages: tuple[str, ...],
     test_images: np.ndarray,
     test_labels: np.ndarray,
     model_name: str,
@@ -193,12 +271,27 @@ def _register(
     )
     try:
         served_uri = tracker.log_served_model(
-            run_id, keras_model_uri=keras_model_uri, class_names=CLASS_NAMES
+            run_id,
+            model_uri=model_uri,
+            flavor=flavor,
+            class_names=CLASS_NAMES,
+            extra_packages=extra_packages,
         )
         served = tracker.load_served_model(served_uri)
-        predicted = served.predict(test_images)["class_index"].to_numpy()
+        logger.info("judging trial %d on %d test images", trial_number, len(test_labels))
+        frame = served.predict(test_images)
+        predicted = frame["class_index"].to_numpy()
         evaluation = evaluate_predictions(test_labels, predicted, class_names=CLASS_NAMES)
         tracker.log_evaluation(run_id, evaluation, class_names=CLASS_NAMES, split="test")
+        _log_pictures(
+            tracker,
+            run_id,
+            trial_run_id=trial_run_id,
+            images=test_images,
+            labels=test_labels,
+            probabilities=frame[list(CLASS_NAMES)].to_numpy(),
+            title=f"{model_name} (trial {trial_number})",
+        )
         version = tracker.register(
             name=model_name,
             model_uri=served_uri,
@@ -224,3 +317,35 @@ def _register(
     tracker.set_tags(run_id, {"registered_version": version.version})
     tracker.end_run(run_id, status="FINISHED")
     return version
+
+
+def _log_pictures(
+    tracker: Tracker,
+    run_id: str,
+    *,
+    trial_run_id: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    title: str,
+) -> None:
+    """The candidate's pictures on its promotion run, under ``pictures/``.
+
+    Pictures explain the decision but do not make it: a failure to draw one is logged, not
+    raised.
+    """
+    from runners.figures import model_pictures
+
+    try:
+        history = tracker.metric_histories(trial_run_id, CURVE_METRICS)
+        figures = model_pictures(
+            images=images,
+            labels=labels,
+            probabilities=probabilities,
+            class_names=CLASS_NAMES,
+            history=history,
+            title=title,
+        )
+        tracker.log_figures(run_id, figures, folder=PICTURES_FOLDER)
+    except Exception:
+        logger.warning("could not draw the pictures of %s", title, exc_info=True)

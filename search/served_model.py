@@ -1,8 +1,9 @@
-"""The registered fmsearch model: a Keras classifier behind an input contract (MLflow pyfunc).
+"""The registered fmsearch model: a classifier behind one input contract (MLflow pyfunc).
 
-MLflow stores this file with every registered model and runs it when the model is loaded
-("models from code"), so it depends only on numpy, pandas, mlflow and keras, never on
-fmsearch. fmsearch itself only imports it to test ``to_images`` and ``to_frame``.
+The classifier is a trial's logged Keras model or scikit-learn pipeline. MLflow stores this
+file with every registered model and runs it when the model is loaded ("models from code"), so
+it depends only on numpy, pandas, mlflow and the model's own library, never on fmsearch.
+fmsearch itself only imports it to test ``to_images``, ``to_frame`` and ``sklearn_probabilities``.
 
 Input: images as a numpy array, a nested list or a pandas DataFrame, shaped (N, 28, 28),
 (N, 28, 28, 1) or (N, 784). uint8 and integer images are pixel values 0 to 255; float images
@@ -67,20 +68,56 @@ def to_frame(probabilities: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     return frame
 
 
+def sklearn_probabilities(model: Any, images: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class probabilities (N, num_classes) of a scikit-learn pipeline fitted on pixels / 255.
+
+    Models without ``predict_proba`` (an SVC) get a softmax of their one-vs-rest decision
+    values: scores that rank the classes, not calibrated probabilities.
+    """
+    features = images.reshape(len(images), -1) / 255.0
+    if hasattr(model, "predict_proba"):
+        scores = model.predict_proba(features)
+    else:
+        decision = model.decision_function(features)
+        decision = np.exp(decision - decision.max(axis=1, keepdims=True))
+        scores = decision / decision.sum(axis=1, keepdims=True)
+    probabilities = np.zeros((len(images), num_classes))
+    probabilities[:, np.asarray(model.classes_, dtype=int)] = scores
+    return probabilities
+
+
 class FashionClassifier(mlflow.pyfunc.PythonModel):
-    """Loads the trial's logged Keras model and wraps it in the input/output contract."""
+    """Loads the trial's logged model and wraps it in the input/output contract."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        import mlflow.keras
-
-        self._model = mlflow.keras.load_model(context.artifacts["keras_model"])
         self._class_names = list(context.model_config["class_names"])
+        self._flavor = context.model_config.get("flavor", "keras")
+        if self._flavor == "keras":
+            import mlflow.keras
+
+            self._model = mlflow.keras.load_model(context.artifacts["model"])
+        else:
+            import mlflow.sklearn
+
+            self._model = mlflow.sklearn.load_model(context.artifacts["model"])
+
+    @property
+    def classifier(self) -> Any:
+        """The wrapped Keras model or scikit-learn pipeline (for explanations)."""
+        return self._model
+
+    @property
+    def flavor(self) -> str:
+        return self._flavor
 
     # MLflow reads the hint of ``model_input`` as an input schema, which would reject valid
     # shapes; ``np.ndarray`` is the hint it leaves unchecked. DataFrames and lists work too.
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         images = to_images(model_input)
-        probabilities = self._model.predict(images, batch_size=512, verbose=0)
+        if self._flavor == "keras":
+            probabilities = self._model.predict(images, batch_size=512, verbose=0)
+        else:
+            probabilities = sklearn_probabilities(self._model, images, len(self._class_names))
         return to_frame(probabilities, self._class_names)
 
 

@@ -2,30 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES, Split
 from runners.errors import FmsearchError, TrialFailed
-from search.tracking import Tracker
+from runners.metrics import measure_latency
+from runners.precision import dtype_policy, resolve_policy
+from runners.reporting import TrialResult
+from search.locks import storage_lock
+from search.overrides import NarrowedTrial
+from search.storage import GRACE_BEATS, PoolEmpty, backend_of, is_outage
+from search.tracking import Tracker, TrialLog
 from spaces import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
 
 RUN_ID_ATTR = "mlflow_run_id"
+LATENCY_ATTR = "latency_ms"
+# The Keras dtype policy the trial's model was built with (float32, mixed_bfloat16, ...).
+DTYPE_POLICY_ATTR = "dtype_policy"
+# True on a trial that the search's time budget ended before its last epoch.
+OUT_OF_TIME_ATTR = "out_of_time"
+LATENCY_BATCH = 256
 FAIL_REASON_ATTR = "fail_reason"
+WORKER_ATTR = "worker"
+EPOCHS_ATTR = "epochs"
+# What the tracking store missed for good (it was down): a list of names.
+UNLOGGED_ATTR = "mlflow_unlogged"
 # Stop the study when this many trials fail in a row: the cause is then the set-up, not a
 # hyperparameter, and more trials would fail the same way.
 MAX_CONSECUTIVE_FAILURES = 5
+# A worker waits this long for an unreachable storage (a database restart, a failover).
+STORAGE_OUTAGE_SECONDS = 300
+STORAGE_RETRY_SECONDS = 2
 
 StudyCallback = Callable[[optuna.Study, FrozenTrial], None]
+EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
@@ -37,6 +64,9 @@ class StudyOutcome:
         n_complete: Completed trials, over the study's whole life.
         n_pruned: Pruned trials.
         n_failed: Failed trials.
+        n_waiting: Trials still in the pool.
+        n_running: Trials running (in any worker).
+        n_retried: Trials whose worker died, re-run as new trials (counted once, as those).
         best_value: Best validation accuracy, None if no trial completed.
         best_trial: Number of the best trial, None if no trial completed.
         parent_run_id: The study's MLflow parent run.
@@ -46,66 +76,123 @@ class StudyOutcome:
     n_complete: int
     n_pruned: int
     n_failed: int
+    n_waiting: int
+    n_running: int
+    n_retried: int
     best_value: float | None
     best_trial: int | None
     parent_run_id: str
 
 
+def most_accurate(study: optuna.Study) -> FrozenTrial | None:
+    """The completed trial with the best validation accuracy (the first objective), or None."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: (t.values[0], -t.number), default=None)
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the stale trials that were re-run as new trials (not counted as finished)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
 def summarize(study: optuna.Study, *, parent_run_id: str) -> StudyOutcome:
-    """Counts and best result of ``study``."""
+    """Counts and best result of ``study`` (by accuracy, in a multi-objective study too).
+
+    A trial whose worker died and that was re-run counts once, as its re-run.
+    """
     trials = study.get_trials(deepcopy=False)
-    count = {s: sum(t.state == s for t in trials) for s in TrialState}
-    best = study.best_trial if count[TrialState.COMPLETE] else None
+    retried = retried_numbers(trials)
+    count = {s: sum(t.state == s and t.number not in retried for t in trials) for s in TrialState}
+    best = most_accurate(study)
     return StudyOutcome(
         study_name=study.study_name,
         n_complete=count[TrialState.COMPLETE],
         n_pruned=count[TrialState.PRUNED],
         n_failed=count[TrialState.FAIL],
-        best_value=best.value if best else None,
+        n_waiting=count[TrialState.WAITING],
+        n_running=count[TrialState.RUNNING],
+        n_retried=len(retried),
+        best_value=best.values[0] if best else None,
         best_trial=best.number if best else None,
         parent_run_id=parent_run_id,
     )
 
 
-def run_study(
+def add_budget(study: optuna.Study, n_trials: int) -> int:
+    """Fill the study's pool to ``n_trials`` WAITING trials; returns how many were added.
+
+    Trials left waiting by an interrupted run count toward the new budget.
+    """
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    added = max(0, n_trials - waiting)
+    for _ in range(added):
+        study.enqueue_trial({})
+    return added
+
+
+def run_study(*, study: optuna.Study, n_trials: int, **worker_args: Any) -> StudyOutcome:
+    """Add ``n_trials`` trials to ``study`` and run them in this process.
+
+    Takes the arguments of :func:`run_worker`.
+    """
+    add_budget(study, n_trials)
+    return run_worker(study=study, **worker_args)
+
+
+def run_worker(
     *,
     study: optuna.Study,
     arch: str,
     split: Split,
     tracker: Tracker,
-    n_trials: int,
     max_epochs: int,
     timeout: float | None = None,
+    hard_timeout: bool = False,
     seed: int | None = None,
     patience: int | None = None,
+    objectives: tuple[str, ...] = ("accuracy",),
+    narrowed: Mapping[str, BaseDistribution] | None = None,
+    precision: str = "float32",
     run_params: dict[str, Any] | None = None,
     callbacks: Sequence[StudyCallback] = (),
+    on_epoch: EpochCallback | None = None,
+    poll_seconds: float = 2.0,
 ) -> StudyOutcome:
-    """Add ``n_trials`` trials to ``study``, each tracked as a nested MLflow run.
+    """Run trials from the study's pool until it is empty and no other worker's trial runs.
+
+    Any number of workers, in this process or others, on this host or others, may run this on
+    the same study at once: each trial is popped by one worker, tracked as a nested MLflow run
+    under the study's one parent run.
 
     Args:
-        study: A study from :func:`search.storage.create_or_load_study`.
+        study: A study from :func:`search.storage.create_or_load_study`, with a budget from
+            :func:`add_budget`.
         arch: A key of ``spaces.ARCHITECTURES``.
         split: Training and validation data.
         tracker: The MLflow store to record into.
-        n_trials: Trials this call adds.
         max_epochs: Epochs a trial trains at most (the pruner's maximum resource).
-        timeout: Stop starting trials after this many seconds.
+        timeout: Start no trial after this many seconds.
+        hard_timeout: Also end the Keras trials running then, after their current epoch;
+            they complete with their best epoch (``out_of_time`` user attribute).
         seed: Seed of trial ``n`` is ``seed + n``, for repeatable initial weights.
         patience: End a trial after this many epochs without improvement (None: never).
+        objectives: ``("accuracy",)``, or accuracy and ``"params"`` or ``"latency"`` (ms per
+            image) for a multi-objective study; Optuna cannot prune those, so their trials
+            report nothing to it and train to the end.
+        narrowed: Narrower distributions for some hyperparameters (``--space-file``).
+        precision: A name in ``runners.precision.PRECISIONS``; ``auto`` picks mixed
+            precision where this machine computes it natively.
         run_params: Settings logged as params of the study's parent run when it is created.
         callbacks: Extra Optuna callbacks, called after each trial (a progress bar).
+        on_epoch: Called with the trial number, epoch and metrics after every epoch.
+        poll_seconds: How often a worker with nothing to run checks for retried trials.
 
     Raises:
         FmsearchError: ``MAX_CONSECUTIVE_FAILURES`` trials failed in a row.
     """
-    experiment_id = tracker.experiment_id(study.study_name)
-    parent_run_id = tracker.start_study_run(
-        experiment_id=experiment_id,
-        study_name=study.study_name,
-        arch=arch,
-        params={"arch": arch, **(run_params or {})},
-    )
+    params = {"arch": arch, **(run_params or {})}
+    experiment_id, parent_run_id = open_study_run(study, arch=arch, tracker=tracker, params=params)
+    deadline = None if timeout is None else time.monotonic() + timeout
     objective = _Objective(
         space=ARCHITECTURES[arch],
         arch=arch,
@@ -116,33 +203,53 @@ def run_study(
         max_epochs=max_epochs,
         seed=seed,
         patience=patience,
+        objectives=objectives,
+        narrowed=narrowed or {},
+        dtype_policy=resolve_policy(precision),
+        deadline=deadline if hard_timeout else None,
+        on_epoch=on_epoch,
     )
     guard = _FailureGuard(MAX_CONSECUTIVE_FAILURES)
     status = "FAILED"
-    try:
-        study.optimize(
-            objective,
-            n_trials=n_trials,
-            timeout=timeout,
-            catch=(TrialFailed,),
-            callbacks=[_ParentRunProgress(tracker, parent_run_id), guard, *callbacks],
-        )
-        status = "FAILED" if guard.tripped else "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        outcome = summarize(study, parent_run_id=parent_run_id)
-        tracker.set_tags(
-            parent_run_id,
-            {
-                "n_complete": outcome.n_complete,
-                "n_pruned": outcome.n_pruned,
-                "n_failed": outcome.n_failed,
-                "best_trial": outcome.best_trial,
-            },
-        )
-        tracker.end_run(parent_run_id, status=status)
+    callbacks = [_ParentRunProgress(tracker, parent_run_id), guard, *callbacks]
+
+    def run_pool(remaining: float | None) -> bool:
+        """Run trials until the pool is empty; True when this worker is done."""
+        try:
+            study.optimize(objective, timeout=remaining, catch=(TrialFailed,), callbacks=callbacks)
+            return True  # stopped by the failure guard or the timeout
+        except PoolEmpty:
+            pass
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return True
+        # Other workers' trials still run; one whose worker dies comes back as a retry.
+        time.sleep(poll_seconds)
+        reap_stale_trials(study)
+        return False
+
+    with Reaper(study, tracker):
+        try:
+            while not guard.tripped:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    if run_pool(remaining):
+                        break
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    _await_storage(study, exc)
+            status = "FAILED" if guard.tripped else "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            outcome = summarize(study, parent_run_id=parent_run_id)
+            try:
+                _close_study_run(tracker, study, outcome, status=status, objectives=objectives)
+            except Exception as exc:  # the trials are safe in Optuna; say what MLflow missed
+                logger.warning("the study's parent run was not updated: %s", exc)
     if guard.tripped:
         raise FmsearchError(
             f"stopped after {MAX_CONSECUTIVE_FAILURES} trials in a row failed; "
@@ -151,22 +258,161 @@ def run_study(
     return outcome
 
 
+def _await_storage(study: optuna.Study, exc: BaseException) -> None:
+    """Wait for the storage to answer again, then let the worker go on.
+
+    The trial in flight could not record its result: it stays RUNNING without heartbeats, and
+    the reaper fails and re-enqueues it once its grace period passes.
+
+    Raises:
+        FmsearchError: The storage stayed out of reach for ``STORAGE_OUTAGE_SECONDS``.
+    """
+    root: BaseException = exc
+    while (root.__cause__ or root.__context__) is not None:  # Optuna's wrappers hide the cause
+        root = root.__cause__ or root.__context__
+    cause = str(root).strip().splitlines()
+    logger.warning(
+        "storage out of reach (%s): the trial in flight is lost and will run again; reconnecting",
+        cause[0] if cause else type(exc).__name__,
+    )
+    deadline = time.monotonic() + STORAGE_OUTAGE_SECONDS
+    while True:
+        time.sleep(STORAGE_RETRY_SECONDS)
+        try:
+            study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except Exception as again:
+            if not is_outage(again):
+                raise
+            if time.monotonic() > deadline:
+                raise FmsearchError(
+                    f"storage out of reach for {STORAGE_OUTAGE_SECONDS} s, "
+                    f"expected it back sooner: {again}"
+                ) from again
+            continue
+        logger.warning("storage reachable again: the worker goes on")
+        return
+
+
+def reap_stale_trials(study: optuna.Study) -> None:
+    """Fail (and re-enqueue) the trials whose worker stopped sending heartbeats."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def open_study_run(
+    study: optuna.Study, *, arch: str, tracker: Tracker, params: dict[str, Any]
+) -> tuple[str, str]:
+    """The study's experiment and parent run, made once however many workers start at once."""
+    url = getattr(backend_of(study), "url", None)
+    lock = storage_lock(url, f"study-run:{study.study_name}") if url else contextlib.nullcontext()
+    with lock:
+        experiment_id = tracker.experiment_id(study.study_name)
+        parent_run_id = tracker.start_study_run(
+            experiment_id=experiment_id, study_name=study.study_name, arch=arch, params=params
+        )
+    return experiment_id, parent_run_id
+
+
+def _close_study_run(
+    tracker: Tracker,
+    study: optuna.Study,
+    outcome: StudyOutcome,
+    *,
+    status: str,
+    objectives: tuple[str, ...],
+) -> None:
+    """Record the counts; the last worker out ends the parent run."""
+    tracker.set_tags(
+        outcome.parent_run_id,
+        {
+            "n_complete": outcome.n_complete,
+            "n_pruned": outcome.n_pruned,
+            "n_failed": outcome.n_failed,
+            "n_retried": outcome.n_retried,
+            "best_trial": outcome.best_trial,
+        },
+    )
+    if len(objectives) > 1 and outcome.n_complete:
+        tracker.log_pareto_front(outcome.parent_run_id, study, objectives=objectives)
+    if outcome.n_running == 0 or status == "FAILED":
+        tracker.end_run(outcome.parent_run_id, status=status)
+
+
+class Reaper:
+    """While a worker runs: fail stale trials now and every half grace period, and end the
+    MLflow runs of the trials it fails (a killed worker could not)."""
+
+    def __init__(self, study: optuna.Study, tracker: Tracker) -> None:
+        self._study = study
+        self._tracker = tracker
+        self._stop = threading.Event()
+        storage = backend_of(study)
+        self._hooks = getattr(getattr(storage, "on_stale", None), "hooks", None)
+        grace = (
+            storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        )
+        self._period = (grace or 10) * GRACE_BEATS / 2
+        self._thread = threading.Thread(target=self._run, name="fmsearch-reaper", daemon=True)
+
+    def _end_run(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            self._tracker.end_trial_run(
+                run_id,
+                state="FAIL",
+                reason=f"worker {trial.user_attrs.get(WORKER_ATTR, '?')} stopped sending "
+                "heartbeats (killed or cut off); the trial was failed and enqueued again",
+            )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                reap_stale_trials(self._study)
+            except Exception as exc:  # a storage outage: try again next period
+                logger.warning("could not check for stale trials: %s", str(exc).splitlines()[0])
+
+    def __enter__(self) -> Reaper:
+        if self._hooks is not None:
+            self._hooks.append(self._end_run)
+        reap_stale_trials(self._study)  # trials of workers that died before this one started
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._hooks is not None:
+            self._hooks.remove(self._end_run)
+
+
 class _Reporter:
     """Per-epoch sink for the runner: Optuna gets the objective, MLflow every metric."""
 
-    def __init__(self, trial: optuna.Trial, tracker: Tracker, run_id: str) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        log: TrialLog,
+        *,
+        prunable: bool = True,
+        on_epoch: EpochCallback | None = None,
+    ) -> None:
         self._trial = trial
-        self._tracker = tracker
-        self._run_id = run_id
+        self._log = log
+        self._prunable = prunable  # Optuna refuses reports from multi-objective trials
+        self._on_epoch = on_epoch
 
     def report(self, value: float, step: int) -> None:
-        self._trial.report(value, step)
+        if self._prunable:
+            self._trial.report(value, step)
 
     def should_prune(self) -> bool:
-        return self._trial.should_prune()
+        return self._prunable and self._trial.should_prune()
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self._tracker.log_epoch(self._run_id, epoch, metrics)
+        self._log.log_epoch(epoch, metrics)
+        if self._on_epoch is not None:
+            self._on_epoch(self._trial.number, epoch, metrics)
 
 
 class _Objective:
@@ -182,7 +428,18 @@ class _Objective:
         max_epochs: int,
         seed: int | None,
         patience: int | None,
+        objectives: tuple[str, ...],
+        narrowed: Mapping[str, BaseDistribution],
+        dtype_policy: str = "float32",
+        deadline: float | None = None,
+        on_epoch: EpochCallback | None = None,
     ) -> None:
+        self._dtype_policy = dtype_policy
+        # A time.monotonic() value after which running trials end (a hard time budget).
+        self._deadline = deadline
+        self._on_epoch = on_epoch
+        self._objectives = objectives
+        self._narrowed = narrowed
         self._space = space
         self._arch = arch
         self._split = split
@@ -193,12 +450,13 @@ class _Objective:
         self._seed = seed
         self._patience = patience
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        from runners.metrics import evaluate_predictions, predict_classes
-        from runners.training import fit_trial, free_memory, seed_everything
-
-        params = self._space.suggest(trial)
-        run_id = self._tracker.start_trial_run(
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        params = self._space.suggest(
+            NarrowedTrial(trial, self._narrowed) if self._narrowed else trial
+        )
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        log = TrialLog(self._tracker)
+        run_id = log.start(
             experiment_id=self._experiment_id,
             parent_run_id=self._parent_run_id,
             study_name=trial.study.study_name,
@@ -206,59 +464,138 @@ class _Objective:
             trial_number=trial.number,
             params=params,
         )
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        if run_id is not None:
+            trial.set_user_attr(RUN_ID_ATTR, run_id)
+        reporter = _Reporter(
+            trial, log, prunable=len(self._objectives) == 1, on_epoch=self._on_epoch
+        )
+        train = self._train_sklearn if self._space.KIND == "sklearn" else self._train_keras
+        try:
+            result = train(trial, params, log, reporter)
+        except optuna.TrialPruned as exc:
+            self._close(trial, log, state="PRUNED", reason=str(exc))
+            raise
+        except TrialFailed as exc:
+            self._fail(trial, log, str(exc))
+            raise
+        except Exception as exc:
+            # Anything else that breaks one trial (a Keras error for one configuration, say)
+            # fails that trial only; the failure guard stops a study where every trial does.
+            logger.debug("trial %d failed", trial.number, exc_info=True)
+            reason = f"{type(exc).__name__}: {exc}"
+            self._fail(trial, log, reason)
+            raise TrialFailed(reason) from exc
+        except BaseException:
+            self._close(trial, log, state="FAIL", reason="interrupted")
+            raise
+        self._close(trial, log, state="COMPLETE")
+        if len(self._objectives) == 1:
+            return result.best_value
+        second = {"params": "n_params", "latency": LATENCY_ATTR}[self._objectives[1]]
+        return result.best_value, float(trial.user_attrs[second])
+
+    def _close(
+        self, trial: optuna.Trial, log: TrialLog, *, state: str, reason: str | None = None
+    ) -> None:
+        unlogged = log.close(state=state, reason=reason)
+        if log.run_id is not None:  # perhaps created only once the store came back
+            trial.set_user_attr(RUN_ID_ATTR, log.run_id)
+        if unlogged:
+            trial.set_user_attr(UNLOGGED_ATTR, unlogged)
+
+    def _train_keras(
+        self, trial: optuna.Trial, params: dict[str, Any], log: TrialLog, reporter: _Reporter
+    ) -> TrialResult:
+        from runners.metrics import predict_classes
+        from runners.training import fit_trial, free_memory, seed_everything
+
         try:
             if self._seed is not None:
                 seed_everything(self._seed + trial.number)
-            model = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
-            trial.set_user_attr("n_params", model.count_params())
+            with dtype_policy(self._dtype_policy):
+                model = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
+            trial.set_user_attr(DTYPE_POLICY_ATTR, self._dtype_policy)
+            n_params = model.count_params()
+            trial.set_user_attr("n_params", n_params)
             result = fit_trial(
                 model,
                 params,
                 self._split,
                 max_epochs=self._max_epochs,
-                reporter=_Reporter(trial, self._tracker, run_id),
+                reporter=reporter,
                 patience=self._patience,
+                deadline=self._deadline,
             )
+            if result.out_of_time:
+                trial.set_user_attr(OUT_OF_TIME_ATTR, True)
             start = time.perf_counter()
-            evaluation = evaluate_predictions(
-                self._split.y_val,
-                predict_classes(model, self._split.x_val),
-                class_names=CLASS_NAMES,
+            predicted = predict_classes(model, self._split.x_val)
+            latency = measure_latency(
+                lambda images: model.predict(images, batch_size=LATENCY_BATCH, verbose=0),
+                self._split.x_val,
             )
-            self._tracker.log_metrics(
-                run_id,
-                {
-                    "best_val_accuracy": result.best_value,
-                    "best_epoch": result.best_epoch,
-                    "epochs_trained": result.epochs,
-                    "train_seconds": result.train_seconds,
-                    "n_params": model.count_params(),
-                },
+            trial.set_user_attr(LATENCY_ATTR, latency)
+            self._log_result(
+                trial, log, result, predicted, {"n_params": n_params, "latency_ms": latency}
             )
-            self._tracker.log_evaluation(run_id, evaluation, class_names=CLASS_NAMES, split="val")
-            self._tracker.log_keras_model(run_id, model)
+            log.log_model(lambda run_id: self._tracker.log_keras_model(run_id, model))
             trial.set_user_attr("log_seconds", time.perf_counter() - start)
-            trial.set_user_attr("train_seconds", result.train_seconds)
-            trial.set_user_attr("best_epoch", result.best_epoch)
-        except optuna.TrialPruned as exc:
-            self._tracker.end_trial_run(run_id, state="PRUNED", reason=str(exc))
-            raise
-        except Exception as exc:
-            reason = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
-            self._tracker.end_trial_run(run_id, state="FAIL", reason=reason)
-            if isinstance(exc, TrialFailed):
-                raise
-            raise TrialFailed(reason) from exc
-        except BaseException:
-            self._tracker.end_trial_run(run_id, state="FAIL", reason="interrupted")
-            raise
+            return result
         finally:
             model = None
             free_memory()
-        self._tracker.end_trial_run(run_id, state="COMPLETE")
-        return result.best_value
+
+    def _train_sklearn(
+        self, trial: optuna.Trial, params: dict[str, Any], log: TrialLog, reporter: _Reporter
+    ) -> TrialResult:
+        from runners.estimators import fit_estimator_trial, to_features
+
+        estimator = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
+        model, result, predicted = fit_estimator_trial(estimator, self._split, reporter=reporter)
+        start = time.perf_counter()
+        latency = measure_latency(
+            lambda images: model.predict(to_features(images)), self._split.x_val
+        )
+        trial.set_user_attr(LATENCY_ATTR, latency)
+        self._log_result(trial, log, result, predicted, {"latency_ms": latency})
+        n_features = int(np.prod(IMAGE_SHAPE))
+        log.log_model(
+            lambda run_id: self._tracker.log_sklearn_model(run_id, model, n_features=n_features)
+        )
+        trial.set_user_attr("log_seconds", time.perf_counter() - start)
+        return result
+
+    def _log_result(
+        self,
+        trial: optuna.Trial,
+        log: TrialLog,
+        result: TrialResult,
+        predicted: np.ndarray,
+        extra: dict[str, float],
+    ) -> None:
+        from runners.metrics import evaluate_predictions
+
+        evaluation = evaluate_predictions(self._split.y_val, predicted, class_names=CLASS_NAMES)
+        log.call(
+            "result metrics",
+            "log_metrics",
+            {
+                "best_val_accuracy": result.best_value,
+                "best_epoch": result.best_epoch,
+                "epochs_trained": result.epochs,
+                "train_seconds": result.train_seconds,
+                **extra,
+            },
+        )
+        log.call("confusion matrix and classification report", "log_evaluation", evaluation,
+                 class_names=CLASS_NAMES, split="val")  # fmt: skip
+        trial.set_user_attr("train_seconds", result.train_seconds)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr(EPOCHS_ATTR, result.epochs)
+
+    def _fail(self, trial: optuna.Trial, log: TrialLog, reason: str) -> None:
+        trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
+        self._close(trial, log, state="FAIL", reason=reason)
 
 
 class _ParentRunProgress:
@@ -277,7 +614,10 @@ class _ParentRunProgress:
         }
         if outcome.best_value is not None:
             metrics["best_val_accuracy"] = outcome.best_value
-        self._tracker.log_metrics(self._parent_run_id, metrics, step=trial.number)
+        try:
+            self._tracker.log_metrics(self._parent_run_id, metrics, step=trial.number)
+        except Exception as exc:  # a tracking outage must not stop the study
+            logger.warning("study progress not logged for trial %d: %s", trial.number, exc)
 
 
 class _FailureGuard:

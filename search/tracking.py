@@ -30,6 +30,7 @@ from search.urls import redact
 
 if TYPE_CHECKING:
     import keras
+    import optuna
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.pyfunc import PyFuncModel
 
@@ -44,6 +45,9 @@ TRIAL_TAG = "fmsearch.trial_number"
 STATE_TAG = "fmsearch.trial_state"
 REASON_TAG = "fmsearch.reason"
 MODEL_URI_TAG = "fmsearch.model_uri"
+FLAVOR_TAG = "fmsearch.flavor"
+# Packages a model needs beyond its flavor's own (xgboost), comma-separated.
+EXTRA_PACKAGES_TAG = "fmsearch.extra_packages"
 SOURCE_RUN_TAG = "fmsearch.source_run_id"
 SOURCE_TRIAL_TAG = "fmsearch.source_trial"
 DECISION_TAG = "fmsearch.decision"
@@ -58,6 +62,17 @@ _BATCH = 900  # below MLflow's 1000-entity limit per log_batch
 def _requirements(*packages: str) -> list[str]:
     # Explicit requirements: inferring them costs about 10 s per logged model.
     return [f"{p}=={version(p)}" for p in packages]
+
+
+def _extra_packages(model: Any) -> tuple[str, ...]:
+    """Distributions a scikit-learn pipeline needs beyond scikit-learn (its final step's)."""
+    from importlib.metadata import packages_distributions
+
+    module = type(model[-1]).__module__.split(".")[0]
+    if module == "sklearn":
+        return ()
+    # ``xgboost`` may come from the ``xgboost`` or the ``xgboost-cpu`` distribution.
+    return tuple(packages_distributions().get(module, [module])[:1])
 
 
 class _DropRecords(logging.Filter):
@@ -100,6 +115,8 @@ class Tracker:
     def __init__(self, *, tracking_uri: str, artifact_root: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
         self._artifact_root = artifact_root
+        # Model logging and loading go through MLflow's fluent API, which reads the
+        # process-wide URI; MLflow also exports it to os.environ (child processes inherit it).
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -274,6 +291,36 @@ class Tracker:
             },
         )
 
+    def log_pareto_front(
+        self, run_id: str, study: optuna.Study, *, objectives: tuple[str, ...]
+    ) -> None:
+        """The Pareto front of a multi-objective study: a JSON table and Optuna's plot."""
+        import warnings
+
+        import matplotlib.pyplot as plt
+        import optuna
+
+        front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)
+        rows = [
+            {
+                "trial": t.number,
+                **dict(zip(objectives, t.values, strict=True)),
+                "run_id": t.user_attrs.get("mlflow_run_id"),
+            }
+            for t in front
+        ]
+        self._client.log_dict(run_id, {"objectives": list(objectives), "front": rows},
+                              "pareto_front.json")  # fmt: skip
+        with warnings.catch_warnings():  # the matplotlib backend is "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            axes = optuna.visualization.matplotlib.plot_pareto_front(
+                study, target_names=[f"val {objectives[0]}", objectives[1]]
+            )
+        try:
+            self._client.log_figure(run_id, axes.figure, "pareto_front.png")
+        finally:
+            plt.close(axes.figure)
+
     def log_keras_model(self, run_id: str, model: keras.Model) -> str:
         """Log ``model`` with the Keras flavor into ``run_id``; returns its model URI."""
         import mlflow.keras
@@ -293,13 +340,55 @@ class Tracker:
             signature=signature,
             pip_requirements=_requirements("mlflow", "keras", "tensorflow", "numpy"),
         )
-        self._log(run_id, tags={MODEL_URI_TAG: info.model_uri})
+        self._log(run_id, tags={MODEL_URI_TAG: info.model_uri, FLAVOR_TAG: "keras"})
+        return info.model_uri
+
+    def log_sklearn_model(self, run_id: str, model: Any, *, n_features: int) -> str:
+        """Log a fitted scikit-learn ``model`` into ``run_id``; returns its model URI."""
+        import mlflow.sklearn
+        from mlflow.models import Model, ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        extra = _extra_packages(model)
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_features))]),
+            outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
+        )
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=mlflow.sklearn,
+            run_id=run_id,
+            sk_model=model,
+            signature=signature,
+            # cloudpickle would tie the model to this Python; pickle is what scikit-learn documents.
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
+            pip_requirements=self.served_requirements("sklearn", extra=extra),
+        )
+        self._log(
+            run_id,
+            tags={
+                MODEL_URI_TAG: info.model_uri,
+                FLAVOR_TAG: "sklearn",
+                EXTRA_PACKAGES_TAG: ",".join(extra),
+            },
+        )
         return info.model_uri
 
     def log_served_model(
-        self, run_id: str, *, keras_model_uri: str, class_names: tuple[str, ...]
+        self,
+        run_id: str,
+        *,
+        model_uri: str,
+        flavor: str,
+        class_names: tuple[str, ...],
+        extra_packages: tuple[str, ...] = (),
     ) -> str:
-        """Log the pyfunc model that serves ``keras_model_uri``; returns its model URI."""
+        """Log the pyfunc model that serves ``model_uri`` (``keras`` or ``sklearn`` flavor).
+
+        Returns:
+            The served model's URI.
+        """
         import mlflow.pyfunc
         from mlflow.models import Model
 
@@ -315,14 +404,22 @@ class Tracker:
                 flavor_name="pyfunc.ModelFromCode",
                 run_id=run_id,
                 python_model=str(SERVED_MODEL_CODE),
-                artifacts={"keras_model": keras_model_uri},
-                model_config={"class_names": list(class_names)},
-                pip_requirements=_requirements("mlflow", "keras", "tensorflow", "numpy", "pandas"),
+                artifacts={"model": model_uri},
+                model_config={"class_names": list(class_names), "flavor": flavor},
+                pip_requirements=self.served_requirements(flavor, extra=extra_packages),
             )
         finally:
             logging.getLogger("mlflow.pyfunc").removeFilter(quiet)
         self._log(run_id, tags={MODEL_URI_TAG: info.model_uri})
         return info.model_uri
+
+    @staticmethod
+    def served_requirements(flavor: str, *, extra: tuple[str, ...] = ()) -> list[str]:
+        """What the served model of ``flavor`` needs installed, pinned to this environment."""
+        base = ("mlflow", "numpy", "pandas")
+        if flavor == "keras":
+            return _requirements(*base, "keras", "tensorflow", *extra)
+        return _requirements(*base, "scikit-learn", *extra)
 
     def load_served_model(self, model_uri: str) -> PyFuncModel:
         """Load a served (pyfunc) model: ``models:/NAME@ALIAS``, ``runs:/...`` or a path."""
@@ -330,7 +427,57 @@ class Tracker:
 
         return mlflow.pyfunc.load_model(model_uri)
 
+    def log_figures(self, run_id: str, figures: dict[str, Any], *, folder: str = "") -> None:
+        """Matplotlib figures as PNG artifacts, ``{folder}/{name}.png``; each is closed after."""
+        for name, figure in figures.items():
+            path = f"{folder}/{name}.png" if folder else f"{name}.png"
+            self._client.log_figure(run_id, figure, path, save_kwargs={"dpi": 110})
+
+    def log_files(self, run_id: str, files: list[Path], *, folder: str | None = None) -> None:
+        """Files as artifacts (HTML reports, CSV tables), under ``folder``."""
+        for file in files:
+            self._client.log_artifact(run_id, str(file), artifact_path=folder)
+
+    def log_json(self, run_id: str, data: Any, path: str) -> None:
+        self._client.log_dict(run_id, data, path)
+
+    def start_insight_run(self, *, experiment: str, run_name: str, tags: dict[str, Any]) -> str:
+        """A run in experiment ``experiment`` for cross-study pictures (EDA, leaderboards)."""
+        return self.start_run(
+            experiment_id=self.experiment_id(experiment), run_name=run_name, tags=tags
+        )
+
     # Reading runs ----------------------------------------------------------------------------
+
+    def metric_histories(self, run_id: str, keys: tuple[str, ...]) -> dict[str, list[float]]:
+        """Each metric's values in step order; metrics the run never logged are left out."""
+        histories = {}
+        for key in keys:
+            points = sorted(self._client.get_metric_history(run_id, key), key=lambda m: m.step)
+            if points:
+                histories[key] = [m.value for m in points]
+        return histories
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of each metric of a run."""
+        return dict(self._client.get_run(run_id).data.metrics)
+
+    def run_duration_s(self, run_id: str) -> float | None:
+        info = self._client.get_run(run_id).info
+        if info.end_time is None:
+            return None
+        return (info.end_time - info.start_time) / 1000.0
+
+    def artifact_paths(self, run_id: str, folder: str | None = None) -> list[str]:
+        return [f.path for f in self._client.list_artifacts(run_id, folder)]
+
+    def study_run_id(self, study_name: str) -> str | None:
+        """The parent run of study ``study_name``, if it was ever started."""
+        experiment = self._client.get_experiment_by_name(study_name)
+        if experiment is None:
+            return None
+        runs = self.find_runs(experiment.experiment_id, role="study", study_name=study_name)
+        return runs[0].info.run_id if runs else None
 
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self._client.get_run(run_id).data.tags)
@@ -387,6 +534,17 @@ class Tracker:
             model_id=model_uri.removeprefix("models:/"),
         )
 
+    def champions(self, *, prefix: str = "fmsearch-") -> list[ModelVersion]:
+        """The champion version of every registered model whose name starts with ``prefix``."""
+        found = []
+        for model in self._client.search_registered_models(max_results=1000):
+            if not model.name.startswith(prefix):
+                continue
+            champion = self.version_by_alias(model.name, "champion")
+            if champion is not None:
+                found.append(champion)
+        return sorted(found, key=lambda v: v.name)
+
     def set_alias(self, name: str, alias: str, version_: str) -> None:
         self._client.set_registered_model_alias(name, alias, version_)
 
@@ -401,3 +559,108 @@ class Tracker:
 def confusion_json(evaluation: Evaluation) -> str:
     """The confusion matrix as compact JSON, small enough for a model-version tag."""
     return json.dumps(evaluation.confusion.tolist(), separators=(",", ":"))
+
+
+class TrialLog:
+    """One trial's MLflow record, kept through a tracking store outage.
+
+    Each write is queued and the queue sent in order; when the store does not answer, the
+    trial goes on training, later writes wait in the queue (sent again at most every
+    ``retry_seconds``), and :meth:`close` tries ``close_attempts`` more times before it gives
+    up. What could not be sent is listed in :attr:`unlogged`, for the trial's Optuna record.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        *,
+        retry_seconds: float = 15.0,
+        close_attempts: int = 3,
+        close_wait: float = 5.0,
+    ) -> None:
+        self._tracker = tracker
+        self._queue: list[tuple[str, Any]] = []
+        self._retry_seconds = retry_seconds
+        self._close_attempts = close_attempts
+        self._close_wait = close_wait
+        self._failed_at: float | None = None
+        self.run_id: str | None = None
+        self.unlogged: list[str] = []
+
+    def start(self, **run_args: Any) -> str | None:
+        """Create the trial's run (:meth:`Tracker.start_trial_run` arguments)."""
+
+        def create() -> None:
+            self.run_id = self._tracker.start_trial_run(**run_args)
+
+        self._send("run and params", create)
+        return self.run_id
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._send(f"epoch {epoch} metrics",
+                   lambda: self._tracker.log_epoch(self.run_id, epoch, metrics))  # fmt: skip
+
+    def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> None:
+        """Queue ``tracker.method(run_id, *args, **kwargs)``; ``what`` names it if it fails."""
+        self._send(what, lambda: getattr(self._tracker, method)(self.run_id, *args, **kwargs))
+
+    def log_model(self, log: Any) -> None:
+        """Send ``log(run_id)`` now, once the queue is through; models are not kept waiting."""
+        if self._drain(force=True):
+            try:
+                log(self.run_id)
+                return
+            except Exception as exc:
+                self._failed(exc)
+        self.unlogged.append("model")
+
+    def close(self, *, state: str, reason: str | None = None) -> list[str]:
+        """End the run with Optuna's ``state``; returns what could not be logged."""
+
+        def end() -> None:
+            self._tracker.end_trial_run(self.run_id, state=state, reason=reason)
+
+        self._queue.append(("end of run", end))
+        for attempt in range(self._close_attempts):
+            if self._drain(force=True):
+                break
+            if attempt + 1 < self._close_attempts:
+                time.sleep(self._close_wait)
+        self.unlogged += [what for what, _ in self._queue]
+        self._queue.clear()
+        if self.unlogged:
+            logger.warning("the tracking store missed, for good: %s", ", ".join(self.unlogged))
+        return self.unlogged
+
+    def _send(self, what: str, operation: Any) -> None:
+        self._queue.append((what, operation))
+        self._drain()
+
+    def _drain(self, *, force: bool = False) -> bool:
+        """Send the queue in order; False when the store failed (the rest stays queued)."""
+        recent = (
+            self._failed_at is not None and time.monotonic() - self._failed_at < self._retry_seconds
+        )
+        if recent and not force:
+            return False
+        while self._queue:
+            what, operation = self._queue[0]
+            if self.run_id is None and what != "run and params":
+                return False
+            try:
+                operation()
+            except Exception as exc:
+                self._failed(exc)
+                return False
+            self._queue.pop(0)
+        self._failed_at = None
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        if self._failed_at is None:
+            logger.warning(
+                "tracking store %s does not answer (%s): the trial goes on, its record waits",
+                redact(self._tracker.tracking_uri),
+                _root_cause(exc),
+            )
+        self._failed_at = time.monotonic()

@@ -9,8 +9,24 @@ Shared hyperparameters:
         at 10% validation accuracy for 10 epochs).
     batch_size (categorical, 32 / 64 / 128 / 256): training batch size.
     optimizer (categorical, adam / adamw / sgd / rmsprop): sgd uses Nesterov momentum 0.9.
+    lr_schedule (categorical, constant / cosine / one_cycle / plateau): how the learning rate
+        moves: cosine decay to zero over the trial's epochs, one-cycle (warm up from 1/25 of
+        ``learning_rate`` over 30% of the steps, then cosine down), or divided by 5 when
+        the validation loss stalls for 2 epochs.
+    label_smoothing (float, 0.0 to 0.2): label smoothing of the cross-entropy loss.
     l2 (float, 1e-6 to 1e-2, log): L2 penalty on every kernel.
     dropout (float, 0.0 to 0.5): dropout rate.
+
+Shared augmentation (training batches only), each on/off with its strength:
+    mix (categorical, none / mixup / cutmix): batch mixing; with it, ``mix_prob`` (float, 0.1
+        to 1.0: share of images mixed) and ``mix_alpha`` (float, 0.1 to 2.0, log: Beta
+        parameter of the mixing weight).
+    shift (bool) with shift_factor (float, 0.02 to 0.15): random translation, fraction of
+        the side.
+    rotation (bool) with rotation_degrees (float, 2 to 20): random rotation.
+    zoom (bool) with zoom_factor (float, 0.02 to 0.2): random zoom in or out.
+    flip (bool): random horizontal flip.
+    erasing (bool) with erasing_prob (float, 0.1 to 0.5): random erasing of a patch.
 """
 
 from __future__ import annotations
@@ -24,8 +40,25 @@ if TYPE_CHECKING:
 LEARNING_RATE = (1e-4, 1e-2)
 BATCH_SIZES = (32, 64, 128, 256)
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")
+LABEL_SMOOTHING = (0.0, 0.2)
 L2 = (1e-6, 1e-2)
 DROPOUT = (0.0, 0.5)
+MIX = ("none", "mixup", "cutmix")
+MIX_PROB = (0.1, 1.0)
+MIX_ALPHA = (0.1, 2.0)
+SWITCH = (False, True)
+# The shared hyperparameters at the settings most published models use: Adam at 1e-3, batches
+# of 128, no schedule, no smoothing, no augmentation. Each space's DEFAULTS start from these.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-3, "batch_size": 128, "optimizer": "adam", "lr_schedule": "constant",
+    "label_smoothing": 0.0, "mix": "none", "shift": False, "rotation": False, "zoom": False,
+    "flip": False, "erasing": False,
+}  # fmt: skip
+SHIFT_FACTOR = (0.02, 0.15)
+ROTATION_DEGREES = (2.0, 20.0)
+ZOOM_FACTOR = (0.02, 0.2)
+ERASING_PROB = (0.1, 0.5)
 
 
 def suggest_training(trial: optuna.Trial) -> dict[str, Any]:
@@ -34,7 +67,35 @@ def suggest_training(trial: optuna.Trial) -> dict[str, Any]:
         "learning_rate": trial.suggest_float("learning_rate", *LEARNING_RATE, log=True),
         "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
         "optimizer": trial.suggest_categorical("optimizer", OPTIMIZERS),
+        "lr_schedule": trial.suggest_categorical("lr_schedule", LR_SCHEDULES),
+        "label_smoothing": trial.suggest_float("label_smoothing", *LABEL_SMOOTHING),
     }
+
+
+def suggest_augmentation(trial: optuna.Trial) -> dict[str, Any]:
+    """Suggest the shared augmentation: batch mixing and the classic transformations."""
+    params: dict[str, Any] = {"mix": trial.suggest_categorical("mix", MIX)}
+    if params["mix"] != "none":
+        params["mix_prob"] = trial.suggest_float("mix_prob", *MIX_PROB)
+        params["mix_alpha"] = trial.suggest_float("mix_alpha", *MIX_ALPHA, log=True)
+    strengths = {
+        "shift": ("shift_factor", SHIFT_FACTOR),
+        "rotation": ("rotation_degrees", ROTATION_DEGREES),
+        "zoom": ("zoom_factor", ZOOM_FACTOR),
+        "flip": None,
+        "erasing": ("erasing_prob", ERASING_PROB),
+    }
+    for switch, strength in strengths.items():
+        params[switch] = trial.suggest_categorical(switch, SWITCH)
+        if params[switch] and strength is not None:
+            name, bounds = strength
+            params[name] = trial.suggest_float(name, *bounds)
+    return params
+
+
+def suggest_keras_common(trial: optuna.Trial) -> dict[str, Any]:
+    """Everything every Keras space searches besides its architecture."""
+    return {**suggest_training(trial), **suggest_augmentation(trial)}
 
 
 def suggest_regularization(trial: optuna.Trial) -> dict[str, Any]:
@@ -57,8 +118,40 @@ def image_input(input_shape: tuple[int, ...]) -> tuple[keras.KerasTensor, keras.
     return inputs, keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
 
 
+def batch_norm() -> keras.layers.BatchNormalization:
+    """BatchNorm whose moving statistics settle within a short trial.
+
+    Keras' default momentum (0.99) needs about 500 steps before the inference-time statistics
+    match the data: a 5-epoch trial on 5,000 images (200 steps) then validates at chance
+    (measured: 10% validation accuracy at 75% training accuracy). 0.9, PyTorch's default,
+    settles in about 50 steps.
+    """
+    import keras
+
+    return keras.layers.BatchNormalization(momentum=0.9)
+
+
 def classifier_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     """Softmax output, kept in float32 so mixed precision never rounds the probabilities."""
     import keras
 
     return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
+
+
+# scikit-learn spaces: models on the flattened pixels (scaled to 0..1), with optional PCA.
+PCA_COMPONENTS = (0, 16, 32, 64, 128)
+
+
+def suggest_pca(trial: optuna.Trial) -> dict[str, Any]:
+    """Suggest ``pca_components``: PCA in front of the model, 0 for none."""
+    return {"pca_components": trial.suggest_categorical("pca_components", PCA_COMPONENTS)}
+
+
+def sklearn_pipeline(params: dict[str, Any], estimator: Any) -> Any:
+    """``estimator`` behind PCA with ``params["pca_components"]`` components (0: no PCA)."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import Pipeline
+
+    n = params["pca_components"]
+    pca = PCA(n_components=n, random_state=0) if n else "passthrough"
+    return Pipeline([("pca", pca), ("model", estimator)])

@@ -1,34 +1,44 @@
-"""Multi-layer perceptron on flattened pixels.
+"""Baseline multi-layer perceptron: two dense hidden layers on flattened pixels.
 
 Hyperparameters:
-    n_layers (int, 1 to 3): hidden dense layers.
-    n_units_l{i} (int, 32 to 1024, log): units of hidden layer ``i``.
+    n_units_l0, n_units_l1 (int, 32 to 1024, log): units of the two hidden layers.
     l2 (float, 1e-6 to 1e-2, log): L2 penalty on every dense kernel.
-    dropout (float, 0.0 to 0.5): dropout after every hidden layer.
-    learning_rate, batch_size, optimizer: shared, see :mod:`spaces.common`.
+    dropout (float, 0.0 to 0.5): dropout after each hidden layer.
+    learning_rate, batch_size, optimizer, lr_schedule, label_smoothing and the augmentation:
+        shared, see :mod:`spaces.common`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from spaces.common import classifier_head, image_input, suggest_regularization, suggest_training
+from spaces.common import (
+    COMMON_DEFAULTS,
+    classifier_head,
+    image_input,
+    suggest_keras_common,
+    suggest_regularization,
+)
 
 if TYPE_CHECKING:
     import keras
     import optuna
 
-N_LAYERS = (1, 3)
+KIND = "keras"
 N_UNITS = (32, 1024)
+# The usual Fashion-MNIST baseline (about 88% test accuracy): 256-128 ReLU, dropout 0.2, Adam.
+DEFAULTS = {
+    **COMMON_DEFAULTS, "n_units_l0": 256, "n_units_l1": 128, "l2": 1e-6, "dropout": 0.2,
+}  # fmt: skip
 
 
 def suggest(trial: optuna.Trial) -> dict[str, Any]:
     """Suggest one MLP configuration."""
-    params: dict[str, Any] = {"n_layers": trial.suggest_int("n_layers", *N_LAYERS)}
-    for i in range(params["n_layers"]):
-        params[f"n_units_l{i}"] = trial.suggest_int(f"n_units_l{i}", *N_UNITS, log=True)
+    params: dict[str, Any] = {
+        f"n_units_l{i}": trial.suggest_int(f"n_units_l{i}", *N_UNITS, log=True) for i in range(2)
+    }
     params.update(suggest_regularization(trial))
-    params.update(suggest_training(trial))
+    params.update(suggest_keras_common(trial))
     return params
 
 
@@ -41,7 +51,7 @@ def build(
     l2 = keras.regularizers.L2(params["l2"])
     inputs, x = image_input(input_shape)
     x = keras.layers.Flatten()(x)
-    for i in range(params["n_layers"]):
+    for i in range(2):
         x = keras.layers.Dense(params[f"n_units_l{i}"], activation="relu", kernel_regularizer=l2)(x)
         x = keras.layers.Dropout(params["dropout"])(x)
     return keras.Model(inputs, classifier_head(x, num_classes), name="mlp")

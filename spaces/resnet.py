@@ -10,23 +10,39 @@ Hyperparameters:
     dense_units (int, 32 to 256, log): units of the dense head.
     l2 (float, 1e-6 to 1e-2, log): L2 penalty on every kernel.
     dropout (float, 0.0 to 0.5): dropout before and after the dense head.
-    learning_rate, batch_size, optimizer: shared, see :mod:`spaces.common`.
+    learning_rate, batch_size, optimizer, lr_schedule, label_smoothing and the augmentation:
+        shared, see :mod:`spaces.common`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from spaces.common import classifier_head, image_input, suggest_regularization, suggest_training
+from spaces.common import (
+    COMMON_DEFAULTS,
+    batch_norm,
+    classifier_head,
+    image_input,
+    suggest_keras_common,
+    suggest_regularization,
+)
 
 if TYPE_CHECKING:
     import keras
     import optuna
 
+KIND = "keras"
 BASE_FILTERS = (16, 32, 64)
 N_STAGES = (1, 3)
 N_BLOCKS = (1, 3)
 DENSE_UNITS = (32, 256)
+# A small ResNet as Fashion-MNIST projects train it (91.5-93%): 3 stages of 2 blocks from 32
+# filters, cosine schedule, shifts and flips.
+DEFAULTS = {
+    **COMMON_DEFAULTS, "base_filters": 32, "n_stages": 3, "n_blocks": 2, "dense_units": 128,
+    "l2": 1e-4, "dropout": 0.2, "lr_schedule": "cosine", "shift": True, "shift_factor": 0.1,
+    "flip": True,
+}  # fmt: skip
 
 
 def suggest(trial: optuna.Trial) -> dict[str, Any]:
@@ -38,7 +54,7 @@ def suggest(trial: optuna.Trial) -> dict[str, Any]:
         "dense_units": trial.suggest_int("dense_units", *DENSE_UNITS, log=True),
     }
     params.update(suggest_regularization(trial))
-    params.update(suggest_training(trial))
+    params.update(suggest_keras_common(trial))
     return params
 
 
@@ -52,9 +68,9 @@ def _residual_block(x, filters: int, stride: int, l2):
 
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = keras.layers.BatchNormalization()(conv(1, stride)(x))
-    y = keras.layers.ReLU()(keras.layers.BatchNormalization()(conv(3, stride)(x)))
-    y = keras.layers.BatchNormalization()(conv(3, 1)(y))
+        shortcut = batch_norm()(conv(1, stride)(x))
+    y = keras.layers.ReLU()(batch_norm()(conv(3, stride)(x)))
+    y = batch_norm()(conv(3, 1)(y))
     return keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
 
 
@@ -69,7 +85,7 @@ def build(
     x = keras.layers.Conv2D(
         params["base_filters"], 3, padding="same", use_bias=False, kernel_regularizer=l2
     )(x)
-    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.ReLU()(batch_norm()(x))
     for stage in range(params["n_stages"]):
         filters = params["base_filters"] * 2**stage
         for block in range(params["n_blocks"]):

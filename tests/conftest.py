@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 # What the CLI sets for its own processes, set here for in-process library calls too.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -14,6 +16,26 @@ import numpy as np
 import pytest
 
 from runners.data import FashionMNIST, Split, load_fashion_mnist, split_train_val
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_uris():
+    """``mlflow.set_tracking_uri`` (which every Tracker calls) exports the URI into
+    ``os.environ``, where a later test's subprocess would find a deleted store; the registry
+    URI lives in a module global, where a later test's client would find it."""
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {key: os.environ.get(key) for key in keys}
+    globals_before = (tracking._tracking_uri, registry._registry_uri)
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    tracking._tracking_uri, registry._registry_uri = globals_before
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +55,53 @@ def storage_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path}/optuna.db"
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its schema migrated, to copy: MLflow's migrations take about
+    a second per new store, and most tests want a new store."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracker(tmp_path):
+def mlflow_db(tmp_path, empty_mlflow_db) -> Path:
+    """A new, empty MLflow store at ``tmp_path/mlflow.db``."""
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_mlflow_db, path)
+    return path
+
+
+@pytest.fixture
+def tracker(tmp_path, mlflow_db):
     from search.tracking import Tracker
 
-    return Tracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=tmp_path / "art")
+    return Tracker(tracking_uri=f"sqlite:///{mlflow_db}", artifact_root=tmp_path / "art")
 
 
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def cli():
+    """Invoke ``fmsearch`` in-process: ``cli("run", "--arch", "mlp", ...)``."""
+    from click.testing import CliRunner
+
+    from search.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args, **kwargs):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return invoke
+
+
+@pytest.fixture
+def stores(tmp_path, mlflow_db):
+    """Optuna storage and MLflow tracking URIs under ``tmp_path``."""
+    return {"storage": f"sqlite:///{tmp_path}/optuna.db", "tracking": f"sqlite:///{mlflow_db}"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -11,12 +12,18 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["tracking_overhead", "trial_memory"])
+@pytest.mark.parametrize(
+    "name", ["tracking_overhead", "trial_memory", "architectures", "storage_load"]
+)
 def test_quick_benchmark_writes_its_results(name, tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--results-dir", str(tmp_path)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+    from tests.services import postgres
+
+    with postgres() if name == "storage_load" else contextlib.nullcontext():
+        result = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--results-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
     payload = json.loads((tmp_path / f"{name}_quick.json").read_text())
     assert payload["machine"]["tensorflow"]
     table = (tmp_path / f"{name}_quick.md").read_text()

@@ -6,32 +6,13 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from click.testing import CliRunner
 
-from search.cli import main
+from runners.precision import resolve_policy
 from spaces import ARCHITECTURES
 
 COMMANDS = ["run", "promote", "ui", "predict", "spaces", "data"]
 QUICK = ["--subset", "300", "--val-size", "200", "--max-epochs", "2", "--seed", "0"]
 QUICK += ["--pruner", "none", "-q"]
-
-
-@pytest.fixture
-def cli():
-    runner = CliRunner()
-
-    def invoke(*args, **kwargs):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
-
-    return invoke
-
-
-@pytest.fixture
-def stores(tmp_path):
-    return {
-        "storage": f"sqlite:///{tmp_path}/optuna.db",
-        "tracking": f"sqlite:///{tmp_path}/mlflow.db",
-    }
 
 
 def _store_args(stores):
@@ -154,6 +135,8 @@ def test_run_tracks_promotes_and_resumes(cli, stores, tmp_path, fashion):
     (parent,) = [r for r in runs if r.data.tags["fmsearch.role"] == "study"]
     children = [r for r in runs if r.data.tags["fmsearch.role"] == "trial"]
     assert parent.data.params["subset"] == "300" and parent.data.params["seed"] == "0"
+    assert parent.data.params["precision"] == "auto"
+    assert {t.user_attrs["dtype_policy"] for t in study.trials} == {resolve_policy("auto")}
     assert len(children) == 3
     for trial in study.trials:
         (run,) = [r for r in children if r.info.run_id == trial.user_attrs["mlflow_run_id"]]
@@ -186,6 +169,23 @@ def test_run_tracks_promotes_and_resumes(cli, stores, tmp_path, fashion):
     promoted = cli("promote", "--study-name", "mlp", *_store_args(stores), "-q")
     assert promoted.exit_code == 0
     assert "is the champion" in promoted.output or "is the challenger" in promoted.output
+
+    # The run refreshed the study report on the parent run; `report` redraws it on demand.
+    reported = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/summary.json", "report/best_trials.csv"} <= reported
+    page = tmp_path / "mlp.html"
+    result = cli("report", "--study-name", "mlp", "--output", page, *_store_args(stores))
+    assert result.exit_code == 0, result.output
+    assert "study mlp: 4 complete; 0 epochs saved by pruning" in result.output
+    assert f"test accuracy <b>{float(champion.tags['test_accuracy']):.4f}</b>" in page.read_text()
+
+    board = cli("leaderboard", "--tracking-uri", stores["tracking"], "--csv", tmp_path / "lb.csv")
+    assert board.exit_code == 0, board.output
+    header, row = board.output.splitlines()[:2]
+    assert header.split()[:3] == ["model", "version", "accuracy"]
+    assert row.split()[0] == "fmsearch-mlp"
+    current = client.get_model_version_by_alias("fmsearch-mlp", "champion")
+    assert float(row.split()[2]) == pytest.approx(float(current.tags["test_accuracy"]), abs=1e-4)
 
 
 def test_predict(cli, stores, tmp_path, fashion):
@@ -229,3 +229,28 @@ def test_study_name_must_be_a_plain_name(cli, stores):
     assert result.exit_code == 2
     assert "Invalid value for '--study-name': expected letters, digits" in result.output
     assert _studies(stores) == []
+
+
+def test_eda(cli, stores):
+    result = cli("eda", "--tracking-uri", stores["tracking"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["class", "train", "validation", "test"]
+    assert lines[1].split() == ["T-shirt/top", "5000", "1000", "1000"]
+
+
+def test_lr_find_writes_a_space_file_that_run_accepts(cli, stores, tmp_path):
+    from search.choices import describe_space
+    from search.overrides import load_space_file
+    from spaces import mlp
+
+    space_file = tmp_path / "lr.yaml"
+    result = cli("lr-find", "--arch", "mlp", "--steps", 40, "--subset", 2000,
+                 "--write-space-file", space_file, "--output-dir", tmp_path,
+                 "--tracking-uri", stores["tracking"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "lr_find_mlp.png").read_bytes()[:4] == b"\x89PNG"
+    narrowed = load_space_file(space_file, describe_space(mlp))["learning_rate"]
+    assert 1e-4 <= narrowed.low < narrowed.high <= 1e-2
+    refused = cli("lr-find", "--arch", "forest", "--tracking-uri", stores["tracking"])
+    _one_line_error(refused, r"--arch must be a Keras architecture")

@@ -6,57 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.services import BIN, ENV
+from tests.services import free_port as _free_port
+from tests.services import get as _get
+from tests.services import start as _start
+from tests.services import wait_for as _wait_for
+
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
-# `mlflow models serve` starts `uvicorn` from PATH, as in an activated virtual environment.
-ENV["PATH"] = f"{BIN}{os.pathsep}{ENV.get('PATH', '')}"
-for key in ("MLFLOW_TRACKING_URI", "FMSEARCH_STORAGE", "FMSEARCH_DATA_DIR"):
-    ENV.pop(key, None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, *, data: bytes | None = None, timeout: float = 10):
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.status, response.read()
-
-
-def _wait_for(url: str, process: subprocess.Popen, *, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args} exited with {process.returncode}")
-        try:
-            _get(url, timeout=2)
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {seconds} s")
-
-
-def _start(args: list[str], cwd: Path, log: Path, env=ENV) -> subprocess.Popen:
-    return subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -126,6 +87,83 @@ def test_ui_shows_the_study(workdir, tmp_path):
         status, png = _get(f"{base}/get-artifact?path=val_confusion_matrix.png&run_uuid={run_id}")
         assert status == 200 and png[:4] == b"\x89PNG"
     finally:
+        _stop(ui)
+
+
+def _browser():
+    """Debian's chromium, headless, through its chromedriver (`make test` installs both)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        if os.environ.get("CI"):
+            raise AssertionError("expected chromium and chromedriver (apt install chromium-driver)")
+        pytest.skip("chromium or chromedriver missing: apt install chromium-driver")
+    options = Options()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--window-size=1600,1000"):  # fmt: skip
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_ui_in_a_real_browser(workdir, tmp_path):
+    """Chromium finds the study's trial runs and the champion's confusion matrix in the UI."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    ui = _start([str(BIN / "fmsearch"), "ui", "--port", str(port)], workdir, tmp_path / "ui.log")
+    base = f"http://127.0.0.1:{port}"
+    browser = None
+    try:
+        _wait_for(f"{base}/health", ui)
+        _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cnn")
+        experiment = json.loads(body)["experiment"]["experiment_id"]
+        _, body = _get(
+            f"{base}/api/2.0/mlflow/registered-models/alias?name=fmsearch-cnn&alias=champion"
+        )
+        promotion = json.loads(body)["model_version"]["run_id"]
+        browser = _browser()
+        wait = WebDriverWait(browser, 120)
+
+        browser.get(f"{base}/#/experiments/{experiment}/runs")
+        wait.until(
+            lambda b: (
+                "cnn" in b.page_source and b.find_elements(By.XPATH, "//div[@role='row']//button")
+            )
+        )
+        expanders = [
+            b for b in browser.find_elements(By.XPATH, "//div[@role='row']//button")
+            if b.get_attribute("data-testid") != "experiment-view-runs-visibility-column-header"
+        ]  # fmt: skip
+        expanders[0].click()  # the study's parent run opens onto its nested runs
+        wait.until(lambda b: "trial-0" in b.page_source and "trial-1" in b.page_source)
+        assert "promotion-trial-" in browser.page_source
+        browser.save_screenshot(str(tmp_path / "runs.png"))
+
+        artifact = "pictures/confusion_matrix.png"
+        browser.get(f"{base}/#/experiments/{experiment}/runs/{promotion}/artifacts/{artifact}")
+
+        def shown(b) -> bool:
+            images = b.find_elements(By.TAG_NAME, "img")
+            return artifact in b.page_source and any(
+                (i.get_attribute("src") or "").startswith("blob:")
+                and b.execute_script("return arguments[0].naturalWidth", i) > 400
+                for i in images
+            )
+
+        wait.until(shown)
+        assert browser.save_screenshot(str(tmp_path / "champion_confusion_matrix.png"))
+        with open(tmp_path / "champion_confusion_matrix.png", "rb") as handle:
+            assert handle.read(4) == b"\x89PNG"
+    finally:
+        if browser is not None:
+            browser.quit()
         _stop(ui)
 
 

@@ -14,8 +14,9 @@ from runners.training import _Pruning, fit_trial, free_memory, make_optimizer, s
 from spaces import mlp
 
 PARAMS = {
-    "n_layers": 1,
+    **mlp.DEFAULTS,
     "n_units_l0": 64,
+    "n_units_l1": 32,
     "l2": 1e-5,
     "dropout": 0.0,
     "learning_rate": 3e-3,
@@ -142,3 +143,42 @@ def test_patience_stops_a_trial_that_stopped_improving(small_split):
     result = fit_trial(_model(), PARAMS, shifted, max_epochs=6, reporter=reporter, patience=1)
     assert result.epochs == result.best_epoch + 2 < 6
     assert len(reporter.reports) == result.epochs
+
+
+def test_validation_accuracy_is_measured_on_unaugmented_images(small_split):
+    """With heavy augmentation on, the reported accuracy is the model's on the raw images."""
+    params = {
+        **PARAMS, "mix": "cutmix", "mix_prob": 1.0, "mix_alpha": 1.0, "shift": True,
+        "shift_factor": 0.15, "erasing": True, "erasing_prob": 0.5, "flip": True,
+    }  # fmt: skip
+    model = _model()
+    result = fit_trial(model, params, small_split, max_epochs=2, reporter=Recorder())
+    accuracy = float((predict_classes(model, small_split.x_val) == small_split.y_val).mean())
+    assert accuracy == pytest.approx(result.best_value, abs=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "one_cycle", "plateau", "constant"])
+def test_learning_rate_schedules(small_split, schedule):
+    params = {**PARAMS, "lr_schedule": schedule, "label_smoothing": 0.1}
+    reporter = Recorder()
+    fit_trial(_model(), params, small_split, max_epochs=3, reporter=reporter)
+    rates = [epoch["learning_rate"] for epoch in reporter.epochs]
+    lr = PARAMS["learning_rate"]
+    if schedule == "cosine":
+        assert rates[0] < lr and rates == sorted(rates, reverse=True) and rates[-1] < lr / 50
+    elif schedule == "one_cycle":  # warm-up ends within the first epoch of three
+        assert max(rates) <= lr * (1 + 1e-6) and rates[-1] < lr / 50
+    else:
+        assert rates == pytest.approx([lr] * 3)
+
+
+def test_one_cycle_warms_up_then_anneals():
+    from runners.training import make_learning_rate
+
+    schedule = make_learning_rate(
+        {"learning_rate": 0.01, "lr_schedule": "one_cycle"}, total_steps=100
+    )
+    rates = [float(schedule(step)) for step in range(0, 101, 10)]
+    assert rates[0] == pytest.approx(0.01 / 25)
+    assert max(rates) == pytest.approx(0.01, rel=0.05) and rates.index(max(rates)) == 3
+    assert rates[-1] < 1e-4

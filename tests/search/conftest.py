@@ -5,10 +5,12 @@ import pytest
 
 from search.storage import create_or_load_study, open_storage
 from search.study import run_study
+from spaces import mlp
 
 GOOD_MLP = {
-    "n_layers": 1,
+    **mlp.DEFAULTS,
     "n_units_l0": 128,
+    "n_units_l1": 64,
     "l2": 1e-5,
     "dropout": 0.1,
     "learning_rate": 2e-3,

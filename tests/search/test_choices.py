@@ -53,6 +53,6 @@ def test_unknown_names():
 
 
 def test_describe_space_finds_conditional_hyperparameters():
-    found = describe_space(ARCHITECTURES["mlp"])
-    assert list(found)[:4] == ["n_layers", "n_units_l0", "n_units_l1", "n_units_l2"]
+    found = describe_space(ARCHITECTURES["dnn"])
+    assert list(found)[:7] == ["n_layers", *(f"n_units_l{i}" for i in range(6))]
     assert found["learning_rate"].log

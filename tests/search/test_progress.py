@@ -6,6 +6,7 @@ import logging
 import optuna
 
 from search.progress import ProgressBar
+from tests.search.conftest import GOOD_MLP
 
 
 def test_bar_shows_best_and_counts(caplog):
@@ -31,3 +32,24 @@ def test_bar_shows_best_and_counts(caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "search.progress"]
     assert messages[0].startswith("trial 0 complete: val_accuracy 0.9000")
     assert messages[2] == "trial 2 failed: training loss became nan in epoch 0 (best 0.9000)"
+
+
+def test_bar_shows_the_running_trial_s_epochs_and_stays_out_of_logs(caplog):
+    out = io.StringIO()
+    bar = ProgressBar(total=2, disable=False, file=out)
+    with caplog.at_level(logging.DEBUG, logger="search.progress"):
+        bar.epoch(3, 1, {"val_accuracy": 0.8125, "train_loss": 0.4})
+    assert "trial 3 epoch 2 val 0.8125" in out.getvalue()
+    assert not caplog.records
+    hidden = io.StringIO()
+    quiet = ProgressBar(total=2, disable=True, file=hidden)
+    quiet.epoch(0, 0, {"val_accuracy": 0.5})
+    quiet.close()
+    assert hidden.getvalue() == ""
+
+
+def test_epochs_reach_the_progress_callback(tiny_study):
+    seen = []
+    tiny_study(enqueue=[GOOD_MLP], max_epochs=2, on_epoch=lambda *a: seen.append(a))
+    assert [(trial, epoch) for trial, epoch, _ in seen] == [(0, 0), (0, 1)]
+    assert all("val_accuracy" in metrics for _, _, metrics in seen)

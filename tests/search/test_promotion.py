@@ -77,6 +77,30 @@ def test_version_carries_its_test_record(tiny_study, tracker, fashion):
     np.testing.assert_allclose(frame.iloc[:, 2:].sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_promotion_draws_the_candidate_s_pictures(tiny_study, tracker, fashion, tmp_path):
+    from PIL import Image
+
+    study, _ = tiny_study(enqueue=[GOOD_MLP], max_epochs=2)
+    promotion = _promote(study, tracker, fashion)
+    run_id = tracker._client.get_model_version(NAME, promotion.version).tags["promotion_run_id"]
+    names = {p.rsplit("/", 1)[-1] for p in tracker.artifact_paths(run_id, "pictures")}
+    assert names == {
+        f"{n}.png"
+        for n in (
+            "training_curves",
+            "confusion_matrix",
+            "confusion_matrix_normalized",
+            "most_confused_pairs",
+            "misclassified",
+            "sample_predictions",
+        )
+    }
+    local = tracker._client.download_artifacts(run_id, "pictures", str(tmp_path))
+    for name in names:
+        with Image.open(f"{local}/{name}") as image:
+            assert image.format == "PNG" and image.width > 400
+
+
 def test_promoting_twice_registers_once(tiny_study, tracker, fashion):
     study, _ = tiny_study(enqueue=[GOOD_MLP], max_epochs=1)
     first = _promote(study, tracker, fashion)
@@ -97,3 +121,51 @@ def test_nothing_to_promote(tiny_study, tracker, fashion):
 def test_default_model_name(tiny_study):
     study, _ = tiny_study(enqueue=[GOOD_MLP], max_epochs=1)
     assert default_model_name(study) == "fmsearch-mlp"
+
+
+@pytest.mark.slow
+def test_promotions_at_once_leave_one_champion_the_better(tiny_study, storage_url, tmp_path):
+    """Two `fmsearch promote` processes race on one registered model: aliases are
+    last-writer-wins, so only the lock makes the better model the champion."""
+    import subprocess
+
+    from mlflow import MlflowClient
+
+    from tests.services import ENV, FMSEARCH
+
+    tiny_study(name="bad", enqueue=[BAD_MLP], max_epochs=1)
+    tiny_study(name="good", enqueue=[GOOD_MLP], max_epochs=3)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    processes = [
+        subprocess.Popen(
+            [
+                *FMSEARCH,
+                "promote",
+                "--study-name",
+                name,
+                "--storage",
+                storage_url,
+                "--tracking-uri",
+                uri,
+                "--register-as",
+                NAME,
+            ],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("good", "bad")
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = client.search_model_versions(f"name = '{NAME}'")
+    assert len(versions) == 2
+    accuracy = {v.tags["fmsearch.study"]: float(v.tags["test_accuracy"]) for v in versions}
+    assert accuracy["good"] > accuracy["bad"]
+    champion = client.get_model_version_by_alias(NAME, CHAMPION)
+    assert champion.tags["fmsearch.study"] == "good"
+    # The loser is the challenger, or a champion that was overtaken (and lost the alias).
+    assert [v.aliases for v in versions if v.version != champion.version] in ([[CHALLENGER]], [[]])
+    assert all(v.tags.get("fmsearch.decision") for v in versions)

@@ -59,3 +59,20 @@ def test_to_frame():
     assert frame["class_index"].tolist() == [3, 7]
     assert frame["class_name"].tolist() == ["c3", "c7"]
     assert frame["c7"].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("arch", ["svm", "logreg"])
+def test_sklearn_probabilities_rank_like_predict(arch, small_split):
+    """With predict_proba (logreg) or without it (SVC: softmax of decision values)."""
+    from runners.estimators import to_features
+    from search.served_model import sklearn_probabilities
+    from spaces import ARCHITECTURES
+
+    space = ARCHITECTURES[arch]
+    model = space.build({**space.DEFAULTS, "pca_components": 16})
+    model.fit(to_features(small_split.x_train), small_split.y_train)
+    images = small_split.x_val[:50].astype(np.float32)
+    probabilities = sklearn_probabilities(model, images, 10)
+    assert probabilities.shape == (50, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), model.predict(to_features(images)))

@@ -4,7 +4,8 @@ import optuna
 import pytest
 
 from runners.errors import FmsearchError
-from search.storage import create_or_load_study, load_study, open_storage
+from search.storage import PoolEmpty, create_or_load_study, load_study, open_storage
+from search.study import add_budget
 
 
 def _study(storage, arch="mlp", name="s"):
@@ -46,7 +47,9 @@ def test_missing_driver():
 def test_study_resumes_with_its_trials(storage_url):
     storage = open_storage(storage_url)
     study = _study(storage)
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    add_budget(study, 2)
+    with pytest.raises(PoolEmpty):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1))
     again = _study(open_storage(storage_url))
     assert len(again.trials) == 2
     assert again.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -64,3 +67,153 @@ def test_load_missing_study_lists_what_exists(storage_url):
     _study(storage, name="alpha")
     with pytest.raises(FmsearchError, match=r"no study named 'beta' .* holds: alpha"):
         load_study(storage=storage, study_name="beta")
+
+
+def _open_at_once(url: str, barrier) -> str:
+    barrier.wait()
+    try:
+        open_storage(url)
+    except FmsearchError as exc:
+        return str(exc)
+    return "ok"
+
+
+def _open_fresh_database_from_processes(urls) -> list[str]:
+    """Four processes open each fresh database at the same moment."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    outcomes = []
+    with context.Manager() as manager, context.Pool(4) as pool:
+        for url in urls:
+            barrier = manager.Barrier(4)
+            outcomes += pool.starmap(_open_at_once, [(url, barrier)] * 4)
+    return outcomes
+
+
+def test_workers_creating_a_new_sqlite_schema_at_once(tmp_path):
+    # Optuna alone: a duplicate alembic row or "table already exists" in most rounds.
+    urls = [f"sqlite:///{tmp_path}/{n}/optuna.db" for n in range(4)]
+    assert _open_fresh_database_from_processes(urls) == ["ok"] * 16
+
+
+@pytest.mark.slow
+def test_workers_creating_a_new_postgres_schema_at_once():
+    from tests.services import postgres_database
+
+    with postgres_database() as first, postgres_database() as second:
+        assert _open_fresh_database_from_processes([first, second]) == ["ok"] * 8
+
+
+def test_trials_come_only_from_the_pool(storage_url):
+    study = _study(open_storage(storage_url))
+    with pytest.raises(PoolEmpty):
+        study.ask()
+    assert add_budget(study, 3) == 3
+    assert add_budget(study, 3) == 0  # waiting trials count toward a new budget
+    study.ask()
+    assert add_budget(study, 3) == 1
+    assert len(study.trials) == 4
+
+
+def test_a_trial_that_never_beat_is_reaped(storage_url):
+    """A worker killed between popping a trial and its first heartbeat."""
+    import sqlalchemy
+
+    from search.study import reap_stale_trials
+
+    storage = open_storage(storage_url, heartbeat_interval=1)
+    study = _study(storage)
+    add_budget(study, 2)
+    orphan, fresh = study.ask(), study.ask()  # ask() records no heartbeat
+    with storage.engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE trials SET datetime_start = datetime(datetime_start, '-1 hour') "
+                "WHERE number = :n"
+            ),
+            {"n": orphan.number},
+        )
+    reap_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states[fresh.number] == optuna.trial.TrialState.RUNNING  # inside its grace period
+    (retry,) = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == 0]
+    assert retry.state == optuna.trial.TrialState.WAITING
+
+
+@pytest.mark.parametrize("n_threads", [6])
+def test_each_waiting_trial_is_popped_once_on_sqlite(storage_url, n_threads):
+    """Without BEGIN IMMEDIATE, two connections both read a trial as WAITING and both run it."""
+    import threading
+
+    study = _study(open_storage(storage_url))
+    add_budget(study, 60)
+    popped: list[int] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        worker_study = optuna.load_study(study_name="s", storage=open_storage(storage_url))
+        try:
+            while True:
+                trial = worker_study.ask()
+                popped.append(trial.number)
+                worker_study.tell(trial, 1.0)
+        except PoolEmpty:
+            pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(popped) == list(range(60))
+
+
+def test_heartbeat_thread_survives_a_failed_write(storage_url, monkeypatch):
+    """Optuna's heartbeat thread exits on its first failed write; fmsearch's keeps beating."""
+    import time
+
+    from optuna.storages import RDBStorage
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    storage = open_storage(storage_url, heartbeat_interval=1)
+    study = _study(storage)
+    add_budget(study, 1)
+    trial = study.ask()
+    beats: list[str] = []
+    real = RDBStorage.record_heartbeat
+
+    def flaky(self, trial_id):
+        beats.append("fail" if not beats else "ok")
+        if len(beats) == 1:
+            raise optuna.exceptions.StorageInternalError("database is locked")
+        real(self, trial_id)
+
+    monkeypatch.setattr(RDBStorage, "record_heartbeat", flaky)
+    thread = HeartbeatThread(trial._trial_id, storage)
+    thread.start()
+    time.sleep(2.5)
+    thread.join()
+    assert beats[:2] == ["fail", "ok"]
+    assert storage._get_stale_trial_ids(study._study_id) == []
+
+
+def test_outages_are_told_from_bugs():
+    from search.storage import is_outage
+
+    def masked() -> None:
+        # Optuna's optimize(): a failed tell() commit, hidden by an error in a finally block.
+        try:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit")
+        finally:
+            raise UnboundLocalError("cannot access local variable 'updated_state'")
+
+    with pytest.raises(UnboundLocalError) as masked_error:
+        masked()
+    assert is_outage(masked_error.value)
+    assert not is_outage(UnboundLocalError("a bug of ours"))
+    assert not is_outage(ValueError("bad value"))

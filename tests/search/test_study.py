@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from runners.data import Split
 from runners.errors import FmsearchError
 from search.study import MAX_CONSECUTIVE_FAILURES, RUN_ID_ATTR
+from spaces import ARCHITECTURES
 from tests.search.conftest import GOOD_MLP
 
 
@@ -94,7 +95,7 @@ def test_a_failing_set_up_stops_the_study(tiny_study, tracker, small_split):
     [
         (
             "cnn",
-            {"n_conv": 2, "filters": 16, "kernel_size": 3, "dense_units": 64, "l2": 1e-5},
+            {"filters": 16, "kernel_size": 3, "dense_units": 64, "l2": 1e-5},
         ),
         (
             "resnet",
@@ -104,7 +105,10 @@ def test_a_failing_set_up_stops_the_study(tiny_study, tracker, small_split):
 )
 def test_every_arch_trains_a_tracked_trial(tiny_study, tracker, arch, params):
     shared = {"dropout": 0.1, "learning_rate": 2e-3, "batch_size": 64, "optimizer": "adam"}
-    _, outcome = tiny_study(name=arch, arch=arch, enqueue=[{**params, **shared}], max_epochs=1)
+    defaults = ARCHITECTURES[arch].DEFAULTS
+    _, outcome = tiny_study(
+        name=arch, arch=arch, enqueue=[{**defaults, **params, **shared}], max_epochs=1
+    )
     assert outcome.n_complete == 1
     (run,) = _runs(tracker, arch, "trial")
     assert run.data.tags["fmsearch.arch"] == arch
@@ -125,4 +129,43 @@ def test_resume_adds_trials_under_the_same_parent(tiny_study, tracker):
 
 def test_timeout_stops_starting_trials(tiny_study):
     study, outcome = tiny_study(n_trials=20, max_epochs=1, timeout=0.01)
-    assert len(study.trials) == 1 and outcome.n_complete == 1
+    assert outcome.n_complete == 1
+    # The unstarted rest of the budget stays in the pool, for a resume or another worker.
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(study.trials) == 20 and len(waiting) == 19 and outcome.n_waiting == 19
+
+
+def test_mixed_precision_trial_keeps_a_float32_head_and_its_accuracy(tiny_study, tracker):
+    """bfloat16 builds the trial's model in mixed precision, probabilities still float32, and
+    the same seeded trial reaches about the accuracy it reaches in float32."""
+    values = {}
+    for precision in ("float32", "bfloat16"):
+        study, outcome = tiny_study(name=precision, enqueue=[GOOD_MLP], precision=precision)
+        trial = study.trials[0]
+        assert outcome.n_complete == 1
+        assert trial.user_attrs["dtype_policy"] == {"float32": "float32"}.get(
+            precision, "mixed_bfloat16"
+        )
+        values[precision] = trial.value
+        (run,) = _runs(tracker, precision, "trial")
+        model = mlflow.keras.load_model(run.data.tags["fmsearch.model_uri"])
+        head = model.get_layer("probs")
+        assert head.compute_dtype == "float32"
+        hidden = [layer for layer in model.layers if layer.weights and layer is not head]
+        expected = "bfloat16" if precision == "bfloat16" else "float32"
+        assert {layer.compute_dtype for layer in hidden} == {expected}
+    # 300 validation images, 2 epochs: a seeded trial in bfloat16 lands near its float32 twin.
+    assert values["bfloat16"] == pytest.approx(values["float32"], abs=0.05)
+
+
+def test_a_hard_timeout_ends_the_running_trial_with_its_best_epoch(tiny_study, tracker):
+    study, outcome = tiny_study(
+        enqueue=[GOOD_MLP], max_epochs=50, timeout=1.0, hard_timeout=True, patience=None
+    )
+    (trial,) = study.trials
+    assert outcome.n_complete == 1 and trial.user_attrs["out_of_time"] is True
+    epochs = len(trial.intermediate_values)
+    assert 1 <= epochs < 50
+    assert trial.value == max(trial.intermediate_values.values())
+    (run,) = _runs(tracker, "tiny", "trial")
+    assert len(tracker.metric_histories(run.info.run_id, ("train_loss",))["train_loss"]) == epochs

@@ -1,0 +1,374 @@
+"""The study report: what a search did, in pictures and tables, as one self-contained HTML file.
+
+Drawn from the Optuna storage alone (Optuna's own matplotlib plots, plus a timeline of trials
+per worker), so it can be refreshed at any time, by any process: when a study ends and by
+``fmsearch report``. The champion's test result comes from the MLflow registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+import logging
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from runners.errors import FmsearchError
+from search.storage import OBJECTIVES_ATTR
+from search.study import EPOCHS_ATTR, WORKER_ATTR, retried_numbers
+from search.workers import SETTINGS_ATTR
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from search.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+BEST_N = 10
+REPORT_FOLDER = "report"
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """A study's report.
+
+    Attributes:
+        study_name: The study.
+        counts: Trials per state name (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``,
+            ``WAITING``); retried trials count once, as their retry.
+        epochs_trained: Epochs all trials trained.
+        epochs_saved: Epochs pruned trials would have trained had they run to the maximum.
+        max_epochs: The most epochs a trial may train.
+        best: Up to ten best completed trials, best first, as table rows.
+        champion: The champion's registry record, if the study's model has one.
+        figures: Plots by artifact name.
+        skipped: Plots left out, with why (too few trials for importances, say).
+    """
+
+    study_name: str
+    counts: dict[str, int]
+    epochs_trained: int
+    epochs_saved: int
+    max_epochs: int
+    best: list[dict[str, Any]]
+    champion: dict[str, Any] | None
+    figures: dict[str, Figure] = field(repr=False)
+    skipped: dict[str, str]
+
+    @functools.cached_property
+    def pngs(self) -> dict[str, bytes]:
+        """Each figure as PNG, drawn once for both the page and the artifacts."""
+        rendered = {}
+        for key, figure in self.figures.items():
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=100)
+            rendered[key] = buffer.getvalue()
+        return rendered
+
+    def html(self) -> str:
+        """The report as one HTML page, pictures inlined: it opens anywhere, offline."""
+        return _render_html(self)
+
+    def best_csv(self) -> str:
+        import csv
+
+        buffer = io.StringIO()
+        columns = list(self.best[0]) if self.best else ["trial"]
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.best)
+        return buffer.getvalue()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "study": self.study_name,
+            "counts": self.counts,
+            "epochs_trained": self.epochs_trained,
+            "epochs_saved_by_pruning": self.epochs_saved,
+            "max_epochs": self.max_epochs,
+            "best": self.best,
+            "champion": self.champion,
+            "skipped_plots": self.skipped,
+        }
+
+
+def build_report(study: optuna.Study, *, champion: Mapping[str, Any] | None = None) -> StudyReport:
+    """Draw and tabulate ``study``.
+
+    Args:
+        study: Any fmsearch study (single- or multi-objective, finished or running).
+        champion: The champion's record (``version``, ``test_accuracy``, ...), if any.
+    """
+    trials = _counted(study.get_trials(deepcopy=False))
+    counts = {state.name: 0 for state in TrialState}
+    for trial in trials:
+        counts[trial.state.name] += 1
+    settings = study.user_attrs.get(SETTINGS_ATTR, {})
+    trained = [int(t.user_attrs.get(EPOCHS_ATTR, len(t.intermediate_values))) for t in trials]
+    max_epochs = int(settings.get("max_epochs") or max(trained, default=0))
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    objectives = study.user_attrs.get(OBJECTIVES_ATTR, ["accuracy"])
+    figures, skipped = _figures(study, trials, objectives=objectives)
+    return StudyReport(
+        study_name=study.study_name,
+        counts={k: v for k, v in counts.items() if v},
+        epochs_trained=sum(trained),
+        epochs_saved=sum(max_epochs - len(t.intermediate_values) for t in pruned),
+        max_epochs=max_epochs,
+        best=_best_rows(trials, objectives=objectives),
+        champion=dict(champion) if champion else None,
+        figures=figures,
+        skipped=skipped,
+    )
+
+
+def _counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials a retry replaced count once, as the retry."""
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.number not in retried]
+
+
+def _best_rows(trials: list[FrozenTrial], *, objectives: list[str]) -> list[dict[str, Any]]:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    complete.sort(key=lambda t: (-t.values[0], t.number))
+    rows = []
+    for trial in complete[:BEST_N]:
+        row: dict[str, Any] = {"trial": trial.number, "val_accuracy": round(trial.values[0], 4)}
+        for name, value in zip(objectives[1:], trial.values[1:], strict=False):
+            row[name] = value
+        row["epochs"] = trial.user_attrs.get(EPOCHS_ATTR, len(trial.intermediate_values))
+        if trial.duration is not None:
+            row["seconds"] = round(trial.duration.total_seconds(), 1)
+        row.update(trial.params)
+        rows.append(row)
+    return rows
+
+
+def _figures(
+    study: optuna.Study, trials: list[FrozenTrial], *, objectives: list[str]
+) -> tuple[dict[str, Figure], dict[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # Optuna's plots go through pyplot; no window, ever
+    from optuna.visualization import matplotlib as plots
+
+    multi = len(objectives) > 1
+    accuracy = {"target": lambda t: t.values[0], "target_name": "val_accuracy"} if multi else {}
+    wanted = {
+        "optimization_history": lambda: plots.plot_optimization_history(study, **accuracy),
+        "param_importances": lambda: plots.plot_param_importances(study, **accuracy),
+        "parallel_coordinate": lambda: plots.plot_parallel_coordinate(study, **accuracy),
+        "intermediate_values": lambda: plots.plot_intermediate_values(study),
+    }
+    if multi:
+        wanted["pareto_front"] = lambda: plots.plot_pareto_front(
+            study, target_names=[o if o != "accuracy" else "val_accuracy" for o in objectives]
+        )
+    figures: dict[str, Figure] = {}
+    skipped: dict[str, str] = {}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    for name, draw in wanted.items():
+        if name == "param_importances" and len(complete) < 2:
+            skipped[name] = f"needs 2 completed trials, got {len(complete)}"
+            continue
+        if name == "intermediate_values" and not any(t.intermediate_values for t in trials):
+            skipped[name] = "no trial reported an epoch"
+            continue
+        try:
+            # Optuna's plots switch pyplot to the ggplot style for the whole process.
+            with warnings.catch_warnings(), matplotlib.rc_context():
+                warnings.simplefilter("ignore")  # "experimental", "too few trials"
+                figures[name] = _detached(draw())
+        except Exception as exc:  # a plot Optuna cannot draw for this study
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+    if any(t.datetime_start for t in trials):
+        figures["timeline_per_worker"] = timeline_per_worker(trials, title=study.study_name)
+    else:
+        skipped["timeline_per_worker"] = "no trial has started"
+    return figures, skipped
+
+
+def _detached(result: Any) -> Figure:
+    """The figure behind Optuna's axes, released from pyplot's registry (which would keep every
+    figure of a long-lived process alive)."""
+    import matplotlib.pyplot as plt
+
+    axes = result.ravel()[0] if hasattr(result, "ravel") else result
+    figure = axes.get_figure()
+    figure.set_size_inches(10, 5.5)
+    plt.close(figure)
+    return figure
+
+
+_STATE_COLORS = {
+    TrialState.COMPLETE: "tab:blue",
+    TrialState.PRUNED: "tab:orange",
+    TrialState.FAIL: "tab:red",
+    TrialState.RUNNING: "tab:green",
+}
+
+
+def timeline_per_worker(trials: list[FrozenTrial], *, title: str) -> Figure:
+    """One row per worker (``host:pid``), one bar per trial it ran, coloured by outcome."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    started = [t for t in trials if t.datetime_start is not None]
+    workers = sorted({str(t.user_attrs.get(WORKER_ATTR, "unknown")) for t in started})
+    now = datetime.now()
+    origin = min(t.datetime_start for t in started)
+    fig = Figure(figsize=(11, 1.0 + 0.45 * len(workers)), layout="constrained")
+    ax = fig.add_subplot()
+    for row, worker in enumerate(workers):
+        for trial in started:
+            if str(trial.user_attrs.get(WORKER_ATTR, "unknown")) != worker:
+                continue
+            end = trial.datetime_complete or now
+            left = (trial.datetime_start - origin).total_seconds() / 60
+            width = max((end - trial.datetime_start).total_seconds() / 60, 1e-3)
+            ax.barh(row, width, left=left, color=_STATE_COLORS.get(trial.state, "0.5"),
+                    edgecolor="white", height=0.7)  # fmt: skip
+    ax.set_yticks(range(len(workers)), workers, fontsize=8)
+    ax.set_xlabel("minutes since the first trial started")
+    ax.set_title(f"{title}: trials per worker")
+    ax.legend(
+        handles=[Patch(color=c, label=s.name.lower()) for s, c in _STATE_COLORS.items()],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=8,
+    )
+    return fig
+
+
+def _base64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>No completed trial yet.</p>"
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float) and not math.isnan(value):
+            return f"{value:.4g}"
+        return html.escape("" if value is None else str(value))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _render_html(report: StudyReport) -> str:
+    name = html.escape(report.study_name)
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in report.counts.items()) or "none"
+    if report.champion:
+        c = report.champion
+        champion = (
+            f"<p>Champion: <b>{html.escape(str(c.get('model_name', '')))}</b> version "
+            f"{html.escape(str(c.get('version', '')))} from trial "
+            f"{html.escape(str(c.get('trial', '')))}: test accuracy "
+            f"<b>{float(c['test_accuracy']):.4f}</b>, macro F1 "
+            f"{float(c.get('test_macro_f1', 'nan')):.4f} on the held-out test set.</p>"
+        )
+    else:
+        champion = "<p>No champion registered from this study yet.</p>"
+    pictures = "".join(
+        f'<figure id="{key}"><img alt="{key}" src="data:image/png;base64,{_base64(png)}">'
+        f"<figcaption>{key.replace('_', ' ')}</figcaption></figure>"
+        for key, png in report.pngs.items()
+    )
+    skipped = "".join(
+        f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report.skipped.items()
+    )
+    saved = (
+        f"{report.epochs_saved} epochs saved by pruning "
+        f"({report.epochs_trained} trained; at most {report.max_epochs} per trial)"
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>fmsearch study {name}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 12px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; }}
+figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 900px; }}
+</style></head><body>
+<h1>Study {name}</h1>
+<p id="counts">Trials: {counts}. {saved}.</p>
+{champion}
+<h2>Best {BEST_N} trials</h2>
+{_table(report.best)}
+<h2>Plots</h2>
+{pictures}
+{f"<h3>Not drawn</h3><ul>{skipped}</ul>" if skipped else ""}
+<p><small>Written by fmsearch on {datetime.now():%Y-%m-%d %H:%M}.</small></p>
+</body></html>
+"""
+
+
+def publish_report(
+    *, study: optuna.Study, tracker: Tracker, model_name: str, html_path: Path | None = None
+) -> StudyReport:
+    """Build the report and attach it to the study's parent run, under ``report/``.
+
+    Args:
+        study: The study.
+        tracker: The MLflow store the study was tracked in.
+        model_name: The registered model whose champion the report names.
+        html_path: Also write the HTML page here.
+
+    Raises:
+        FmsearchError: The study has no parent run in ``tracker``.
+    """
+    import tempfile
+
+    parent_run_id = tracker.study_run_id(study.study_name)
+    if parent_run_id is None:
+        raise FmsearchError(
+            f"study {study.study_name!r} has no parent run in {tracker.tracking_uri}: "
+            "expected the tracking store the study ran with"
+        )
+    version = tracker.version_by_alias(model_name, "champion")
+    champion = None
+    if version is not None:
+        champion = {
+            "model_name": model_name,
+            "version": version.version,
+            "trial": version.tags.get("fmsearch.source_trial"),
+            "study": version.tags.get("fmsearch.study"),
+            "test_accuracy": float(version.tags.get("test_accuracy", "nan")),
+            "test_macro_f1": float(version.tags.get("test_macro_f1", "nan")),
+        }
+    report = build_report(study, champion=champion)
+    page = report.html()
+    with tempfile.TemporaryDirectory() as folder:
+        files = []
+        for name, text in (("report.html", page), ("best_trials.csv", report.best_csv())):
+            path = Path(folder) / name
+            path.write_text(text, encoding="utf-8")
+            files.append(path)
+        for key, png in report.pngs.items():
+            path = Path(folder) / f"{key}.png"
+            path.write_bytes(png)
+            files.append(path)
+        tracker.log_files(parent_run_id, files, folder=REPORT_FOLDER)
+    tracker.log_json(parent_run_id, report.summary(), f"{REPORT_FOLDER}/summary.json")
+    if html_path is not None:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(page, encoding="utf-8")
+    return report

@@ -1,0 +1,209 @@
+"""Many workers on one study: its settings in the storage, local worker processes, waiting.
+
+A study's search settings (epochs, data subset, pinned and narrowed hyperparameters) live in
+the study itself, so that ``fmsearch worker --study-name NAME`` on any host runs the same
+search as the ``fmsearch run`` that created it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.trial import TrialState
+
+from runners.errors import FmsearchError
+from search.locks import storage_lock
+from search.storage import ARCH_ATTR, OBJECTIVES_ATTR, create_or_load_study, load_study
+from search.study import Reaper, add_budget, reap_stale_trials
+from search.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_ATTR = "fmsearch.settings"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a study's trials train: what every worker needs beyond the study's name.
+
+    Attributes:
+        sampler: A name in ``search.choices.SAMPLERS``.
+        pruner: A name in ``search.choices.PRUNERS``.
+        max_epochs: Epochs a trial trains at most.
+        patience: Epochs without improvement before a trial ends (0: never).
+        subset: Training images per trial (None: all).
+        val_size: Validation images.
+        seed: Sampler and weight seed (None: random).
+        fixed: Pinned hyperparameters (``--fix``).
+        narrowed: Narrowed distributions (``--space-file``), as Optuna's JSON.
+        precision: A name in ``runners.precision.PRECISIONS`` (``auto`` resolves per host).
+    """
+
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    max_epochs: int = 10
+    patience: int = 3
+    subset: int | None = None
+    val_size: int = 10_000
+    seed: int | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)
+    narrowed: dict[str, str] = field(default_factory=dict)
+    precision: str = "auto"
+
+    @classmethod
+    def from_distributions(cls, *, narrowed: dict[str, Any], **kwargs: Any) -> SearchSettings:
+        return cls(narrowed={k: distribution_to_json(d) for k, d in narrowed.items()}, **kwargs)
+
+    def distributions(self) -> dict[str, Any]:
+        return {k: json_to_distribution(v) for k, v in self.narrowed.items()}
+
+
+def prepare_study(
+    *,
+    storage: optuna.storages.BaseStorage,
+    storage_url: str,
+    study_name: str,
+    arch: str,
+    objectives: tuple[str, ...],
+    settings: SearchSettings,
+    n_trials: int,
+    enqueue: dict[str, Any] | None = None,
+) -> optuna.Study:
+    """Create or resume the study, record its settings and fill its pool with ``n_trials``.
+
+    Done under the study's lock: Optuna breaks when several processes create one study
+    at once (optuna#1092, #5385).
+    """
+    from search.choices import make_pruner, make_sampler
+
+    with storage_lock(storage_url, f"study:{study_name}"):
+        study = create_or_load_study(
+            storage=storage,
+            study_name=study_name,
+            arch=arch,
+            sampler=make_sampler(settings.sampler, seed=settings.seed, fixed=settings.fixed),
+            pruner=make_pruner(settings.pruner, max_epochs=_steps(arch, settings)),
+            objectives=objectives,
+        )
+        if settings.seed is not None and study.trials:
+            # A resumed study with the same seed would otherwise replay its first suggestions.
+            study.sampler = make_sampler(
+                settings.sampler, seed=settings.seed + len(study.trials), fixed=settings.fixed
+            )
+        study.set_user_attr(SETTINGS_ATTR, asdict(settings))
+        if enqueue is not None:
+            study.enqueue_trial({**enqueue, **settings.fixed}, skip_if_exists=True)
+        reap_stale_trials(study)
+        add_budget(study, n_trials)
+    return study
+
+
+def open_worker_study(
+    *,
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    wait: float = 0.0,
+    seed_offset: int = 0,
+) -> tuple[optuna.Study, str, tuple[str, ...], SearchSettings]:
+    """Load a study made by ``fmsearch run``, with the sampler and pruner its settings name.
+
+    Args:
+        wait: Seconds to wait for the study to appear (workers that start before it).
+        seed_offset: Added to the seed, so that workers started together sample apart.
+
+    Returns:
+        The study, its architecture, objectives and settings.
+
+    Raises:
+        FmsearchError: No such study (after ``wait``), or it was not made by fmsearch.
+    """
+    from search.choices import make_pruner, make_sampler
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            study = load_study(storage=storage, study_name=study_name)
+            if SETTINGS_ATTR in study.user_attrs:
+                break
+            missing = FmsearchError(
+                f"study {study_name!r} has no fmsearch settings: expected a study made by "
+                "`fmsearch run` (fmsearch 0.1 or later)"
+            )
+        except FmsearchError as exc:
+            missing = exc
+        if time.monotonic() >= deadline:
+            raise missing
+        time.sleep(1.0)
+    arch = study.user_attrs[ARCH_ATTR]
+    objectives = tuple(study.user_attrs.get(OBJECTIVES_ATTR, ["accuracy"]))
+    settings = SearchSettings(**study.user_attrs[SETTINGS_ATTR])
+    seed = None if settings.seed is None else settings.seed + len(study.trials) + seed_offset
+    study.sampler = make_sampler(settings.sampler, seed=seed, fixed=settings.fixed)
+    study.pruner = make_pruner(settings.pruner, max_epochs=_steps(arch, settings))
+    return study, arch, objectives, settings
+
+
+def _steps(arch: str, settings: SearchSettings) -> int:
+    """What the pruner counts: epochs, or the growing data shares of scikit-learn trials."""
+    from runners.estimators import FRACTIONS
+    from spaces import ARCHITECTURES
+
+    return len(FRACTIONS) if ARCHITECTURES[arch].KIND == "sklearn" else settings.max_epochs
+
+
+def threads_per_worker(n_workers: int) -> int:
+    """CPU threads each of ``n_workers`` local workers may use, so they share the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, n_workers))
+
+
+def run_local_workers(command: list[str], *, n_workers: int, threads: int) -> list[int]:
+    """Run ``n_workers`` copies of the ``fmsearch worker`` ``command`` and wait for them.
+
+    Each gets ``--threads`` and a ``--worker-index``; Ctrl-C reaches them all (one process
+    group), and each stops cleanly.
+
+    Returns:
+        Their exit codes.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    processes = [
+        subprocess.Popen([*command, "--threads", str(threads), "--worker-index", str(i)], env=env)
+        for i in range(n_workers)
+    ]
+    try:
+        return [p.wait() for p in processes]
+    except KeyboardInterrupt:
+        for p in processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in processes:
+            p.wait()
+        raise
+
+
+def wait_for_pool(study: optuna.Study, *, tracker: Tracker, poll_seconds: float = 5.0) -> None:
+    """Wait until other workers have run every trial in the study's pool (``--workers 0``).
+
+    Meanwhile this process reaps stale trials like any worker, and ends their MLflow runs.
+    """
+    with Reaper(study, tracker):
+        while True:
+            reap_stale_trials(study)
+            states = (TrialState.WAITING, TrialState.RUNNING)
+            if not study.get_trials(deepcopy=False, states=states):
+                return
+            time.sleep(poll_seconds)
+
+
+def worker_command() -> list[str]:
+    """How to start ``fmsearch`` again with this Python."""
+    return [sys.executable, "-m", "search"]
