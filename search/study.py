@@ -192,6 +192,9 @@ def run_worker(
     """
     params = {"arch": arch, **(run_params or {})}
     experiment_id, parent_run_id = open_study_run(study, arch=arch, tracker=tracker, params=params)
+    # Resolving "auto" starts TensorFlow's device discovery (seconds on a loaded machine): done
+    # before the clock starts, so that set-up never eats a short --timeout.
+    policy = resolve_policy(precision)
     deadline = None if timeout is None else time.monotonic() + timeout
     objective = _Objective(
         space=ARCHITECTURES[arch],
@@ -205,7 +208,7 @@ def run_worker(
         patience=patience,
         objectives=objectives,
         narrowed=narrowed or {},
-        dtype_policy=resolve_policy(precision),
+        dtype_policy=policy,
         deadline=deadline if hard_timeout else None,
         on_epoch=on_epoch,
     )

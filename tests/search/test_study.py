@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import mlflow
 import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+import search.study
 from runners.data import Split
 from runners.errors import FmsearchError
 from search.study import MAX_CONSECUTIVE_FAILURES, RUN_ID_ATTR
@@ -127,8 +130,14 @@ def test_resume_adds_trials_under_the_same_parent(tiny_study, tracker):
     assert [m.step for m in best] == [0, 1, 2]
 
 
-def test_timeout_stops_starting_trials(tiny_study):
-    study, outcome = tiny_study(n_trials=20, max_epochs=1, timeout=0.01)
+def test_timeout_stops_starting_trials(tiny_study, monkeypatch):
+    # Set-up slower than the timeout (TensorFlow's device discovery on a loaded machine) must
+    # not use up the budget: the clock starts when trials can.
+    resolve = search.study.resolve_policy
+    monkeypatch.setattr(
+        search.study, "resolve_policy", lambda precision: time.sleep(0.5) or resolve(precision)
+    )
+    study, outcome = tiny_study(n_trials=20, max_epochs=1, timeout=0.2)
     assert outcome.n_complete == 1
     # The unstarted rest of the budget stays in the pool, for a resume or another worker.
     waiting = study.get_trials(states=(TrialState.WAITING,))
