@@ -85,7 +85,14 @@ def summarize(directory: Path, arch: str, command: str, wall: float) -> dict:
     }
     epochs = sum((t.last_step + 1) for t in trials if t.last_step is not None)
     client = MlflowClient(f"sqlite:///{directory}/mlruns/mlflow.db")
-    champion = client.get_model_version_by_alias(f"fmsearch-{arch}", "champion")
+    try:
+        champion = client.get_model_version_by_alias(f"fmsearch-{arch}", "champion")
+    except Exception as exc:
+        versions = [(v.name, v.version, v.aliases) for v in client.search_model_versions()]
+        raise RuntimeError(
+            f"no champion of fmsearch-{arch} in {directory}/mlruns/mlflow.db "
+            f"(its versions: {versions}; trials: {[t.state.name for t in trials][:10]})"
+        ) from exc
     return {
         "command": command,
         "wall_seconds": wall,

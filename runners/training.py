@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -92,6 +93,8 @@ def fit_trial(
     reporter: EpochReporter,
     patience: int | None = None,
     deadline: float | None = None,
+    initial_epoch: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrialResult:
     """Train ``model`` for up to ``max_epochs``, reporting validation accuracy every epoch.
 
@@ -107,6 +110,10 @@ def fit_trial(
             None trains all ``max_epochs`` unless pruned.
         deadline: A ``time.monotonic()`` value: the first epoch that ends after it is the
             last (the model keeps its best epoch, as after early stopping).
+        initial_epoch: Epochs the model has trained already (its weights carry them): a
+            Keras Tuner Hyperband trial that continues an earlier one trains
+            ``initial_epoch`` to ``max_epochs``.
+        callbacks: More Keras callbacks (Keras Tuner's checkpoint of the best epoch).
 
     Raises:
         optuna.TrialPruned: The reporter said to prune.
@@ -125,17 +132,18 @@ def fit_trial(
         monitor=MONITOR, mode="max", patience=patience or max_epochs, restore_best_weights=True
     )
     out_of_time = _Deadline(deadline)
-    callbacks = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, MONITOR), out_of_time]
+    own = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, MONITOR), out_of_time]
     if params.get("lr_schedule") == "plateau":
-        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(factor=0.2, patience=2))
+        own.insert(0, keras.callbacks.ReduceLROnPlateau(factor=0.2, patience=2))
     start = time.perf_counter()
     history = model.fit(
         train_dataset(split.x_train, split.y_train, params=params, num_classes=NUM_CLASSES),
         epochs=max_epochs,
+        initial_epoch=initial_epoch,
         validation_data=eval_dataset(
             split.x_val, split.y_val, batch_size=_EVAL_BATCH, num_classes=NUM_CLASSES
         ),
-        callbacks=callbacks,
+        callbacks=[*own, *callbacks],
         shuffle=False,  # the dataset shuffles itself
         verbose=0,
     ).history
@@ -145,7 +153,7 @@ def fit_trial(
     best_epoch = max(range(len(values)), key=values.__getitem__)
     return TrialResult(
         best_value=values[best_epoch],
-        best_epoch=best_epoch,
+        best_epoch=initial_epoch + best_epoch,
         epochs=len(values),
         history=history,
         train_seconds=seconds,

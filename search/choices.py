@@ -16,6 +16,9 @@ from runners.errors import FmsearchError
 if TYPE_CHECKING:
     import optuna
 
+# Who picks the trials: Optuna's sampler and pruner, or Keras Tuner's algorithms.
+ENGINES = ("optuna", "keras-tuner")
+TUNERS = ("hyperband", "bayesian", "random")
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("hyperband", "median", "none")
 OBJECTIVES = ("accuracy", "accuracy,params", "accuracy,latency")

@@ -17,7 +17,7 @@ import click
 
 from runners.errors import FmsearchError
 from runners.precision import PRECISIONS
-from search.choices import OBJECTIVES, PRUNERS, SAMPLERS
+from search.choices import ENGINES, OBJECTIVES, PRUNERS, SAMPLERS, TUNERS
 from spaces import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
@@ -257,6 +257,64 @@ def _work(
         progress.close()
 
 
+def _check_keras_tuner(*, arch, space, objectives, workers, enqueue) -> None:
+    """What --engine keras-tuner cannot do, refused before the study exists."""
+    if space.KIND != "keras":
+        raise FmsearchError(
+            f"--engine keras-tuner: expected a Keras architecture, got --arch {arch}"
+        )
+    if len(objectives) > 1:
+        raise FmsearchError(
+            "--engine keras-tuner: expected --objective accuracy (Keras Tuner optimises one "
+            f"objective), got --objective {','.join(objectives)}"
+        )
+    if workers != 1:
+        raise FmsearchError(
+            f"--engine keras-tuner: expected --workers 1 (Keras Tuner runs its trials in one "
+            f"process), got --workers {workers}"
+        )
+    if enqueue:
+        raise FmsearchError("--engine keras-tuner: expected no --enqueue (Keras Tuner "
+                               "picks every trial), got --enqueue")  # fmt: skip
+
+
+def _work_keras_tuner(
+    *, study, tuner, arch, settings, split, tracker, storage, timeout, hard_timeout,
+    n_trials, quiet, run_params,
+):  # fmt: skip
+    """Run Keras Tuner's search in this process, with a progress bar."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from search.kt_engine import run_keras_tuner
+    from search.progress import ProgressBar
+    from search.urls import store_dir
+
+    progress = ProgressBar(total=n_trials, disable=True if quiet else None)
+    try:
+        with logging_redirect_tqdm():
+            return run_keras_tuner(
+                study=study,
+                tuner=tuner,
+                arch=arch,
+                split=split,
+                tracker=tracker,
+                max_epochs=settings.max_epochs,
+                n_trials=n_trials,
+                directory=store_dir(storage) / "keras-tuner",
+                timeout=timeout,
+                hard_timeout=hard_timeout,
+                seed=settings.seed,
+                fixed=settings.fixed,
+                narrowed=settings.distributions(),
+                precision=settings.precision,
+                run_params=run_params,
+                callbacks=[progress],
+                on_epoch=progress.epoch,
+            )
+    finally:
+        progress.close()
+
+
 def _echo_outcome(outcome) -> None:
     click.echo(
         f"study {outcome.study_name}: {outcome.n_complete} complete, {outcome.n_pruned} pruned, "
@@ -359,6 +417,21 @@ def _echo_outcome(outcome) -> None:
     is_flag=True,
     help="Start with the architecture's published configuration (once per study).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="optuna",
+    show_default=True,
+    help="Who picks the trials: Optuna (--sampler, --pruner, --workers), or Keras Tuner "
+    "(--tuner) over the same space, trained and tracked the same way.",
+)
+@click.option(
+    "--tuner",
+    type=click.Choice(TUNERS),
+    default="hyperband",
+    show_default=True,
+    help="Keras Tuner's algorithm with --engine keras-tuner.",
+)
 @workers_option
 @threads_option
 @heartbeat_option
@@ -394,6 +467,8 @@ def run(
     space_file,
     precision,
     enqueue,
+    engine,
+    tuner,
     workers,
     threads,
     heartbeat_interval,
@@ -417,6 +492,7 @@ def run(
       fmsearch run --arch vggbn --enqueue --fix optimizer=adamw --space-file narrow.yaml
       fmsearch run --arch cnn --objective accuracy,latency --max-latency-ms 0.05
       fmsearch run --arch resnet --trials 100 --workers 2
+      fmsearch run --arch cnn --trials 30 --engine keras-tuner --tuner bayesian
     """
     _setup_logging(quiet=quiet, verbose=verbose)
 
@@ -443,6 +519,11 @@ def run(
     distributions = describe_space(space) if fixes or space_file else {}
     fixed = parse_fixed(fixes, distributions)
     narrowed = load_space_file(space_file, distributions) if space_file else {}
+    if engine == "keras-tuner":
+        _check_keras_tuner(arch=arch, space=space, objectives=objectives, workers=workers,
+                           enqueue=enqueue)  # fmt: skip
+        sampler, pruner = "random", "none"  # Keras Tuner chooses; Optuna only records
+        study_name = study_name or f"{arch}-kt-{tuner}"
     if len(objectives) > 1 and pruner != "none":
         logger.info("pruning is off: Optuna cannot prune multi-objective studies")
         pruner = "none"
@@ -471,7 +552,8 @@ def run(
         arch=arch,
         objectives=objectives,
         settings=settings,
-        n_trials=n_trials,
+        # Keras Tuner, not the pool, decides what runs: it enqueues each trial itself.
+        n_trials=0 if engine == "keras-tuner" else n_trials,
         enqueue=space.DEFAULTS if enqueue else None,
     )
     logger.info(
@@ -494,12 +576,29 @@ def run(
         "space_file": str(space_file) if space_file else None,
         "precision": precision,
         "budget_hours": budget_hours,
+        "engine": engine,
+        "tuner": tuner if engine == "keras-tuner" else None,
         "storage": redact(storage),
         "data_source": data.source,
         "workers": workers,
     }
     open_study_run(study, arch=arch, tracker=tracker, params=run_params)
-    if workers == 1:
+    if engine == "keras-tuner":
+        _work_keras_tuner(
+            study=study,
+            tuner=tuner,
+            arch=arch,
+            settings=settings,
+            split=split,
+            tracker=tracker,
+            storage=storage,
+            timeout=timeout,
+            hard_timeout=hard_timeout,
+            n_trials=n_trials,
+            quiet=quiet,
+            run_params=run_params,
+        )
+    elif workers == 1:
         _work(
             study=study,
             arch=arch,

@@ -196,7 +196,7 @@ def run_worker(
     # before the clock starts, so that set-up never eats a short --timeout.
     policy = resolve_policy(precision)
     deadline = None if timeout is None else time.monotonic() + timeout
-    objective = _Objective(
+    objective = Objective(
         space=ARCHITECTURES[arch],
         arch=arch,
         split=split,
@@ -212,9 +212,9 @@ def run_worker(
         deadline=deadline if hard_timeout else None,
         on_epoch=on_epoch,
     )
-    guard = _FailureGuard(MAX_CONSECUTIVE_FAILURES)
+    guard = FailureGuard(MAX_CONSECUTIVE_FAILURES)
     status = "FAILED"
-    callbacks = [_ParentRunProgress(tracker, parent_run_id), guard, *callbacks]
+    callbacks = [ParentRunProgress(tracker, parent_run_id), guard, *callbacks]
 
     def run_pool(remaining: float | None) -> bool:
         """Run trials until the pool is empty; True when this worker is done."""
@@ -250,7 +250,7 @@ def run_worker(
         finally:
             outcome = summarize(study, parent_run_id=parent_run_id)
             try:
-                _close_study_run(tracker, study, outcome, status=status, objectives=objectives)
+                close_study_run(tracker, study, outcome, status=status, objectives=objectives)
             except Exception as exc:  # the trials are safe in Optuna; say what MLflow missed
                 logger.warning("the study's parent run was not updated: %s", exc)
     if guard.tripped:
@@ -317,7 +317,7 @@ def open_study_run(
     return experiment_id, parent_run_id
 
 
-def _close_study_run(
+def close_study_run(
     tracker: Tracker,
     study: optuna.Study,
     outcome: StudyOutcome,
@@ -418,7 +418,30 @@ class _Reporter:
             self._on_epoch(self._trial.number, epoch, metrics)
 
 
-class _Objective:
+@dataclass(frozen=True)
+class FitPlan:
+    """How the next Keras trial trains when another engine schedules it (Keras Tuner).
+
+    Attributes:
+        max_epochs: The epoch to train to.
+        initial_epoch: Epochs its starting weights already carry.
+        prepare: Called with the built model before training (loads those weights).
+        callbacks: More Keras callbacks for ``fit``.
+    """
+
+    max_epochs: int
+    initial_epoch: int = 0
+    prepare: Callable[[Any], None] | None = None
+    callbacks: Sequence[Any] = ()
+
+
+class Objective:
+    """One trial: suggest, train, record in MLflow; the value Optuna optimizes.
+
+    ``plan``, when set, overrides the epochs of the next Keras trials (an engine other than
+    Optuna's pruner decides them).
+    """
+
     def __init__(
         self,
         *,
@@ -452,6 +475,7 @@ class _Objective:
         self._max_epochs = max_epochs
         self._seed = seed
         self._patience = patience
+        self.plan: FitPlan | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = self._space.suggest(
@@ -515,8 +539,11 @@ class _Objective:
         try:
             if self._seed is not None:
                 seed_everything(self._seed + trial.number)
+            plan = self.plan or FitPlan(self._max_epochs)
             with dtype_policy(self._dtype_policy):
                 model = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
+            if plan.prepare is not None:
+                plan.prepare(model)
             trial.set_user_attr(DTYPE_POLICY_ATTR, self._dtype_policy)
             n_params = model.count_params()
             trial.set_user_attr("n_params", n_params)
@@ -524,10 +551,12 @@ class _Objective:
                 model,
                 params,
                 self._split,
-                max_epochs=self._max_epochs,
+                max_epochs=plan.max_epochs,
                 reporter=reporter,
                 patience=self._patience,
                 deadline=self._deadline,
+                initial_epoch=plan.initial_epoch,
+                callbacks=plan.callbacks,
             )
             if result.out_of_time:
                 trial.set_user_attr(OUT_OF_TIME_ATTR, True)
@@ -601,7 +630,7 @@ class _Objective:
         self._close(trial, log, state="FAIL", reason=reason)
 
 
-class _ParentRunProgress:
+class ParentRunProgress:
     """After each trial, plot the best value so far and the trial counts on the parent run."""
 
     def __init__(self, tracker: Tracker, parent_run_id: str) -> None:
@@ -623,7 +652,9 @@ class _ParentRunProgress:
             logger.warning("study progress not logged for trial %d: %s", trial.number, exc)
 
 
-class _FailureGuard:
+class FailureGuard:
+    """Trips after ``limit`` trials in a row failed (the cause is then the set-up)."""
+
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._in_a_row = 0

@@ -25,6 +25,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(match.group(1)) if match and match.group(1) != ":memory:" else None
 
 
+def store_dir(storage_url: str) -> Path:
+    """Where local state beside a study storage goes: the SQLite file's folder, else
+    ``mlruns``."""
+    db = sqlite_path(storage_url)
+    return (db.parent if db else DEFAULT_STORE_DIR).resolve()
+
+
 def default_artifact_root(tracking_uri: str) -> Path | None:
     """Where runs of a database-backed tracking store keep their artifacts.
 

@@ -23,7 +23,7 @@ def test_quick_benchmark_writes_its_results(name, tmp_path):
             [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--results-dir", str(tmp_path)],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
     payload = json.loads((tmp_path / f"{name}_quick.json").read_text())
     assert payload["machine"]["tensorflow"]
     table = (tmp_path / f"{name}_quick.md").read_text()

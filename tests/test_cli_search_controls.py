@@ -120,6 +120,12 @@ def test_space_file_narrows_ranges_and_choices(cli, stores, tmp_path):
         (["--fix", "n_units_l0=1.5"], r"--fix n_units_l0: expected an integer, got '1.5'"),
         (["--timeout", "60", "--budget-hours", "2"],
          r"expected --timeout or --budget-hours, got both \(--timeout 60, --budget-hours 2\)"),
+        (["--engine", "keras-tuner", "--workers", "2"],
+         r"--engine keras-tuner: expected --workers 1 .*, got --workers 2"),
+        (["--engine", "keras-tuner", "--arch", "knn"],
+         r"--engine keras-tuner: expected a Keras architecture, got --arch knn"),
+        (["--engine", "keras-tuner", "--objective", "accuracy,params"],
+         r"--engine keras-tuner: expected --objective accuracy .*got --objective accuracy,params"),
         (["--objective", "accuracy,params", "--arch", "knn"],
          r"--objective accuracy,params: expected a Keras architecture .* got --arch knn"),
     ],
@@ -192,6 +198,23 @@ def test_missing_optional_extra_is_a_clear_error(cli, stores, monkeypatch):
     )
     result = cli("run", "--arch", "xgboost", *_store_args(stores), *TINY)
     _one_line_error(result, r"--arch xgboost needs xgboost: pip install 'fmsearch\[xgboost\]'")
+
+
+def test_keras_tuner_engine_tracks_and_promotes_like_optuna(cli, stores, tmp_path):
+    result = cli(
+        "run", "--arch", "mlp", "--engine", "keras-tuner", "--tuner", "random", "--trials", 2,
+        *_store_args(stores), *TINY,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "study mlp-kt-random: 2 complete, 0 pruned, 0 failed" in result.output
+    assert "fmsearch-mlp version 1 from trial" in result.output
+    study = optuna.load_study(study_name="mlp-kt-random", storage=stores["storage"])
+    assert all("keras_tuner_trial" in t.user_attrs for t in study.trials)
+    _, runs, all_runs = _trial_runs(stores, "mlp-kt-random")
+    (parent,) = [r for r in all_runs if r.data.tags["fmsearch.role"] == "study"]
+    assert (parent.data.params["engine"], parent.data.params["tuner"]) == ("keras-tuner", "random")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert (tmp_path / "keras-tuner" / "mlp-kt-random" / "oracle.json").exists()
 
 
 def test_budget_hours_ends_the_running_trial_and_still_promotes(cli, stores):
