@@ -121,5 +121,5 @@ def test_scikit_learn_architectures_are_refused(kt_study, tracker, small_split, 
 def test_an_optuna_pool_is_not_mixed_in(kt_study, tracker, small_split, tmp_path):
     study = kt_study("kt-pool")
     study.enqueue_trial({})
-    with pytest.raises(FmsearchError, match="expected no waiting trials .* got 1"):
+    with pytest.raises(FmsearchError, match=r"expected no waiting trials .* got 1"):
         _search(study, tracker, small_split, tmp_path, tuner="random", max_epochs=1, n_trials=1)
