@@ -19,6 +19,9 @@ setup(
         "mlflow>=3.17,<4",
         "tensorflow>=2.21",
         "keras>=3.15",
+        # --engine keras-tuner; Keras Tuner 1.4.8 fails every trial without tensorboard.
+        "keras-tuner>=1.4.8",
+        "tensorboard>=2.20",
         "scikit-learn>=1.9",
         "numpy>=2.0",
         "pandas>=2.2",

@@ -40,11 +40,14 @@ PUBLISHED = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="logreg for 5 s (a smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="logreg, 5 s, 1,000 validation images (a smoke test)"
+    )
     parser.add_argument("--arch", action="append", choices=sorted(ARCHITECTURES))
     parser.add_argument("--budget-minutes", type=float, default=4.0)
     parser.add_argument("--subset", type=int, default=10_000)
     parser.add_argument("--max-epochs", type=int, default=5)
+    parser.add_argument("--val-size", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--update", action="store_true", help="keep the other rows")
     add_results_dir(parser)
@@ -52,6 +55,7 @@ def main() -> None:
     archs = args.arch or list(ARCHITECTURES)
     if args.quick:
         archs, args.budget_minutes, args.subset, args.max_epochs = ["logreg"], 1 / 12, 1000, 2
+        args.val_size = 1000
     fmsearch = str(Path(sys.executable).with_name("fmsearch"))
     name = "architectures_quick" if args.quick else "architectures"
     previous = args.results_dir / f"{name}.json"
@@ -61,6 +65,7 @@ def main() -> None:
             command = [
                 "fmsearch", "run", "--arch", arch, "--trials", "1000", "--enqueue",
                 "--timeout", f"{args.budget_minutes * 60:g}", "--subset", str(args.subset),
+                "--val-size", str(args.val_size),
                 "--max-epochs", str(args.max_epochs), "--seed", str(args.seed), "-q",
             ]  # fmt: skip
             start = time.perf_counter()
@@ -72,7 +77,7 @@ def main() -> None:
         f"Each architecture searched for {args.budget_minutes:.2g} min (no trial starts later; "
         f"the one running finishes) on {args.subset:,} training images, at most "
         f"{args.max_epochs} epochs per trial (scikit-learn: 4 growing data shares), "
-        "10,000 validation images, TPE + Hyperband, starting from the published "
+        f"{args.val_size:,} validation images, TPE + Hyperband, starting from the published "
         "configuration (`--enqueue`), seed "
         f"{args.seed}. Test accuracy: the champion on the 10,000 test images.",
         "",

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).with_name("results")
+_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "FMSEARCH_STORAGE")
 
 
 def add_results_dir(parser) -> None:
@@ -56,5 +59,31 @@ def clean_environment() -> dict[str, str]:
     """This process's environment without fmsearch's store settings, for a child ``fmsearch``
     that must use the embedded defaults of its own directory (and not, say, a tracking URI
     that ``mlflow.set_tracking_uri`` exported into this process)."""
-    drop = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "FMSEARCH_STORAGE")
-    return {k: v for k, v in os.environ.items() if k not in drop}
+    return {k: v for k, v in os.environ.items() if k not in _STORE_VARIABLES}
+
+
+def fmsearch_here(args: list[str], *, cwd: Path) -> tuple[float, Any]:
+    """Run ``fmsearch ARGS`` in this process (no start-up cost) with ``cwd`` as the working
+    directory, so its embedded stores go to ``cwd/mlruns``; returns the wall time and the one
+    study of ``cwd/mlruns/optuna.db``."""
+    import contextlib
+
+    import optuna
+
+    from search.cli import main
+
+    # The previous run's Tracker exported its store into MLFLOW_TRACKING_URI (mlflow does),
+    # where this run's --tracking-uri would find it.
+    saved = {k: os.environ.pop(k) for k in _STORE_VARIABLES if k in os.environ}
+    try:
+        with contextlib.chdir(cwd):
+            start = time.perf_counter()
+            main.main(args=args, standalone_mode=False)
+            wall = time.perf_counter() - start
+    finally:
+        for key in _STORE_VARIABLES:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+    storage = f"sqlite:///{Path(cwd).resolve()}/mlruns/optuna.db"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return wall, optuna.load_study(study_name=summary.study_name, storage=storage)

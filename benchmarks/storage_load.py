@@ -6,7 +6,7 @@ on PostgreSQL, through fmsearch's own storage (trial pool, heartbeats) and Optun
 "database is locked"; reports trials per second.
 
     python -m benchmarks.storage_load            # 4 x 200 on each store
-    python -m benchmarks.storage_load --quick    # 4 x 25
+    python -m benchmarks.storage_load --quick    # 2 x 10
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def drop(url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 x 25 trials")
+    parser.add_argument("--quick", action="store_true", help="2 x 10 trials")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--trials-per-worker", type=int, default=200)
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
@@ -131,7 +131,8 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.out)
         return
-    per_worker = 25 if args.quick else args.trials_per_worker
+    per_worker = 10 if args.quick else args.trials_per_worker
+    args.workers = 2 if args.quick else args.workers
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         rows["sqlite (default local store)"] = measure(

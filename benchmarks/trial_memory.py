@@ -19,14 +19,15 @@ import sys
 import tempfile
 
 from benchmarks.common import add_results_dir
-from spaces import cnn
+from spaces import cnn, mlp
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-FIXED_PARAMS = {
+PARAMS = {"mlp": mlp.DEFAULTS}
+PARAMS["cnn"] = {
     **cnn.DEFAULTS, "filters": 32, "kernel_size": 3, "dense_units": 128, "l2": 1e-4,
     "dropout": 0.25, "learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam",
 }  # fmt: skip
@@ -40,7 +41,7 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def child(trials: int, cleanup: bool, images: int) -> None:
+def child(trials: int, cleanup: bool, images: int, arch: str) -> None:
     """One study in this process; prints the RSS after each trial as JSON."""
     from pathlib import Path
 
@@ -61,15 +62,15 @@ def child(trials: int, cleanup: bool, images: int) -> None:
         study = create_or_load_study(
             storage=open_storage(f"sqlite:///{tmp}/o.db"),
             study_name="memory",
-            arch="cnn",
+            arch=arch,
             sampler=optuna.samplers.RandomSampler(seed=0),
             pruner=optuna.pruners.NopPruner(),
         )
         for _ in range(trials):
-            study.enqueue_trial(FIXED_PARAMS, skip_if_exists=False)
+            study.enqueue_trial(PARAMS[arch], skip_if_exists=False)
         run_study(
             study=study,
-            arch="cnn",
+            arch=arch,
             split=split,
             tracker=Tracker(tracking_uri=f"sqlite:///{tmp}/m.db", artifact_root=Path(tmp) / "a"),
             n_trials=trials,
@@ -82,15 +83,16 @@ def child(trials: int, cleanup: bool, images: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 trials on 300 images")
+    parser.add_argument("--quick", action="store_true", help="2 mlp trials on 200 images")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
     add_results_dir(parser)
     args = parser.parse_args()
-    trials = 3 if args.quick else args.trials
-    images = 300 if args.quick else 1000
+    trials = 2 if args.quick else args.trials
+    images = 200 if args.quick else 1000
+    arch = "mlp" if args.quick else "cnn"
     if args.child:
-        child(trials, args.child == "on", images)
+        child(trials, args.child == "on", images, arch)
         return
     series = {}
     for mode in ("on", "off"):
@@ -107,7 +109,7 @@ def main() -> None:
         return (tail[-1] - tail[0]) / max(len(tail) - 1, 1)
 
     lines = [
-        f"Resident memory (MiB) of one process running {trials} identical `cnn` trials (1 epoch "
+        f"Resident memory (MiB) of one process running {trials} identical `{arch}` trials (1 epoch "
         f"on {images:,} images, each logged to MLflow), after trials 1, half-way and last; "
         "growth per trial over the last three quarters.",
         "",

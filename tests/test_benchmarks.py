@@ -13,7 +13,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    "name", ["tracking_overhead", "trial_memory", "architectures", "storage_load"]
+    "name",
+    [
+        "search_efficiency",
+        "trial_memory",
+        "pruning_savings",
+        "scaling",
+        "architectures",
+        "storage_load",
+        "tracking_overhead",
+        "trial_speed",
+    ],
 )
 def test_quick_benchmark_writes_its_results(name, tmp_path):
     from tests.services import postgres

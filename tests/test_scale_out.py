@@ -82,13 +82,13 @@ def test_two_workers_on_postgres_and_a_tracking_server(tmp_path, server):
     uri, _ = server
     with postgres_database(password="hunter2-secret") as url:
         result = subprocess.run(
-            [*FMSEARCH, "run", "--arch", "mlp", "--trials", "6", "--workers", "2", *TINY,
+            [*FMSEARCH, "run", "--arch", "mlp", "--trials", "4", "--workers", "2", *TINY,
              "--storage", url, "--tracking-uri", uri],
             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         study = _study(url, "mlp")
-        assert len(_counted(study)) == 6
+        assert len(_counted(study)) == 4
         assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
         listing = subprocess.run([*FMSEARCH, "studies", "--storage", url], env=ENV,
                                  capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -100,7 +100,7 @@ def test_two_workers_on_postgres_and_a_tracking_server(tmp_path, server):
     )
     assert len(parents) == 1
     runs = _trial_runs(client, "mlp")
-    assert len(runs) == 6
+    assert len(runs) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
     champion = client.get_model_version_by_alias("fmsearch-mlp", "champion")
