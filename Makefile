@@ -40,8 +40,10 @@ run: data
 	$(BIN)/fmsearch run $(RUN_ARGS)
 
 # Two workers or more (pytest-xdist): most tests wait on single-threaded Python, not on BLAS.
-# One module per worker at a time keeps each module's shared fixtures built once.
-PYTEST_ARGS ?= -n auto --dist loadfile
+# One module per worker at a time keeps each module's shared fixtures built once; modules go
+# out in collection order, which tests/conftest.py sorts slowest first (xdist's own reorder
+# goes by test count, which sent the longest module out last).
+PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 test: data browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -54,6 +56,10 @@ bench: data
 	$(BIN)/python -m benchmarks.trial_memory
 	$(BIN)/python -m benchmarks.short_search
 	$(BIN)/python -m benchmarks.storage_load
+	$(BIN)/python -m benchmarks.trial_speed
+	$(BIN)/python -m benchmarks.scaling
+	$(BIN)/python -m benchmarks.pruning_savings
+	$(BIN)/python -m benchmarks.search_efficiency
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import add_results_dir, clean_environment, machine, write
+from benchmarks.common import add_results_dir, fmsearch_here, machine, write
 from benchmarks.short_search import summarize
 from spaces import ARCHITECTURES
 
@@ -56,7 +53,6 @@ def main() -> None:
     if args.quick:
         archs, args.budget_minutes, args.subset, args.max_epochs = ["logreg"], 1 / 12, 1000, 2
         args.val_size = 1000
-    fmsearch = str(Path(sys.executable).with_name("fmsearch"))
     name = "architectures_quick" if args.quick else "architectures"
     previous = args.results_dir / f"{name}.json"
     rows = json.loads(previous.read_text())["results"] if args.update and previous.exists() else {}
@@ -68,9 +64,8 @@ def main() -> None:
                 "--val-size", str(args.val_size),
                 "--max-epochs", str(args.max_epochs), "--seed", str(args.seed), "-q",
             ]  # fmt: skip
-            start = time.perf_counter()
-            subprocess.run([fmsearch, *command[1:]], cwd=tmp, check=True, env=clean_environment())
-            rows[arch] = summarize(Path(tmp), arch, " ".join(command), time.perf_counter() - start)
+            wall, _ = fmsearch_here(command[1:], cwd=Path(tmp) / arch)
+            rows[arch] = summarize(Path(tmp) / arch, arch, " ".join(command), wall)
             rows[arch]["measured"] = machine()["date"]
             print(arch, {k: rows[arch][k] for k in ("best_val_accuracy", "test_accuracy")})
     lines = [

@@ -55,13 +55,6 @@ def write(name: str, payload: dict, table: str, *, directory: Path = RESULTS) ->
     return path
 
 
-def clean_environment() -> dict[str, str]:
-    """This process's environment without fmsearch's store settings, for a child ``fmsearch``
-    that must use the embedded defaults of its own directory (and not, say, a tracking URI
-    that ``mlflow.set_tracking_uri`` exported into this process)."""
-    return {k: v for k, v in os.environ.items() if k not in _STORE_VARIABLES}
-
-
 def fmsearch_here(args: list[str], *, cwd: Path) -> tuple[float, Any]:
     """Run ``fmsearch ARGS`` in this process (no start-up cost) with ``cwd`` as the working
     directory, so its embedded stores go to ``cwd/mlruns``; returns the wall time and the one
@@ -75,6 +68,7 @@ def fmsearch_here(args: list[str], *, cwd: Path) -> tuple[float, Any]:
     # The previous run's Tracker exported its store into MLFLOW_TRACKING_URI (mlflow does),
     # where this run's --tracking-uri would find it.
     saved = {k: os.environ.pop(k) for k in _STORE_VARIABLES if k in os.environ}
+    Path(cwd).mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.chdir(cwd):
             start = time.perf_counter()

@@ -35,6 +35,8 @@ CONTENDERS = {
     "Keras Tuner Hyperband": ["--engine", "keras-tuner", "--tuner", "hyperband"],
     "Keras Tuner Bayesian": ["--engine", "keras-tuner", "--tuner", "bayesian"],
 }
+# --quick: one search per engine.
+QUICK = ("fmsearch default (TPE + Hyperband)", "Keras Tuner Hyperband")
 CHECKPOINTS = (0.25, 0.5, 1.0)
 
 
@@ -102,7 +104,9 @@ def plot(rows: dict, budget_s: float, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="mlp, 4 s each, one seed")
+    parser.add_argument(
+        "--quick", action="store_true", help="mlp, 3 s, one seed, one search per engine"
+    )
     parser.add_argument("--arch", default="mlp")
     parser.add_argument("--budget-minutes", type=float, default=3.0)
     parser.add_argument("--seeds", type=int, default=3)
@@ -112,11 +116,13 @@ def main() -> None:
     add_results_dir(parser)
     args = parser.parse_args()
     if args.quick:
-        args.arch, args.budget_minutes, args.seeds = "mlp", 4 / 60, 1
+        args.arch, args.budget_minutes, args.seeds = "mlp", 3 / 60, 1
         args.subset, args.val_size, args.max_epochs = 500, 300, 2
     budget_s = args.budget_minutes * 60
     rows: dict[str, list[dict]] = {}
-    for name, extra in CONTENDERS.items():
+    names = QUICK if args.quick else CONTENDERS
+    for name in names:
+        extra = CONTENDERS[name]
         for seed in range(args.seeds):
             run = search(args.arch, extra, budget_s=budget_s, seed=seed, subset=args.subset,
                          max_epochs=args.max_epochs, val_size=args.val_size)  # fmt: skip

@@ -11,50 +11,43 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import add_results_dir, clean_environment, write
+from benchmarks.common import add_results_dir, fmsearch_here, write
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="mlp, 3 trials on 2000 images")
+    parser.add_argument("--quick", action="store_true", help="mlp, 2 trials on 500 images")
     parser.add_argument("--arch", default="cnn")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--subset", type=int, default=10_000)
     parser.add_argument("--max-epochs", type=int, default=10)
+    parser.add_argument("--val-size", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     add_results_dir(parser)
     args = parser.parse_args()
     if args.quick:
-        args.arch, args.trials, args.subset, args.max_epochs = "mlp", 3, 2000, 3
+        args.arch, args.trials, args.subset, args.max_epochs = "mlp", 2, 500, 2
+        args.val_size = 1000
     command = [
         "fmsearch", "run", "--arch", args.arch, "--trials", str(args.trials),
         "--subset", str(args.subset), "--max-epochs", str(args.max_epochs),
+        "--val-size", str(args.val_size),
         "--seed", str(args.seed),
     ]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        subprocess.run(
-            [str(Path(sys.executable).with_name("fmsearch")), *command[1:]],
-            cwd=tmp,
-            check=True,
-            env=clean_environment(),
-        )
-        wall = time.perf_counter() - start
+        wall, _ = fmsearch_here(command[1:], cwd=Path(tmp))
         payload = summarize(Path(tmp), args.arch, " ".join(command), wall)
     payload["epochs_max"] = payload["n_trials"] * args.max_epochs
     r = payload
     table = "\n".join(
         [
-            f"`{r['command']}` (default TPE sampler and Hyperband pruner, 10,000 validation "
-            "images, the full 10,000-image test set for the champion).",
+            f"`{r['command']}` (default TPE sampler and Hyperband pruner, {args.val_size:,} "
+            "validation images, the full 10,000-image test set for the champion).",
             "",
             "| trials (complete / pruned / failed) | epochs trained (of max) | wall time "
             "| median s per complete trial | median s per pruned trial | best val accuracy "

@@ -21,9 +21,9 @@ from runners.data import FashionMNIST, Split, load_fashion_mnist, split_train_va
 # hands whole modules to whichever xdist worker is free (--dist loadfile): a long module
 # that starts last would stretch the run by its length. Modules not listed follow.
 SLOWEST_FIRST = (
-    "test_scale_out.py",
-    "test_cli_search_controls.py",
     "test_benchmarks.py",
+    "test_cli_search_controls.py",
+    "test_scale_out.py",
     "test_end_to_end.py",
     "search/test_promotion.py",
     "search/test_study.py",

@@ -71,7 +71,7 @@ def test_scikit_learn_champion_serves_the_same_contract(cli, stores, fashion):
 
 def test_fix_pins_what_trials_sample(cli, stores):
     result = cli(
-        "run", "--arch", "mlp", "--trials", 3, "--sampler", "random", "--no-promote",
+        "run", "--arch", "mlp", "--trials", 2, "--sampler", "random", "--no-promote",
         "--fix", "optimizer=sgd", "--fix", "batch_size=64", "--fix", "flip=true",
         "--fix", "n_units_l0=100", *_store_args(stores), *TINY,
     )  # fmt: skip
@@ -80,7 +80,7 @@ def test_fix_pins_what_trials_sample(cli, stores):
     for trial in trials:
         assert trial.params["optimizer"] == "sgd" and trial.params["batch_size"] == 64
         assert trial.params["flip"] is True and trial.params["n_units_l0"] == 100
-    assert len({t.params["learning_rate"] for t in trials}) == 3  # the rest still varies
+    assert len({t.params["learning_rate"] for t in trials}) == 2  # the rest still varies
     _, _, all_runs = _trial_runs(stores, "mlp")
     (parent,) = [r for r in all_runs if r.data.tags["fmsearch.role"] == "study"]
     assert "optimizer=sgd" in parent.data.params["fixed"]
@@ -95,7 +95,7 @@ def test_space_file_narrows_ranges_and_choices(cli, stores, tmp_path):
         "n_units_l1: {high: 40}\n"
     )
     result = cli(
-        "run", "--arch", "mlp", "--trials", 4, "--sampler", "random", "--no-promote",
+        "run", "--arch", "mlp", "--trials", 2, "--sampler", "random", "--no-promote",
         "--space-file", spec, *_store_args(stores), *TINY,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
