@@ -228,31 +228,41 @@ def _work(
     run_params,
 ):
     """Run the study's pool in this process, with a progress bar."""
+    from search.study import run_worker
+
+    return _with_progress(
+        n_trials=n_trials,
+        quiet=quiet,
+        search=lambda progress: run_worker(
+            study=study,
+            arch=arch,
+            split=split,
+            tracker=tracker,
+            max_epochs=settings.max_epochs,
+            timeout=timeout,
+            hard_timeout=hard_timeout,
+            seed=settings.seed,
+            patience=settings.patience or None,
+            objectives=objectives,
+            narrowed=settings.distributions(),
+            precision=settings.precision,
+            run_params=run_params,
+            callbacks=[progress],
+            on_epoch=progress.epoch,
+        ),
+    )
+
+
+def _with_progress(*, n_trials, quiet, search):
+    """``search(progress)`` with a progress bar over ``n_trials`` trials, logs above it."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from search.progress import ProgressBar
-    from search.study import run_worker
 
     progress = ProgressBar(total=n_trials, disable=True if quiet else None)
     try:
         with logging_redirect_tqdm():
-            return run_worker(
-                study=study,
-                arch=arch,
-                split=split,
-                tracker=tracker,
-                max_epochs=settings.max_epochs,
-                timeout=timeout,
-                hard_timeout=hard_timeout,
-                seed=settings.seed,
-                patience=settings.patience or None,
-                objectives=objectives,
-                narrowed=settings.distributions(),
-                precision=settings.precision,
-                run_params=run_params,
-                callbacks=[progress],
-                on_epoch=progress.epoch,
-            )
+            return search(progress)
     finally:
         progress.close()
 
@@ -274,8 +284,10 @@ def _check_keras_tuner(*, arch, space, objectives, workers, enqueue) -> None:
             f"process), got --workers {workers}"
         )
     if enqueue:
-        raise FmsearchError("--engine keras-tuner: expected no --enqueue (Keras Tuner "
-                               "picks every trial), got --enqueue")  # fmt: skip
+        raise FmsearchError(
+            "--engine keras-tuner: expected no --enqueue (Keras Tuner picks every trial), "
+            "got --enqueue"
+        )
 
 
 def _work_keras_tuner(
@@ -283,36 +295,32 @@ def _work_keras_tuner(
     n_trials, quiet, run_params,
 ):  # fmt: skip
     """Run Keras Tuner's search in this process, with a progress bar."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from search.kt_engine import run_keras_tuner
-    from search.progress import ProgressBar
     from search.urls import store_dir
 
-    progress = ProgressBar(total=n_trials, disable=True if quiet else None)
-    try:
-        with logging_redirect_tqdm():
-            return run_keras_tuner(
-                study=study,
-                tuner=tuner,
-                arch=arch,
-                split=split,
-                tracker=tracker,
-                max_epochs=settings.max_epochs,
-                n_trials=n_trials,
-                directory=store_dir(storage) / "keras-tuner",
-                timeout=timeout,
-                hard_timeout=hard_timeout,
-                seed=settings.seed,
-                fixed=settings.fixed,
-                narrowed=settings.distributions(),
-                precision=settings.precision,
-                run_params=run_params,
-                callbacks=[progress],
-                on_epoch=progress.epoch,
-            )
-    finally:
-        progress.close()
+    return _with_progress(
+        n_trials=n_trials,
+        quiet=quiet,
+        search=lambda progress: run_keras_tuner(
+            study=study,
+            tuner=tuner,
+            arch=arch,
+            split=split,
+            tracker=tracker,
+            max_epochs=settings.max_epochs,
+            n_trials=n_trials,
+            directory=store_dir(storage) / "keras-tuner",
+            timeout=timeout,
+            hard_timeout=hard_timeout,
+            seed=settings.seed,
+            fixed=settings.fixed,
+            narrowed=settings.distributions(),
+            precision=settings.precision,
+            run_params=run_params,
+            callbacks=[progress],
+            on_epoch=progress.epoch,
+        ),
+    )
 
 
 def _echo_outcome(outcome) -> None:
