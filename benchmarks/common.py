@@ -81,3 +81,23 @@ def fmsearch_here(args: list[str], *, cwd: Path) -> tuple[float, Any]:
     storage = f"sqlite:///{Path(cwd).resolve()}/mlruns/optuna.db"
     (summary,) = optuna.get_all_study_summaries(storage)
     return wall, optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def finished_over_time(study) -> dict[str, Any]:
+    """What a search did: its started trials' epochs, complete and pruned counts, and each
+    complete trial as (seconds since the first trial started, value), in finishing order."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.trials if t.datetime_start is not None]
+    t0 = min(t.datetime_start for t in trials)
+    done = sorted(
+        ((t.datetime_complete - t0).total_seconds(), t.value)
+        for t in trials
+        if t.state == TrialState.COMPLETE
+    )
+    return {
+        "epochs_trained": sum(len(t.intermediate_values) for t in trials),
+        "complete": len(done),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "finished": done,
+    }

@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import add_results_dir, fmsearch_here, write
+from benchmarks.common import add_results_dir, finished_over_time, fmsearch_here, write
 
 PRUNERS = ("hyperband", "none")
 # "Reached the unpruned best" allows this much less validation accuracy.
@@ -27,8 +27,6 @@ TOLERANCE = 0.005
 
 
 def search(args: argparse.Namespace, *, pruner: str, seed: int) -> dict:
-    from optuna.trial import TrialState
-
     with tempfile.TemporaryDirectory() as tmp:
         wall, study = fmsearch_here(
             ["run", "--arch", args.arch, "--trials", str(args.trials), "--sampler", "tpe",
@@ -37,21 +35,12 @@ def search(args: argparse.Namespace, *, pruner: str, seed: int) -> dict:
              "--seed", str(seed), "--no-promote", "-q"],
             cwd=Path(tmp),
         )  # fmt: skip
-        trials = [t for t in study.trials if t.datetime_start is not None]
-        t0 = min(t.datetime_start for t in trials)
-        done = sorted(
-            ((t.datetime_complete - t0).total_seconds(), t.value)
-            for t in trials
-            if t.state == TrialState.COMPLETE
-        )
-        return {
-            "wall_seconds": wall,
-            "epochs_trained": sum(len(t.intermediate_values) for t in trials),
-            "complete": len(done),
-            "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-            "best": max(v for _, v in done),
-            "finished": done,
-        }
+        record = finished_over_time(study)
+    return {
+        "wall_seconds": wall,
+        **record,
+        "best": max(v for _, v in record["finished"]),
+    }
 
 
 def main() -> None:

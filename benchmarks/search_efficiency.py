@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import add_results_dir, fmsearch_here, write
+from benchmarks.common import add_results_dir, finished_over_time, fmsearch_here, write
 
 CONTENDERS = {
     "fmsearch default (TPE + Hyperband)": ["--sampler", "tpe", "--pruner", "hyperband"],
@@ -43,8 +43,6 @@ CHECKPOINTS = (0.25, 0.5, 1.0)
 def search(arch: str, extra: list[str], *, budget_s: float, seed: int, subset: int,
            max_epochs: int, val_size: int) -> dict:  # fmt: skip
     """One ``fmsearch run`` in a fresh directory; its best-so-far curve over time."""
-    from optuna.trial import TrialState
-
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             "run", "--arch", arch, "--trials", "1000", "--timeout", f"{budget_s:g}",
@@ -53,25 +51,12 @@ def search(arch: str, extra: list[str], *, budget_s: float, seed: int, subset: i
             *extra,
         ]  # fmt: skip
         wall, study = fmsearch_here(args, cwd=Path(tmp))
-        trials = [t for t in study.trials if t.datetime_start is not None]
-        t0 = min(t.datetime_start for t in trials)
-        done = sorted(
-            ((t.datetime_complete - t0).total_seconds(), t.value)
-            for t in trials
-            if t.state == TrialState.COMPLETE
-        )
-        epochs = sum(len(t.intermediate_values) for t in trials)
+        record = finished_over_time(study)
     curve, best = [], 0.0
-    for seconds, value in done:
+    for seconds, value in record.pop("finished"):
         best = max(best, value)
         curve.append((seconds, best))
-    return {
-        "wall_seconds": wall,
-        "complete": len(done),
-        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-        "epochs_trained": epochs,
-        "curve": curve,
-    }
+    return {"wall_seconds": wall, **record, "curve": curve}
 
 
 def best_by(curve: list[tuple[float, float]], seconds: float) -> float:
