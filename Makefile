@@ -51,6 +51,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The long ones run by hand: python -m benchmarks.architectures (about 45 min) and
+# python -m benchmarks.champion_run --hours 3 (3 hours, best alone on the machine).
 bench: data
 	$(BIN)/python -m benchmarks.tracking_overhead
 	$(BIN)/python -m benchmarks.trial_memory

@@ -62,11 +62,16 @@ def make_sampler(
     Raises:
         FmsearchError: Unknown name, or the GP sampler without PyTorch.
     """
-    import optuna
 
     sampler = _make_sampler(name, seed=seed)
-    if not fixed:
-        return sampler
+    return pinned(sampler, fixed) if fixed else sampler
+
+
+def pinned(sampler: optuna.samplers.BaseSampler, fixed: dict[str, Any]):
+    """``sampler`` with the ``fixed`` values pinned (Optuna's ``PartialFixedSampler``: they are
+    recorded under the space's own distributions)."""
+    import optuna
+
     with warnings.catch_warnings():  # experimental since Optuna 2.4, unchanged since
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.PartialFixedSampler(fixed, sampler)

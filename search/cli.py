@@ -226,8 +226,10 @@ def _work(
     n_trials,
     quiet,
     run_params,
+    refit_split=None,
+    refit=None,
 ):
-    """Run the study's pool in this process, with a progress bar."""
+    """Run the study's pool (or ``refit``) in this process, with a progress bar."""
     from search.study import run_worker
 
     return _with_progress(
@@ -249,6 +251,8 @@ def _work(
             run_params=run_params,
             callbacks=[progress],
             on_epoch=progress.epoch,
+            refit_split=refit_split,
+            refit=refit,
         ),
     )
 
@@ -265,6 +269,49 @@ def _with_progress(*, n_trials, quiet, search):
             return search(progress)
     finally:
         progress.close()
+
+
+def _full_split(data, *, settings, split):
+    """All training images and ``split``'s validation images (``split`` itself without
+    --subset): what refit trials train on."""
+    from runners.data import split_train_val
+
+    if settings.subset is None:
+        return split
+    return split_train_val(data.x_train, data.y_train, val_size=settings.val_size, subset=None)
+
+
+def _refit(*, study, arch, settings, split, data, tracker, epochs, quiet, run_params) -> None:
+    """Train the study's best configuration again on all training images, in this process."""
+    from optuna.trial import TrialState
+
+    from search.study import REFIT_ATTR, refit_candidate
+
+    refit = refit_candidate(study, epochs=epochs)
+    if refit is None:
+        logger.info("no refit: the best trial is a refit, or has one already")
+        return
+    full = _full_split(data, settings=settings, split=split)
+    click.echo(
+        f"refit: trial {refit.of}'s configuration on {len(full.x_train):,} training images, "
+        f"up to {epochs} epochs",
+        err=True,
+    )
+    # --timeout and --budget-hours bound the search, not the refit that follows it.
+    _work(study=study, arch=arch, objectives=("accuracy",), settings=settings, split=split,
+          tracker=tracker, timeout=None, hard_timeout=False, n_trials=1, quiet=quiet,
+          run_params=run_params, refit_split=full, refit=refit)  # fmt: skip
+    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(REFIT_ATTR) == refit.of]
+    if not done:
+        click.echo("refit: not run")
+    elif done[-1].state == TrialState.COMPLETE:
+        best = study.trials[refit.of]
+        click.echo(
+            f"refit trial {done[-1].number}: val_accuracy {done[-1].value:.4f} "
+            f"(trial {refit.of}: {best.value:.4f})"
+        )
+    else:
+        click.echo(f"refit trial {done[-1].number}: {done[-1].state.name.lower()}")
 
 
 def _check_keras_tuner(*, arch, space, objectives, workers, enqueue) -> None:
@@ -426,6 +473,14 @@ def _echo_outcome(outcome) -> None:
     help="Start with the architecture's published configuration (once per study).",
 )
 @click.option(
+    "--refit-epochs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="After the search, train its best configuration again on all training images (not "
+    "only --subset) for up to N epochs, unpruned: a trial of the study, tracked and "
+    "promoted like the others (once per best trial).",
+)
+@click.option(
     "--engine",
     type=click.Choice(ENGINES),
     default="optuna",
@@ -475,6 +530,7 @@ def run(
     space_file,
     precision,
     enqueue,
+    refit_epochs,
     engine,
     tuner,
     workers,
@@ -496,6 +552,7 @@ def run(
     Examples:
       fmsearch run --arch resnet --trials 100
       fmsearch run --arch cnn --trials 10 --subset 10000 --max-epochs 5
+      fmsearch run --arch resnet --trials 100 --subset 5000 --refit-epochs 20
       fmsearch run --arch mlp --storage postgresql://user@db/optuna --study-name mlp-big
       fmsearch run --arch vggbn --enqueue --fix optimizer=adamw --space-file narrow.yaml
       fmsearch run --arch cnn --objective accuracy,latency --max-latency-ms 0.05
@@ -532,6 +589,11 @@ def run(
                            enqueue=enqueue)  # fmt: skip
         sampler, pruner = "random", "none"  # Keras Tuner chooses; Optuna only records
         study_name = study_name or f"{arch}-kt-{tuner}"
+    if refit_epochs and len(objectives) > 1:
+        raise FmsearchError(
+            "--refit-epochs: expected --objective accuracy (a refit is judged on accuracy "
+            f"alone), got --objective {objective}"
+        )
     if len(objectives) > 1 and pruner != "none":
         logger.info("pruning is off: Optuna cannot prune multi-objective studies")
         pruner = "none"
@@ -584,6 +646,7 @@ def run(
         "space_file": str(space_file) if space_file else None,
         "precision": precision,
         "budget_hours": budget_hours,
+        "refit_epochs": refit_epochs,
         "engine": engine,
         "tuner": tuner if engine == "keras-tuner" else None,
         "storage": redact(storage),
@@ -639,6 +702,10 @@ def run(
     outcome = summarize(study, parent_run_id="")
     _echo_outcome(outcome)
     try:
+        if refit_epochs:
+            _refit(study=study, arch=arch, settings=settings, split=split, data=data,
+                   tracker=tracker, epochs=refit_epochs, quiet=quiet,
+                   run_params=run_params)  # fmt: skip
         if promote:
             if outcome.best_trial is None:
                 raise FmsearchError(
@@ -748,6 +815,8 @@ def worker(
         n_trials=None,
         quiet=True,
         run_params={},
+        # A refit trial re-run after its worker died can come to any worker: all images.
+        refit_split=_full_split(data, settings=settings, split=split),
     )
     _echo_outcome(outcome)
 

@@ -24,6 +24,7 @@ from runners.errors import FmsearchError, TrialFailed
 from runners.metrics import measure_latency
 from runners.precision import dtype_policy, resolve_policy
 from runners.reporting import TrialResult
+from search.choices import pinned
 from search.locks import storage_lock
 from search.overrides import NarrowedTrial
 from search.storage import GRACE_BEATS, PoolEmpty, backend_of, is_outage
@@ -44,6 +45,11 @@ WORKER_ATTR = "worker"
 EPOCHS_ATTR = "epochs"
 # What the tracking store missed for good (it was down): a list of names.
 UNLOGGED_ATTR = "mlflow_unlogged"
+# A refit trial: the search's best configuration trained again on all the training images,
+# unpruned, for its own number of epochs. REFIT_ATTR holds the number of the trial it refits.
+REFIT_ATTR = "refit_of"
+REFIT_EPOCHS_ATTR = "refit_epochs"
+TRAIN_IMAGES_ATTR = "train_images"
 # Stop the study when this many trials fail in a row: the cause is then the set-up, not a
 # hyperparameter, and more trials would fail the same way.
 MAX_CONSECUTIVE_FAILURES = 5
@@ -118,6 +124,28 @@ def summarize(study: optuna.Study, *, parent_run_id: str) -> StudyOutcome:
     )
 
 
+@dataclass(frozen=True)
+class Refit:
+    """A refit to run: trial ``of``'s ``params`` trained again for up to ``epochs`` epochs."""
+
+    of: int
+    epochs: int
+    params: dict[str, Any]
+
+
+def refit_candidate(study: optuna.Study, *, epochs: int) -> Refit | None:
+    """A refit of the study's most accurate trial, or None when there is nothing to refit: no
+    completed trial, the best is a refit itself, or it has been refit (or is being) already."""
+    best = most_accurate(study)
+    if best is None or REFIT_ATTR in best.user_attrs:
+        return None
+    alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    for trial in study.get_trials(deepcopy=False, states=alive):
+        if trial.user_attrs.get(REFIT_ATTR) == best.number:
+            return None
+    return Refit(of=best.number, epochs=epochs, params=dict(best.params))
+
+
 def add_budget(study: optuna.Study, n_trials: int) -> int:
     """Fill the study's pool to ``n_trials`` WAITING trials; returns how many were added.
 
@@ -157,6 +185,8 @@ def run_worker(
     callbacks: Sequence[StudyCallback] = (),
     on_epoch: EpochCallback | None = None,
     poll_seconds: float = 2.0,
+    refit_split: Split | None = None,
+    refit: Refit | None = None,
 ) -> StudyOutcome:
     """Run trials from the study's pool until it is empty and no other worker's trial runs.
 
@@ -186,6 +216,12 @@ def run_worker(
         callbacks: Extra Optuna callbacks, called after each trial (a progress bar).
         on_epoch: Called with the trial number, epoch and metrics after every epoch.
         poll_seconds: How often a worker with nothing to run checks for retried trials.
+        refit_split: All the training images and the same validation images, for refit
+            trials; None: ``split`` is all of them already.
+        refit: Run this refit (:func:`refit_candidate`) instead of the pool's trials: the
+            next trial the pool hands out (one is added if it is empty) gets the refit's
+            params, and the worker stops after it. A trial the pool had enqueued with params
+            of its own (``--enqueue``, a retry) runs as a search trial first.
 
     Raises:
         FmsearchError: ``MAX_CONSECUTIVE_FAILURES`` trials failed in a row.
@@ -211,13 +247,25 @@ def run_worker(
         dtype_policy=policy,
         deadline=deadline if hard_timeout else None,
         on_epoch=on_epoch,
+        refit_split=refit_split,
+        refit=refit,
     )
+    base_sampler = study.sampler
+    if refit is not None:
+        # The trial the pool hands out next gets the refit's params; the pool's order (oldest
+        # first, Optuna's) stays as it is.
+        study.sampler = pinned(base_sampler, refit.params)
     guard = FailureGuard(MAX_CONSECUTIVE_FAILURES)
     status = "FAILED"
     callbacks = [ParentRunProgress(tracker, parent_run_id), guard, *callbacks]
 
     def run_pool(remaining: float | None) -> bool:
         """Run trials until the pool is empty; True when this worker is done."""
+        if refit is not None:
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                study.enqueue_trial({})
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
+            return objective.refit_started
         try:
             study.optimize(objective, timeout=remaining, catch=(TrialFailed,), callbacks=callbacks)
             return True  # stopped by the failure guard or the timeout
@@ -248,6 +296,7 @@ def run_worker(
             status = "KILLED"
             raise
         finally:
+            study.sampler = base_sampler
             outcome = summarize(study, parent_run_id=parent_run_id)
             try:
                 close_study_run(tracker, study, outcome, status=status, objectives=objectives)
@@ -439,7 +488,9 @@ class Objective:
     """One trial: suggest, train, record in MLflow; the value Optuna optimizes.
 
     ``plan``, when set, overrides the epochs of the next Keras trials (an engine other than
-    Optuna's pruner decides them).
+    Optuna's pruner decides them). A refit trial (``REFIT_ATTR``; with ``refit``, the first
+    trial whose params are the refit's) trains on ``refit_split`` for its own epochs and is
+    never pruned.
     """
 
     def __init__(
@@ -459,8 +510,13 @@ class Objective:
         dtype_policy: str = "float32",
         deadline: float | None = None,
         on_epoch: EpochCallback | None = None,
+        refit_split: Split | None = None,
+        refit: Refit | None = None,
     ) -> None:
         self._dtype_policy = dtype_policy
+        self._refit_split = refit_split
+        self._refit = refit
+        self.refit_started = False
         # A time.monotonic() value after which running trials end (a hard time budget).
         self._deadline = deadline
         self._on_epoch = on_epoch
@@ -482,6 +538,14 @@ class Objective:
             NarrowedTrial(trial, self._narrowed) if self._narrowed else trial
         )
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        refit_of = trial.user_attrs.get(REFIT_ATTR)
+        refit = self._refit
+        if refit_of is None and refit and not self.refit_started and params == refit.params:
+            refit_of, self.refit_started = refit.of, True
+            trial.set_user_attr(REFIT_ATTR, refit.of)
+            trial.set_user_attr(REFIT_EPOCHS_ATTR, refit.epochs)
+        split = self._refit_split if refit_of is not None and self._refit_split else self._split
+        trial.set_user_attr(TRAIN_IMAGES_ATTR, len(split.x_train))
         log = TrialLog(self._tracker)
         run_id = log.start(
             experiment_id=self._experiment_id,
@@ -490,15 +554,19 @@ class Objective:
             arch=self._arch,
             trial_number=trial.number,
             params=params,
+            refit_of=refit_of,
         )
         if run_id is not None:
             trial.set_user_attr(RUN_ID_ATTR, run_id)
         reporter = _Reporter(
-            trial, log, prunable=len(self._objectives) == 1, on_epoch=self._on_epoch
+            trial,
+            log,
+            prunable=len(self._objectives) == 1 and refit_of is None,
+            on_epoch=self._on_epoch,
         )
         train = self._train_sklearn if self._space.KIND == "sklearn" else self._train_keras
         try:
-            result = train(trial, params, log, reporter)
+            result = train(trial, params, split, log, reporter)
         except optuna.TrialPruned as exc:
             self._close(trial, log, state="PRUNED", reason=str(exc))
             raise
@@ -531,7 +599,12 @@ class Objective:
             trial.set_user_attr(UNLOGGED_ATTR, unlogged)
 
     def _train_keras(
-        self, trial: optuna.Trial, params: dict[str, Any], log: TrialLog, reporter: _Reporter
+        self,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        split: Split,
+        log: TrialLog,
+        reporter: _Reporter,
     ) -> TrialResult:
         from runners.metrics import predict_classes
         from runners.training import fit_trial, free_memory, seed_everything
@@ -539,7 +612,7 @@ class Objective:
         try:
             if self._seed is not None:
                 seed_everything(self._seed + trial.number)
-            plan = self.plan or FitPlan(self._max_epochs)
+            plan = self.plan or FitPlan(trial.user_attrs.get(REFIT_EPOCHS_ATTR, self._max_epochs))
             with dtype_policy(self._dtype_policy):
                 model = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
             if plan.prepare is not None:
@@ -550,7 +623,7 @@ class Objective:
             result = fit_trial(
                 model,
                 params,
-                self._split,
+                split,
                 max_epochs=plan.max_epochs,
                 reporter=reporter,
                 patience=self._patience,
@@ -561,15 +634,14 @@ class Objective:
             if result.out_of_time:
                 trial.set_user_attr(OUT_OF_TIME_ATTR, True)
             start = time.perf_counter()
-            predicted = predict_classes(model, self._split.x_val)
+            predicted = predict_classes(model, split.x_val)
             latency = measure_latency(
                 lambda images: model.predict(images, batch_size=LATENCY_BATCH, verbose=0),
-                self._split.x_val,
+                split.x_val,
             )
             trial.set_user_attr(LATENCY_ATTR, latency)
-            self._log_result(
-                trial, log, result, predicted, {"n_params": n_params, "latency_ms": latency}
-            )
+            self._log_result(trial, log, result, predicted, split,
+                             {"n_params": n_params, "latency_ms": latency})  # fmt: skip
             log.log_model(lambda run_id: self._tracker.log_keras_model(run_id, model))
             trial.set_user_attr("log_seconds", time.perf_counter() - start)
             return result
@@ -578,18 +650,21 @@ class Objective:
             free_memory()
 
     def _train_sklearn(
-        self, trial: optuna.Trial, params: dict[str, Any], log: TrialLog, reporter: _Reporter
+        self,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        split: Split,
+        log: TrialLog,
+        reporter: _Reporter,
     ) -> TrialResult:
         from runners.estimators import fit_estimator_trial, to_features
 
         estimator = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
-        model, result, predicted = fit_estimator_trial(estimator, self._split, reporter=reporter)
+        model, result, predicted = fit_estimator_trial(estimator, split, reporter=reporter)
         start = time.perf_counter()
-        latency = measure_latency(
-            lambda images: model.predict(to_features(images)), self._split.x_val
-        )
+        latency = measure_latency(lambda images: model.predict(to_features(images)), split.x_val)
         trial.set_user_attr(LATENCY_ATTR, latency)
-        self._log_result(trial, log, result, predicted, {"latency_ms": latency})
+        self._log_result(trial, log, result, predicted, split, {"latency_ms": latency})
         n_features = int(np.prod(IMAGE_SHAPE))
         log.log_model(
             lambda run_id: self._tracker.log_sklearn_model(run_id, model, n_features=n_features)
@@ -603,11 +678,12 @@ class Objective:
         log: TrialLog,
         result: TrialResult,
         predicted: np.ndarray,
+        split: Split,
         extra: dict[str, float],
     ) -> None:
         from runners.metrics import evaluate_predictions
 
-        evaluation = evaluate_predictions(self._split.y_val, predicted, class_names=CLASS_NAMES)
+        evaluation = evaluate_predictions(split.y_val, predicted, class_names=CLASS_NAMES)
         log.call(
             "result metrics",
             "log_metrics",
@@ -616,6 +692,7 @@ class Objective:
                 "best_epoch": result.best_epoch,
                 "epochs_trained": result.epochs,
                 "train_seconds": result.train_seconds,
+                "train_images": len(split.x_train),
                 **extra,
             },
         )

@@ -43,6 +43,8 @@ STUDY_TAG = "fmsearch.study"
 ARCH_TAG = "fmsearch.arch"
 TRIAL_TAG = "fmsearch.trial_number"
 STATE_TAG = "fmsearch.trial_state"
+# On the run of a refit trial: the number of the trial whose configuration it trains again.
+REFIT_TAG = "fmsearch.refit_of"
 REASON_TAG = "fmsearch.reason"
 MODEL_URI_TAG = "fmsearch.model_uri"
 FLAVOR_TAG = "fmsearch.flavor"
@@ -198,19 +200,25 @@ class Tracker:
         arch: str,
         trial_number: int,
         params: dict[str, Any],
+        refit_of: int | None = None,
     ) -> str:
-        """A nested run for one trial, holding all its params."""
+        """A nested run for one trial, holding all its params; a refit (of trial
+        ``refit_of``) says so in its name and a tag."""
+        tags = {
+            PARENT_TAG: parent_run_id,
+            ROLE_TAG: "trial",
+            STUDY_TAG: study_name,
+            ARCH_TAG: arch,
+            TRIAL_TAG: trial_number,
+            STATE_TAG: "RUNNING",
+        }
+        if refit_of is not None:
+            tags[REFIT_TAG] = refit_of
         run_id = self.start_run(
             experiment_id=experiment_id,
-            run_name=f"trial-{trial_number}",
-            tags={
-                PARENT_TAG: parent_run_id,
-                ROLE_TAG: "trial",
-                STUDY_TAG: study_name,
-                ARCH_TAG: arch,
-                TRIAL_TAG: trial_number,
-                STATE_TAG: "RUNNING",
-            },
+            run_name=f"trial-{trial_number}"
+            + (f"-refit-of-{refit_of}" if refit_of is not None else ""),
+            tags=tags,
         )
         self._log(run_id, params=params)
         return run_id

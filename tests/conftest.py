@@ -21,10 +21,15 @@ from runners.data import FashionMNIST, Split, load_fashion_mnist, split_train_va
 # hands whole modules to whichever xdist worker is free (--dist loadfile): a long module
 # that starts last would stretch the run by its length. Modules not listed follow.
 SLOWEST_FIRST = (
-    "test_benchmarks.py",
-    "test_cli_search_controls.py",
-    "test_scale_out.py",
+    "benchmarks/test_searches.py",
+    "benchmarks/test_measurements.py",
+    "test_cli_architectures.py",
+    "scale_out/test_tracking_outage.py",
+    "scale_out/test_killed_worker.py",
+    "scale_out/test_two_workers.py",
+    "scale_out/test_postgres_restart.py",
     "test_end_to_end.py",
+    "test_cli_search_controls.py",
     "search/test_promotion.py",
     "search/test_study.py",
     "test_cli.py",

@@ -1,16 +1,13 @@
-"""The CLI over the whole catalogue: every architecture end to end, and the search controls
-(--fix, --space-file, --enqueue, --objective, promotion limits)."""
+"""The CLI's search controls: --fix, --space-file, --enqueue, --objective, the engines,
+--budget-hours, promotion limits."""
 
 from __future__ import annotations
 
 import json
 
 import mlflow
-import numpy as np
 import optuna
 import pytest
-
-from spaces import ARCHITECTURES
 
 from .test_cli import _one_line_error, _store_args
 
@@ -22,51 +19,6 @@ def _trial_runs(stores, name):
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id])
     return client, [r for r in runs if r.data.tags["fmsearch.role"] == "trial"], runs
-
-
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_every_architecture_runs_a_tracked_trial(cli, stores, arch):
-    result = cli(
-        "run", "--arch", arch, "--trials", 1, "--enqueue", "--pruner", "none", "--no-promote",
-        *_store_args(stores), *TINY,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert f"study {arch}: 1 complete, 0 pruned, 0 failed" in result.output
-    (trial,) = optuna.load_study(study_name=arch, storage=stores["storage"]).trials
-    space = ARCHITECTURES[arch]
-    assert trial.params == {k: v for k, v in space.DEFAULTS.items() if k in trial.params}
-    client, (run,), _ = _trial_runs(stores, arch)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["fmsearch.trial_state"] == "COMPLETE"
-    assert run.data.tags["fmsearch.flavor"] == space.KIND
-    assert run.data.params == {k: str(v) for k, v in trial.params.items()}
-    assert run.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
-    assert run.data.metrics["latency_ms"] > 0
-    curve = "train_loss" if space.KIND == "keras" else "train_size"
-    assert len(client.get_metric_history(run.info.run_id, curve)) == (
-        1 if space.KIND == "keras" else 4
-    )
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {
-        "val_confusion_matrix.png", "val_confusion_matrix.json", "val_classification_report.json",
-    } <= artifacts  # fmt: skip
-    model = mlflow.models.get_model_info(run.data.tags["fmsearch.model_uri"])
-    assert ("keras" if space.KIND == "keras" else "sklearn") in model.flavors
-
-
-def test_scikit_learn_champion_serves_the_same_contract(cli, stores, fashion):
-    result = cli("run", "--arch", "logreg", "--trials", 2, *_store_args(stores), *TINY)
-    assert result.exit_code == 0, result.output
-    assert "fmsearch-logreg version 1 from trial" in result.output
-    mlflow.set_tracking_uri(stores["tracking"])
-    model = mlflow.pyfunc.load_model("models:/fmsearch-logreg@champion")
-    frame = model.predict(fashion.x_test[:20])  # raw uint8 (N, 28, 28)
-    assert list(frame.columns[:2]) == ["class_index", "class_name"] and len(frame) == 20
-    np.testing.assert_allclose(frame.iloc[:, 2:].sum(axis=1), 1.0, rtol=1e-6)
-    flat = model.predict(fashion.x_test[:20].reshape(20, 784) / 255.0)
-    assert (flat["class_index"] == frame["class_index"]).all()
-    version = mlflow.MlflowClient().get_model_version_by_alias("fmsearch-logreg", "champion")
-    assert 0.5 < float(version.tags["test_accuracy"]) <= 1.0
 
 
 def test_fix_pins_what_trials_sample(cli, stores):
@@ -126,6 +78,8 @@ def test_space_file_narrows_ranges_and_choices(cli, stores, tmp_path):
          r"--engine keras-tuner: expected a Keras architecture, got --arch knn"),
         (["--engine", "keras-tuner", "--objective", "accuracy,params"],
          r"--engine keras-tuner: expected --objective accuracy .*got --objective accuracy,params"),
+        (["--objective", "accuracy,params", "--refit-epochs", "2"],
+         r"--refit-epochs: expected --objective accuracy .*got --objective accuracy,params"),
         (["--objective", "accuracy,params", "--arch", "knn"],
          r"--objective accuracy,params: expected a Keras architecture .* got --arch knn"),
     ],
@@ -200,20 +154,22 @@ def test_missing_optional_extra_is_a_clear_error(cli, stores, monkeypatch):
     _one_line_error(result, r"--arch xgboost needs xgboost: pip install 'fmsearch\[xgboost\]'")
 
 
-def test_keras_tuner_engine_tracks_and_promotes_like_optuna(cli, stores, tmp_path):
+def test_keras_tuner_engine_tracks_refits_and_promotes_like_optuna(cli, stores, tmp_path):
     result = cli(
         "run", "--arch", "mlp", "--engine", "keras-tuner", "--tuner", "random", "--trials", 2,
-        *_store_args(stores), *TINY,
+        "--refit-epochs", 1, *_store_args(stores), *TINY,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "study mlp-kt-random: 2 complete, 0 pruned, 0 failed" in result.output
     assert "fmsearch-mlp version 1 from trial" in result.output
     study = optuna.load_study(study_name="mlp-kt-random", storage=stores["storage"])
-    assert all("keras_tuner_trial" in t.user_attrs for t in study.trials)
+    *searched, refit = study.trials
+    assert all("keras_tuner_trial" in t.user_attrs for t in searched)
+    assert refit.user_attrs["refit_of"] in (0, 1) and refit.user_attrs["train_images"] == 59_800
     _, runs, all_runs = _trial_runs(stores, "mlp-kt-random")
     (parent,) = [r for r in all_runs if r.data.tags["fmsearch.role"] == "study"]
     assert (parent.data.params["engine"], parent.data.params["tuner"]) == ("keras-tuner", "random")
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     assert (tmp_path / "keras-tuner" / "mlp-kt-random" / "oracle.json").exists()
 
 
@@ -232,3 +188,27 @@ def test_budget_hours_ends_the_running_trial_and_still_promotes(cli, stores):
     _, _, runs = _trial_runs(stores, "mlp")
     (parent,) = [r for r in runs if r.data.tags["fmsearch.role"] == "study"]
     assert float(parent.data.params["budget_hours"]) == pytest.approx(2 / 3600)
+
+
+def test_refit_trains_the_best_configuration_on_all_images_and_is_promoted(cli, stores):
+    args = ["run", "--arch", "mlp", "--refit-epochs", 1, *_store_args(stores), *TINY]
+    result = cli(*args, "--trials", 2)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="mlp", storage=stores["storage"])
+    *searched, refit = study.trials
+    best = max((t for t in searched if t.value is not None), key=lambda t: t.value)
+    assert refit.user_attrs["refit_of"] == best.number and refit.params == best.params
+    assert [t.user_attrs["train_images"] for t in study.trials] == [300, 300, 59_800]
+    assert f"refit trial {refit.number}: val_accuracy {refit.value:.4f}" in result.output
+    client, runs, _ = _trial_runs(stores, "mlp")
+    (run,) = [r for r in runs if "fmsearch.refit_of" in r.data.tags]
+    assert run.info.run_name == f"trial-{refit.number}-refit-of-{best.number}"
+    # Trained on 200 times the images, the refit is the most accurate, and the champion.
+    assert refit.value > best.value
+    champion = client.get_model_version_by_alias("fmsearch-mlp", "champion")
+    assert champion.tags["fmsearch.source_trial"] == str(refit.number)
+    # A resumed study refits only a new best trial; here the best is the refit.
+    again = cli(*args, "--trials", 3)
+    assert again.exit_code == 0, again.output
+    study = optuna.load_study(study_name="mlp", storage=stores["storage"])
+    assert sum("refit_of" in t.user_attrs for t in study.trials) == 1

@@ -1,6 +1,6 @@
 """docker-compose.yml parses, keeps secrets in .env, and its services run real fmsearch
 commands with options fmsearch accepts (no Docker engine here: the same commands run as
-local processes in tests/test_scale_out.py)."""
+local processes in tests/scale_out/)."""
 
 from __future__ import annotations
 

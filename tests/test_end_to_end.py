@@ -131,17 +131,16 @@ def test_ui_in_a_real_browser(workdir, tmp_path):
         browser = _browser()
         wait = WebDriverWait(browser, 120)
 
+        def expanders(b):
+            # The header's visibility button renders before the runs' rows do.
+            return [
+                e for e in b.find_elements(By.XPATH, "//div[@role='row']//button")
+                if e.get_attribute("data-testid") != "experiment-view-runs-visibility-column-header"
+            ]  # fmt: skip
+
         browser.get(f"{base}/#/experiments/{experiment}/runs")
-        wait.until(
-            lambda b: (
-                "cnn" in b.page_source and b.find_elements(By.XPATH, "//div[@role='row']//button")
-            )
-        )
-        expanders = [
-            b for b in browser.find_elements(By.XPATH, "//div[@role='row']//button")
-            if b.get_attribute("data-testid") != "experiment-view-runs-visibility-column-header"
-        ]  # fmt: skip
-        expanders[0].click()  # the study's parent run opens onto its nested runs
+        wait.until(lambda b: "cnn" in b.page_source and expanders(b))
+        expanders(browser)[0].click()  # the study's parent run opens onto its nested runs
         wait.until(lambda b: "trial-0" in b.page_source and "trial-1" in b.page_source)
         assert "promotion-trial-" in browser.page_source
         browser.save_screenshot(str(tmp_path / "runs.png"))

@@ -13,9 +13,16 @@ from optuna.trial import TrialState
 import search.study
 from runners.data import Split
 from runners.errors import FmsearchError
-from search.study import MAX_CONSECUTIVE_FAILURES, RUN_ID_ATTR
+from search.storage import create_or_load_study, open_storage
+from search.study import (
+    MAX_CONSECUTIVE_FAILURES,
+    RUN_ID_ATTR,
+    add_budget,
+    refit_candidate,
+    run_worker,
+)
 from spaces import ARCHITECTURES
-from tests.search.conftest import GOOD_MLP
+from tests.search.conftest import BAD_MLP, GOOD_MLP
 
 
 def _runs(tracker, study_name, role):
@@ -178,3 +185,65 @@ def test_a_hard_timeout_ends_the_running_trial_with_its_best_epoch(tiny_study, t
     assert trial.value == max(trial.intermediate_values.values())
     (run,) = _runs(tracker, "tiny", "trial")
     assert len(tracker.metric_histories(run.info.run_id, ("train_loss",))["train_loss"]) == epochs
+
+
+def _doubled(split: Split) -> Split:
+    return Split(
+        np.concatenate([split.x_train] * 2),
+        np.concatenate([split.y_train] * 2),
+        split.x_val,
+        split.y_val,
+    )
+
+
+def _strict(storage_url: str) -> optuna.Study:
+    """The tiny study again, with a pruner that stops any reporting trial after one epoch."""
+    return create_or_load_study(
+        storage=open_storage(storage_url),
+        study_name="tiny",
+        arch="mlp",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.ThresholdPruner(lower=1.01),
+    )
+
+
+def test_a_refit_trains_on_all_images_for_its_own_epochs_unpruned(
+    tiny_study, tracker, small_split, storage_url
+):
+    study, _ = tiny_study(enqueue=[GOOD_MLP, BAD_MLP], max_epochs=1)
+    refit = refit_candidate(study, epochs=3)
+    assert refit.of == max(study.trials, key=lambda t: t.value).number
+    assert refit.params == study.trials[refit.of].params
+    add_budget(study, 2)  # trials a time budget left in the pool: the refit takes the first
+    doubled = _doubled(small_split)
+    strict = _strict(storage_url)
+    run_worker(study=strict, arch="mlp", split=small_split, refit_split=doubled, refit=refit,
+               tracker=tracker, max_epochs=1, seed=0)  # fmt: skip
+    assert [t.state for t in strict.trials[2:]] == [TrialState.COMPLETE, TrialState.WAITING]
+    trial = strict.trials[2]
+    assert trial.user_attrs["refit_of"] == refit.of and trial.params == refit.params
+    assert trial.user_attrs["epochs"] == 3
+    assert [t.user_attrs["train_images"] for t in strict.trials[:3]] == [600, 600, 1200]
+    assert isinstance(strict.sampler, optuna.samplers.RandomSampler)  # restored
+    run = tracker._client.get_run(trial.user_attrs[RUN_ID_ATTR])
+    assert run.info.run_name == f"trial-2-refit-of-{refit.of}"
+    assert run.data.tags["fmsearch.refit_of"] == str(refit.of)
+    assert run.data.metrics["train_images"] == 1200
+    history = tracker._client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert refit_candidate(strict, epochs=3) is None  # refit once, or the best is the refit
+
+
+def test_a_retried_refit_keeps_its_images_and_epochs_in_any_worker(
+    tiny_study, tracker, small_split, storage_url
+):
+    """A refit whose worker died comes back to the pool as a trial with the refit's attributes;
+    whichever worker pops it trains it as the refit it is."""
+    tiny_study(enqueue=[GOOD_MLP], max_epochs=1)
+    strict = _strict(storage_url)
+    strict.enqueue_trial(GOOD_MLP, user_attrs={"refit_of": 0, "refit_epochs": 2})
+    run_worker(study=strict, arch="mlp", split=small_split, refit_split=_doubled(small_split),
+               tracker=tracker, max_epochs=1, seed=0)  # fmt: skip
+    retried = strict.trials[1]
+    assert retried.state == TrialState.COMPLETE
+    assert (retried.user_attrs["train_images"], retried.user_attrs["epochs"]) == (1200, 2)

@@ -1,0 +1,34 @@
+"""The benchmarks' quick variants run end to end (smoke tests: no timing is asserted).
+
+Each runs in this process (``main()`` with the quick command line), which saves the start-up of
+a new interpreter per benchmark; what a benchmark starts itself (``fmsearch`` commands, worker
+processes) still runs as real processes. Two modules, so that pytest-xdist runs them side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def run_quick(tmp_path, monkeypatch):
+    """Run ``benchmarks.NAME --quick`` and check the JSON and Markdown it writes."""
+    from tests.services import postgres
+
+    def run(name: str) -> dict:
+        module = importlib.import_module(f"benchmarks.{name}")
+        monkeypatch.setattr(sys, "argv", [name, "--quick", "--results-dir", str(tmp_path)])
+        with postgres() if name == "storage_load" else contextlib.nullcontext():
+            module.main()
+        payload = json.loads((tmp_path / f"{name}_quick.json").read_text())
+        assert payload["machine"]["tensorflow"]
+        table = (tmp_path / f"{name}_quick.md").read_text()
+        assert table.count("\n|") >= 3
+        return payload
+
+    return run
