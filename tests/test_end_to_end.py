@@ -46,6 +46,20 @@ def workdir(tmp_path_factory):
     return cwd
 
 
+@pytest.fixture(scope="module")
+def ui(workdir):
+    """`fmsearch ui` over the search's stores, answering: its base URL."""
+    port = _free_port()
+    process = _start([str(BIN / "fmsearch"), "ui", "--port", str(port)], workdir,
+                     workdir / "ui.log")  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{base}/health", process)
+        yield base
+    finally:
+        _stop(process)
+
+
 def test_embedded_defaults_live_under_mlruns(workdir):
     assert (workdir / "mlruns" / "optuna.db").is_file()
     assert (workdir / "mlruns" / "mlflow.db").is_file()
@@ -64,30 +78,24 @@ def test_predict_in_a_real_process(workdir, fashion):
     assert len(rows) == 4 and all(0 <= int(r[1]) <= 9 for r in rows)
 
 
-def test_ui_shows_the_study(workdir, tmp_path):
-    port = _free_port()
-    ui = _start([str(BIN / "fmsearch"), "ui", "--port", str(port)], workdir, tmp_path / "ui.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(f"{base}/health", ui)
-        _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cnn")
-        experiment = json.loads(body)["experiment"]
-        search = json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode()
-        _, body = _get(f"{base}/api/2.0/mlflow/runs/search", data=search)
-        runs = json.loads(body)["runs"]
-        roles = sorted(
-            tag["value"] for r in runs for tag in r["data"]["tags"] if tag["key"] == "fmsearch.role"
-        )
-        assert roles == ["promotion", "study", "trial", "trial"]
-        trial = next(
-            r for r in runs
-            if {"key": "fmsearch.role", "value": "trial"} in r["data"]["tags"]
-        )  # fmt: skip
-        run_id = trial["info"]["run_id"]
-        status, png = _get(f"{base}/get-artifact?path=val_confusion_matrix.png&run_uuid={run_id}")
-        assert status == 200 and png[:4] == b"\x89PNG"
-    finally:
-        _stop(ui)
+def test_ui_shows_the_study(ui):
+    base = ui
+    _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cnn")
+    experiment = json.loads(body)["experiment"]
+    search = json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode()
+    _, body = _get(f"{base}/api/2.0/mlflow/runs/search", data=search)
+    runs = json.loads(body)["runs"]
+    roles = sorted(
+        tag["value"] for r in runs for tag in r["data"]["tags"] if tag["key"] == "fmsearch.role"
+    )
+    assert roles == ["promotion", "study", "trial", "trial"]
+    trial = next(
+        r for r in runs
+        if {"key": "fmsearch.role", "value": "trial"} in r["data"]["tags"]
+    )  # fmt: skip
+    run_id = trial["info"]["run_id"]
+    status, png = _get(f"{base}/get-artifact?path=val_confusion_matrix.png&run_uuid={run_id}")
+    assert status == 200 and png[:4] == b"\x89PNG"
 
 
 def _browser():
@@ -111,17 +119,14 @@ def _browser():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
-def test_ui_in_a_real_browser(workdir, tmp_path):
+def test_ui_in_a_real_browser(ui, tmp_path):
     """Chromium finds the study's trial runs and the champion's confusion matrix in the UI."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = _free_port()
-    ui = _start([str(BIN / "fmsearch"), "ui", "--port", str(port)], workdir, tmp_path / "ui.log")
-    base = f"http://127.0.0.1:{port}"
+    base = ui
     browser = None
     try:
-        _wait_for(f"{base}/health", ui)
         _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cnn")
         experiment = json.loads(body)["experiment"]["experiment_id"]
         _, body = _get(
@@ -163,7 +168,6 @@ def test_ui_in_a_real_browser(workdir, tmp_path):
     finally:
         if browser is not None:
             browser.quit()
-        _stop(ui)
 
 
 def test_champion_serves_over_http(workdir, tmp_path, fashion):

@@ -22,7 +22,7 @@ def test_a_killed_worker_s_trial_fails_and_runs_again(tmp_path):
     coordinator = start(
         [*FMSEARCH, "run", "--arch", "cnn", "--trials", "2", "--workers", "0", *beat,
          "--subset", "600", "--val-size", "200", "--max-epochs", "3", "--pruner", "none",
-         "--patience", "0", "--seed", "0"],
+         "--patience", "0", "--seed", "0", "--no-promote"],
         cwd=tmp_path, log=tmp_path / "run.log",
     )  # fmt: skip
     wait_until(lambda: (tmp_path / "mlruns/optuna.db").exists() and has_study(store, "cnn"),
