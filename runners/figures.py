@@ -40,7 +40,8 @@ def training_curves(history: Mapping[str, Sequence[float]], *, title: str) -> Fi
         ax.set_xlabel("epoch")
         ax.set_ylabel(quantity)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # scikit-learn trials have no loss curve
+            ax.legend()
     fig.suptitle(title)
     return fig
 

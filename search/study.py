@@ -229,8 +229,10 @@ def run_worker(
     params = {"arch": arch, **(run_params or {})}
     experiment_id, parent_run_id = open_study_run(study, arch=arch, tracker=tracker, params=params)
     # Resolving "auto" starts TensorFlow's device discovery (seconds on a loaded machine): done
-    # before the clock starts, so that set-up never eats a short --timeout.
-    policy = resolve_policy(precision)
+    # before the clock starts, so that set-up never eats a short --timeout, and only for
+    # Keras trials (scikit-learn ones never import TensorFlow).
+    keras_trials = ARCHITECTURES[arch].KIND == "keras"
+    policy = resolve_policy(precision) if keras_trials else "float32"
     deadline = None if timeout is None else time.monotonic() + timeout
     objective = Objective(
         space=ARCHITECTURES[arch],
