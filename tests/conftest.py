@@ -27,19 +27,22 @@ from runners.data import FashionMNIST, Split, load_fashion_mnist, split_train_va
 # hands whole modules to whichever xdist worker is free (--dist loadfile): a long module
 # that starts last would stretch the run by its length. Modules not listed follow.
 SLOWEST_FIRST = (
-    "benchmarks/test_searches.py",
-    "benchmarks/test_measurements.py",
     "test_cli_architectures.py",
-    "scale_out/test_tracking_outage.py",
-    "scale_out/test_killed_worker.py",
-    "scale_out/test_postgres_restart.py",
-    "test_end_to_end.py",
+    "benchmarks/test_measurements.py",
+    "benchmarks/test_searches.py",
     "test_cli_search_controls.py",
+    "scale_out/test_postgres_restart.py",
+    "scale_out/test_tracking_outage.py",
+    "test_end_to_end.py",
     "search/test_promotion.py",
-    "search/test_study.py",
+    "scale_out/test_killed_worker.py",
     "test_cli.py",
+    "search/test_study.py",
     "search/test_kt_engine.py",
     "spaces/test_spaces.py",
+    "search/test_insight.py",
+    "search/test_storage.py",
+    "runners/test_training.py",
 )
 
 

@@ -120,7 +120,7 @@ def test_ui_needs_a_local_store(cli, tmp_path):
     _one_line_error(result, r"is already a tracking server")
 
 
-def test_run_tracks_promotes_and_resumes(cli, stores, tmp_path, fashion):
+def test_run_tracks_promotes_resumes_and_predicts(cli, stores, tmp_path, fashion):
     result = cli("run", "--arch", "mlp", "--trials", 3, *_store_args(stores), *QUICK)
     assert result.exit_code == 0, result.output
     assert "study mlp: 3 complete, 0 pruned, 0 failed; best trial" in result.output
@@ -187,11 +187,9 @@ def test_run_tracks_promotes_and_resumes(cli, stores, tmp_path, fashion):
     current = client.get_model_version_by_alias("fmsearch-mlp", "champion")
     assert float(row.split()[2]) == pytest.approx(float(current.tags["test_accuracy"]), abs=1e-4)
 
-
-def test_predict(cli, stores, tmp_path, fashion):
+    # `predict` on the champion: .npy batches and image files, to the screen and a CSV.
     from PIL import Image
 
-    cli("run", "--arch", "mlp", "--trials", 1, *_store_args(stores), *QUICK)
     np.save(tmp_path / "batch.npy", fashion.x_test[:4])
     Image.fromarray(fashion.x_test[4]).save(tmp_path / "img.png")
     out = tmp_path / "predictions.csv"

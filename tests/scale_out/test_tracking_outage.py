@@ -24,7 +24,7 @@ def test_tracking_server_down_for_part_of_a_study(tmp_path):
     # Fewer HTTP retries than fmsearch's default, to keep the test short.
     env = {**ENV, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
     run = start(
-        [*FMSEARCH, "run", "--arch", "mlp", "--trials", "4", "--subset", "2000",
+        [*FMSEARCH, "run", "--arch", "mlp", "--trials", "3", "--subset", "1000",
          "--val-size", "500", "--max-epochs", "2", "--pruner", "none", "--seed", "0",
          "--storage", store, "--tracking-uri", uri, "--no-promote"],
         cwd=tmp_path, log=tmp_path / "run.log", env=env,
@@ -42,7 +42,7 @@ def test_tracking_server_down_for_part_of_a_study(tmp_path):
         stop(server)
     assert time.monotonic() - down_at < 600
     study = study_of(store, "mlp")
-    assert len(counted(study)) == 4
+    assert len(counted(study)) == 3
     # The server's own store, read directly: what the server wrote is what it would serve.
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = {r.info.run_id: r for r in trial_runs(client, "mlp")}
