@@ -45,7 +45,7 @@ def search(args: argparse.Namespace, *, pruner: str, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="mlp, 3 trials, one seed")
+    parser.add_argument("--quick", action="store_true", help="mlp, 2 trials, one seed")
     parser.add_argument("--arch", default="mlp")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=2)
@@ -55,7 +55,7 @@ def main() -> None:
     add_results_dir(parser)
     args = parser.parse_args()
     if args.quick:
-        args.trials, args.seeds, args.subset, args.val_size, args.max_epochs = 3, 1, 300, 300, 2
+        args.trials, args.seeds, args.subset, args.val_size, args.max_epochs = 2, 1, 300, 300, 2
     runs = {p: [search(args, pruner=p, seed=s) for s in range(args.seeds)] for p in PRUNERS}
     reached = []
     for pruned, full in zip(runs["hyperband"], runs["none"], strict=True):
