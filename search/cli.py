@@ -32,6 +32,9 @@ _ENVIRONMENT = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    # `fmsearch ui` and `fmsearch server`: MLflow 3's job runner (seven Huey processes, for
+    # its GenAI jobs, which fmsearch never submits) made the server answer after 23 s here.
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
 
 
@@ -1030,7 +1033,8 @@ def ui(tracking_uri, host, port) -> None:
     if db is not None and not db.is_file():
         raise FmsearchError(f"no MLflow store at {db}: run `fmsearch run` first")
     command = [_mlflow_executable(), "ui", "--backend-store-uri", uri]
-    command += ["--host", host, "--port", str(port)]
+    # One person browsing: one worker process, not MLflow's four (each imports all of MLflow).
+    command += ["--host", host, "--port", str(port), "--workers", "1"]
     artifact_root = default_artifact_root(uri)
     if artifact_root is not None:
         command += ["--default-artifact-root", artifact_root.as_uri()]
