@@ -13,12 +13,14 @@ RUN_ARGS ?= --arch mlp --trials 10 --subset 10000 --max-epochs 5
 
 install: $(VENV)/.installed
 
+# --no-compile: Python compiles what it imports on first use; compiling all of TensorFlow and
+# PyTorch up front took 15 s more of the install here, mostly for modules never imported.
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
-	$(BIN)/pip install --quiet "torch==2.13.0+cpu" 2>/dev/null \
-		|| $(BIN)/pip install --quiet torch --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/pip install --quiet --no-compile -e ".[test]"
+	$(BIN)/pip install --quiet --no-compile "torch==2.13.0+cpu" 2>/dev/null \
+		|| $(BIN)/pip install --quiet --no-compile torch --index-url $(TORCH_CPU_INDEX)
 	touch $@
 
 # Debian ships the original IDX files; elsewhere fmsearch falls back to the Keras cache or download.

@@ -32,16 +32,16 @@ def _stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A directory where a real `fmsearch run` searched cnn on the embedded defaults."""
+    """A directory where a real `fmsearch run` searched mlp on the embedded defaults."""
     cwd = tmp_path_factory.mktemp("user")
     result = subprocess.run(
-        [BIN / "fmsearch", "run", "--arch", "cnn", "--trials", "2", "--subset", "400",
+        [BIN / "fmsearch", "run", "--arch", "mlp", "--trials", "2", "--subset", "400",
          "--val-size", "200", "--max-epochs", "1", "--pruner", "none", "--seed", "1"],
         cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "study cnn: 2 complete, 0 pruned, 0 failed" in result.stdout
-    assert "fmsearch-cnn version 1 from trial" in result.stdout
+    assert "study mlp: 2 complete, 0 pruned, 0 failed" in result.stdout
+    assert "fmsearch-mlp version 1 from trial" in result.stdout
     assert "Traceback" not in result.stderr
     return cwd
 
@@ -63,14 +63,14 @@ def ui(workdir):
 def test_embedded_defaults_live_under_mlruns(workdir):
     assert (workdir / "mlruns" / "optuna.db").is_file()
     assert (workdir / "mlruns" / "mlflow.db").is_file()
-    pngs = list((workdir / "mlruns" / "artifacts" / "cnn").rglob("val_confusion_matrix.png"))
+    pngs = list((workdir / "mlruns" / "artifacts" / "mlp").rglob("val_confusion_matrix.png"))
     assert len(pngs) == 2
 
 
 def test_predict_in_a_real_process(workdir, fashion):
     np.save(workdir / "four.npy", fashion.x_test[:4])
     result = subprocess.run(
-        [BIN / "fmsearch", "predict", "--model", "models:/fmsearch-cnn@champion", "four.npy"],
+        [BIN / "fmsearch", "predict", "--model", "models:/fmsearch-mlp@champion", "four.npy"],
         cwd=workdir, env=ENV, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -80,7 +80,7 @@ def test_predict_in_a_real_process(workdir, fashion):
 
 def test_ui_shows_the_study(ui):
     base = ui
-    _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cnn")
+    _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mlp")
     experiment = json.loads(body)["experiment"]
     search = json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode()
     _, body = _get(f"{base}/api/2.0/mlflow/runs/search", data=search)
@@ -127,10 +127,10 @@ def test_ui_in_a_real_browser(ui, tmp_path):
     base = ui
     browser = None
     try:
-        _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cnn")
+        _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mlp")
         experiment = json.loads(body)["experiment"]["experiment_id"]
         _, body = _get(
-            f"{base}/api/2.0/mlflow/registered-models/alias?name=fmsearch-cnn&alias=champion"
+            f"{base}/api/2.0/mlflow/registered-models/alias?name=fmsearch-mlp&alias=champion"
         )
         promotion = json.loads(body)["model_version"]["run_id"]
         browser = _browser()
@@ -144,7 +144,7 @@ def test_ui_in_a_real_browser(ui, tmp_path):
             ]  # fmt: skip
 
         browser.get(f"{base}/#/experiments/{experiment}/runs")
-        wait.until(lambda b: "cnn" in b.page_source and expanders(b))
+        wait.until(lambda b: "mlp" in b.page_source and expanders(b))
         expanders(browser)[0].click()  # the study's parent run opens onto its nested runs
         wait.until(lambda b: "trial-0" in b.page_source and "trial-1" in b.page_source)
         assert "promotion-trial-" in browser.page_source
@@ -176,7 +176,7 @@ def test_champion_serves_over_http(workdir, tmp_path, fashion):
     port = _free_port()
     env = {**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns/mlflow.db"}
     server = _start(
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fmsearch-cnn@champion",
+        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/fmsearch-mlp@champion",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
         workdir, tmp_path / "serve.log", env=env,
     )  # fmt: skip
@@ -189,7 +189,7 @@ def test_champion_serves_over_http(workdir, tmp_path, fashion):
         )
         served = json.loads(body)["predictions"]
         tracker = Tracker(tracking_uri=env["MLFLOW_TRACKING_URI"])
-        local = tracker.load_served_model("models:/fmsearch-cnn@champion").predict(images)
+        local = tracker.load_served_model("models:/fmsearch-mlp@champion").predict(images)
         assert [p["class_index"] for p in served] == local["class_index"].tolist()
         assert served[0]["Ankle boot"] == pytest.approx(local["Ankle boot"][0], rel=1e-5)
 
