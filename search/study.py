@@ -558,16 +558,16 @@ class Objective:
             params=params,
             refit_of=refit_of,
         )
-        if run_id is not None:
-            trial.set_user_attr(RUN_ID_ATTR, run_id)
-        reporter = _Reporter(
-            trial,
-            log,
-            prunable=len(self._objectives) == 1 and refit_of is None,
-            on_epoch=self._on_epoch,
-        )
         train = self._train_sklearn if self._space.KIND == "sklearn" else self._train_keras
         try:
+            if run_id is not None:
+                trial.set_user_attr(RUN_ID_ATTR, run_id)
+            reporter = _Reporter(
+                trial,
+                log,
+                prunable=len(self._objectives) == 1 and refit_of is None,
+                on_epoch=self._on_epoch,
+            )
             result = train(trial, params, split, log, reporter)
         except optuna.TrialPruned as exc:
             self._close(trial, log, state="PRUNED", reason=str(exc))
@@ -576,6 +576,15 @@ class Objective:
             self._fail(trial, log, str(exc))
             raise
         except Exception as exc:
+            if is_outage(exc):
+                # The storage is what failed: Optuna's record of this trial waits for the
+                # reaper (it runs again), MLflow's run ends now rather than stay RUNNING.
+                log.close(
+                    state="FAIL",
+                    reason="storage out of reach mid-trial: a trial left running is failed "
+                    "by heartbeat and runs again",
+                )
+                raise
             # Anything else that breaks one trial (a Keras error for one configuration, say)
             # fails that trial only; the failure guard stops a study where every trial does.
             logger.debug("trial %d failed", trial.number, exc_info=True)
@@ -705,8 +714,8 @@ class Objective:
         trial.set_user_attr(EPOCHS_ATTR, result.epochs)
 
     def _fail(self, trial: optuna.Trial, log: TrialLog, reason: str) -> None:
-        trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
         self._close(trial, log, state="FAIL", reason=reason)
+        trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
 
 
 class ParentRunProgress:

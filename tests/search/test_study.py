@@ -221,3 +221,57 @@ def test_a_retried_refit_keeps_its_images_and_epochs_in_any_worker(
     retried = strict.trials[1]
     assert retried.state == TrialState.COMPLETE
     assert (retried.user_attrs["train_images"], retried.user_attrs["epochs"]) == (1200, 2)
+
+
+def test_a_storage_outage_mid_trial_ends_its_run_and_the_trial_runs_again(
+    tracker, small_split, storage_url, monkeypatch
+):
+    """The database goes away mid-trial (RELIABILITY.md: a PostgreSQL restart; found by the
+    scale-out restart test): the worker waits for it, heartbeats fail the lost trial, it runs
+    again, and its MLflow run ends FAILED instead of staying RUNNING."""
+    import sqlalchemy.exc
+
+    study = create_or_load_study(
+        storage=open_storage(storage_url, heartbeat_interval=1),
+        study_name="tiny",
+        arch="mlp",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+    )
+    study.enqueue_trial(GOOD_MLP)
+    # The database goes away right after trial 0's MLflow run is created (before Optuna
+    # could note the run's id) and comes back once Optuna has failed to record the trial.
+    down = []
+    start_run = type(tracker).start_trial_run
+    attr, tell = (
+        optuna.storages.RDBStorage.set_trial_user_attr,
+        optuna.storages.RDBStorage.set_trial_state_values,
+    )
+
+    def start_then_drop(self, **kwargs):
+        run_id = start_run(self, **kwargs)
+        if kwargs["trial_number"] == 0:
+            down.append("run created")
+        return run_id
+
+    def refuse(what, call, *args, **kwargs):
+        if down == ["run created"]:
+            if what == "tell":
+                down.append("tell")
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, ConnectionError("restarting"))
+        return call(*args, **kwargs)
+
+    monkeypatch.setattr(type(tracker), "start_trial_run", start_then_drop)
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_user_attr",
+                        lambda *a, **k: refuse("attr", attr, *a, **k))  # fmt: skip
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values",
+                        lambda *a, **k: refuse("tell", tell, *a, **k))  # fmt: skip
+    monkeypatch.setattr(search.study, "STORAGE_RETRY_SECONDS", 0.1)
+    run_worker(study=study, arch="mlp", split=small_split, tracker=tracker, max_epochs=1, seed=0)
+    lost, again = study.trials
+    assert down == ["run created", "tell"] and lost.state == TrialState.FAIL
+    assert again.state == TrialState.COMPLETE and again.system_attrs["failed_trial"] == 0
+    runs = {r.data.tags["fmsearch.trial_number"]: r for r in _runs(tracker, "tiny", "trial")}
+    assert runs["0"].info.status == "FAILED"
+    assert "storage out of reach mid-trial" in runs["0"].data.tags["fmsearch.reason"]
+    assert runs["1"].info.status == "FINISHED"
