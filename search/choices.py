@@ -62,12 +62,13 @@ def make_sampler(
     Raises:
         FmsearchError: Unknown name, or the GP sampler without PyTorch.
     """
-
     sampler = _make_sampler(name, seed=seed)
     return pinned(sampler, fixed) if fixed else sampler
 
 
-def pinned(sampler: optuna.samplers.BaseSampler, fixed: dict[str, Any]):
+def pinned(
+    sampler: optuna.samplers.BaseSampler, fixed: dict[str, Any]
+) -> optuna.samplers.BaseSampler:
     """``sampler`` with the ``fixed`` values pinned (Optuna's ``PartialFixedSampler``: they are
     recorded under the space's own distributions)."""
     import optuna

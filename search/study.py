@@ -231,8 +231,7 @@ def run_worker(
     # Resolving "auto" starts TensorFlow's device discovery (seconds on a loaded machine): done
     # before the clock starts, so that set-up never eats a short --timeout, and only for
     # Keras trials (scikit-learn ones never import TensorFlow).
-    keras_trials = ARCHITECTURES[arch].KIND == "keras"
-    policy = resolve_policy(precision) if keras_trials else "float32"
+    policy = resolve_policy(precision) if ARCHITECTURES[arch].KIND == "keras" else "float32"
     deadline = None if timeout is None else time.monotonic() + timeout
     objective = Objective(
         space=ARCHITECTURES[arch],
