@@ -21,6 +21,8 @@ ENGINES = ("optuna", "keras-tuner")
 TUNERS = ("hyperband", "bayesian", "random")
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("hyperband", "median", "none")
+# What a budgeted search prunes with: the median rule inside each rung of its ladder.
+PLANNED_PRUNER = "rung-median"
 OBJECTIVES = ("accuracy", "accuracy,params", "accuracy,latency")
 
 
@@ -117,6 +119,10 @@ def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     if name == "none":
         return optuna.pruners.NopPruner()
+    if name == PLANNED_PRUNER:
+        from search.ladder import RungMedianPruner
+
+        return RungMedianPruner()
     raise FmsearchError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
 
 

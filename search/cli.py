@@ -11,14 +11,16 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from runners.errors import FmsearchError
 from runners.precision import PRECISIONS
-from search.choices import ENGINES, OBJECTIVES, PRUNERS, SAMPLERS, TUNERS
+from search.choices import ENGINES, OBJECTIVES, PLANNED_PRUNER, PRUNERS, SAMPLERS, TUNERS
 from spaces import ARCHITECTURES
+from spaces.common import AUGMENTED_MIN_EPOCHS, short_run_start, short_search_fixes
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +118,10 @@ budget_option = click.option(
     "--budget-hours",
     type=click.FloatRange(min=0, min_open=True),
     metavar="HOURS",
-    help="Stop the search after this long: no trial starts later, and a Keras trial still "
-    "running ends after its current epoch, keeping its best epoch. Promotion follows.",
+    help="The time the whole command may take. Without --trials (Keras architectures): "
+    "measure this host, plan a ladder of growing data subsets, train the top configurations "
+    "on all images, promote (the plan is printed first). With --trials: stop starting "
+    "trials after this long; a Keras trial still running ends after its current epoch.",
 )
 
 
@@ -231,6 +235,7 @@ def _work(
     run_params,
     refit_split=None,
     refit=None,
+    ladder=None,
 ):
     """Run the study's pool (or ``refit``) in this process, with a progress bar."""
     from search.study import run_worker
@@ -256,6 +261,7 @@ def _work(
             on_epoch=progress.epoch,
             refit_split=refit_split,
             refit=refit,
+            ladder=ladder,
         ),
     )
 
@@ -471,9 +477,11 @@ def _echo_outcome(outcome) -> None:
     "resolves auto on its own host.",
 )
 @click.option(
-    "--enqueue",
-    is_flag=True,
-    help="Start with the architecture's published configuration (once per study).",
+    "--enqueue/--no-enqueue",
+    default=None,
+    help="Start with the architecture's published configuration (once per study; a Keras "
+    "search of under 10 epochs also with it retuned for few epochs).  "
+    "[default: on, unless --space-file narrows the space or --engine keras-tuner]",
 )
 @click.option(
     "--refit-epochs",
@@ -579,19 +587,35 @@ def run(
         worker_command,
     )
 
+    # The whole command counts against --budget-hours, set-up included.
+    started_at = time.time()
     # Everything that can be wrong with the input is checked before the study exists.
     timeout, hard_timeout = _time_limit(timeout, budget_hours)
     space = ARCHITECTURES[arch]
     check_requirements(space, arch=arch)
     objectives = parse_objectives(objective, space, arch=arch)
+    trials_given = click.get_current_context().get_parameter_source("n_trials") not in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
+    planned = _planned(budget_hours=budget_hours, trials_given=trials_given, space=space,
+                       engine=engine, objectives=objectives, refit_epochs=refit_epochs)  # fmt: skip
     distributions = describe_space(space) if fixes or space_file else {}
     fixed = parse_fixed(fixes, distributions)
     narrowed = load_space_file(space_file, distributions) if space_file else {}
+    if space.KIND == "keras" and not planned:
+        fixed = {**short_search_fixes(max_epochs, named={*fixed, *narrowed}), **fixed}
+    if enqueue is None:
+        enqueue = engine != "keras-tuner" and space_file is None
     if engine == "keras-tuner":
         _check_keras_tuner(arch=arch, space=space, objectives=objectives, workers=workers,
                            enqueue=enqueue)  # fmt: skip
         sampler, pruner = "random", "none"  # Keras Tuner chooses; Optuna only records
         study_name = study_name or f"{arch}-kt-{tuner}"
+    if planned:
+        timeout, hard_timeout = None, False  # the plan sets the search's own deadline
+        if pruner != "none":
+            pruner = PLANNED_PRUNER
     if refit_epochs and len(objectives) > 1:
         raise FmsearchError(
             "--refit-epochs: expected --objective accuracy (a refit is judged on accuracy "
@@ -625,14 +649,15 @@ def run(
         arch=arch,
         objectives=objectives,
         settings=settings,
-        # Keras Tuner, not the pool, decides what runs: it enqueues each trial itself.
-        n_trials=0 if engine == "keras-tuner" else n_trials,
-        enqueue=space.DEFAULTS if enqueue else None,
+        # Keras Tuner, not the pool, decides what runs: it enqueues each trial itself. A
+        # planned search's ladder adds its own, one per free worker at a time.
+        n_trials=0 if engine == "keras-tuner" else max(workers, 1) if planned else n_trials,
+        enqueue=_starts(space, max_epochs=max_epochs, planned=planned) if enqueue else (),
     )
     logger.info(
-        "study %s: %d trials, %s, up to %d epochs",
+        "study %s: %s, %s, up to %d epochs",
         study.study_name,
-        n_trials,
+        "planned from the budget" if planned else f"{n_trials} trials",
         f"{workers} worker processes" if workers != 1 else "in this process",
         max_epochs,
     )
@@ -645,7 +670,7 @@ def run(
         "val_size": val_size,
         "seed": seed,
         "objective": objective,
-        "fixed": ", ".join(fixes) or None,
+        "fixed": ", ".join(f"{k}={v}" for k, v in fixed.items()) or None,
         "space_file": str(space_file) if space_file else None,
         "precision": precision,
         "budget_hours": budget_hours,
@@ -656,7 +681,15 @@ def run(
         "data_source": data.source,
         "workers": workers,
     }
-    open_study_run(study, arch=arch, tracker=tracker, params=run_params)
+    _, parent_run_id = open_study_run(study, arch=arch, tracker=tracker, params=run_params)
+    plan = ladder = None
+    if planned:
+        plan, ladder = _make_plan(
+            study=study, arch=arch, settings=settings, split=split, data=data, tracker=tracker,
+            parent_run_id=parent_run_id, budget_hours=budget_hours, started_at=started_at,
+        )  # fmt: skip
+        n_trials = sum(r.configs for r in plan.rungs)
+        timeout, hard_timeout = plan.search_ends_at - time.time(), True
     if engine == "keras-tuner":
         _work_keras_tuner(
             study=study,
@@ -685,6 +718,7 @@ def run(
             n_trials=n_trials,
             quiet=quiet,
             run_params=run_params,
+            ladder=ladder,
         )
     elif workers == 0:
         click.echo(f"waiting for workers to run study {study.study_name}'s trials", err=True)
@@ -696,6 +730,7 @@ def run(
         command += ["--data-dir", str(data_dir)] if data_dir else []
         command += ["--budget-hours", str(budget_hours)] if budget_hours else []
         command += ["--timeout", str(timeout)] if timeout and not hard_timeout else []
+        # A planned search's workers take its deadline and ladder from the study's plan.
         command += ["--quiet"] if quiet else []
         codes = run_local_workers(
             command, n_workers=workers, threads=threads or threads_per_worker(workers)
@@ -705,6 +740,11 @@ def run(
     outcome = summarize(study, parent_run_id="")
     _echo_outcome(outcome)
     try:
+        if plan is not None:
+            _finals(study=study, arch=arch, settings=settings, split=split, tracker=tracker,
+                    plan=plan, quiet=quiet, run_params=run_params,
+                    parent_run_id=parent_run_id)  # fmt: skip
+            outcome = summarize(study, parent_run_id="")
         if refit_epochs:
             _refit(study=study, arch=arch, settings=settings, split=split, data=data,
                    tracker=tracker, epochs=refit_epochs, quiet=quiet,
@@ -724,6 +764,101 @@ def run(
             )
     finally:
         _refresh_report(study=study, tracker=tracker, register_as=register_as)
+        if plan is not None:
+            _check_plan(tracker=tracker, parent_run_id=parent_run_id, plan=plan)
+
+
+def _starts(space, *, max_epochs: int, planned: bool) -> list[dict]:
+    """The configurations a new study starts from: the published one, and for a short
+    Keras search the same retuned for few epochs."""
+    if space.KIND != "keras" or planned or max_epochs >= AUGMENTED_MIN_EPOCHS:
+        return [space.DEFAULTS]
+    return [space.DEFAULTS, short_run_start(space.DEFAULTS)]
+
+
+def _planned(*, budget_hours, trials_given, space, engine, objectives, refit_epochs) -> bool:
+    """Whether ``run`` plans its search from --budget-hours (see the option's help)."""
+    if budget_hours is None or trials_given:
+        return False
+    why_not = (
+        "a scikit-learn architecture" if space.KIND != "keras"
+        else "--engine keras-tuner" if engine != "optuna"
+        else "a multi-objective search" if len(objectives) > 1
+        else "--refit-epochs (the plan trains its winners on all images itself)"
+        if refit_epochs else None
+    )  # fmt: skip
+    if why_not:
+        logger.info("--budget-hours bounds the trials, no plan: %s", why_not)
+    return why_not is None
+
+
+def _make_plan(*, study, arch, settings, split, data, tracker, parent_run_id, budget_hours,
+               started_at):  # fmt: skip
+    """Measure this host, plan the budget, print and record the plan; the plan and ladder."""
+    from runners.precision import resolve_policy
+    from search.budget import make_ladder, measure_host, record_plan
+    from search.plan import make_plan
+
+    throughput = measure_host(
+        arch=arch, split=split, fixed=settings.fixed, policy=resolve_policy(settings.precision)
+    )
+    plan = make_plan(
+        budget_seconds=budget_hours * 3600,
+        train_images_per_s=throughput.train_images_per_s,
+        eval_images_per_s=throughput.eval_images_per_s,
+        train_images=len(split.x_train),
+        val_images=len(split.x_val),
+        started_at=started_at,
+        probe_seconds=time.time() - started_at,
+        max_rung_epochs=settings.max_epochs,
+    )
+    click.echo(plan.describe(arch=arch), err=True)
+    record_plan(study, tracker=tracker, parent_run_id=parent_run_id, plan=plan, arch=arch)
+    ladder = make_ladder(plan, data=data, full=split, val_size=settings.val_size)
+    return plan, ladder
+
+
+def _finals(*, study, arch, settings, split, tracker, plan, quiet, run_params,
+            parent_run_id) -> None:  # fmt: skip
+    """Train the plan's top configurations on all the images, in this process, then keep
+    their ensemble or flip TTA if either wins on validation."""
+    from search.budget import run_finals
+    from search.ensemble import combine_finals
+
+    def run(refit, seconds):
+        return _work(study=study, arch=arch, objectives=("accuracy",), settings=settings,
+                     split=split, tracker=tracker, timeout=seconds, hard_timeout=True,
+                     n_trials=1, quiet=quiet, run_params=run_params, refit_split=split,
+                     refit=refit)  # fmt: skip
+
+    trained = run_finals(study=study, plan=plan, run=run)
+    if trained:
+        click.echo(f"final training of trials {', '.join(map(str, trained))} on all images")
+    choice = combine_finals(study=study, tracker=tracker, split=split,
+                            parent_run_id=parent_run_id, arch=arch)  # fmt: skip
+    if choice is not None:
+        chosen = choice.chosen
+        click.echo(
+            f"{'kept ' if choice.combined else ''}{chosen.describe()}: val_accuracy "
+            f"{chosen.val_accuracy:.4f}"
+            + ("" if choice.combined else " (no ensemble or flip TTA beat it)")
+        )
+
+
+def _check_plan(*, tracker, parent_run_id, plan) -> None:
+    """Say how the plan's estimate compared with what the command took."""
+    from search.budget import record_outcome
+
+    try:
+        figures = record_outcome(tracker=tracker, parent_run_id=parent_run_id, plan=plan)
+    except Exception as exc:
+        logger.warning("the plan's outcome was not recorded: %s", exc)
+        return
+    click.echo(
+        f"plan: estimated {figures['plan_estimated_seconds']:.0f} s, took "
+        f"{figures['plan_actual_seconds']:.0f} s ({figures['plan_error']:+.0%}; budget "
+        f"{plan.budget_seconds:.0f} s)"
+    )
 
 
 def _refresh_report(*, study, tracker, register_as: str | None) -> None:
@@ -792,6 +927,7 @@ def worker(
     _set_threads(threads)
     timeout, hard_timeout = _time_limit(timeout, budget_hours)
     from runners.data import load_fashion_mnist, split_train_val
+    from search.budget import make_ladder, stored_plan
     from search.urls import default_storage
     from search.workers import open_worker_study
 
@@ -806,6 +942,12 @@ def worker(
     split = split_train_val(
         data.x_train, data.y_train, val_size=settings.val_size, subset=settings.subset
     )
+    ladder = None
+    plan = stored_plan(study)
+    if plan is not None and timeout is None:
+        # A planned search: its ladder, and its deadline for everyone.
+        ladder = make_ladder(plan, data=data, full=split, val_size=settings.val_size)
+        timeout, hard_timeout = plan.search_ends_at - time.time(), True
     outcome = _work(
         study=study,
         arch=arch,
@@ -820,6 +962,7 @@ def worker(
         run_params={},
         # A refit trial re-run after its worker died can come to any worker: all images.
         refit_split=_full_split(data, settings=settings, split=split),
+        ladder=ladder,
     )
     _echo_outcome(outcome)
 

@@ -26,12 +26,14 @@ from search.tracking import (
     DECISION_TAG,
     EXTRA_PACKAGES_TAG,
     FLAVOR_TAG,
+    MEMBERS_TAG,
     MODEL_URI_TAG,
     PARENT_TAG,
     ROLE_TAG,
     SOURCE_RUN_TAG,
     SOURCE_TRIAL_TAG,
     STUDY_TAG,
+    TTA_TAG,
     Tracker,
     confusion_json,
 )
@@ -160,6 +162,8 @@ def _promote(
             model_uri=model_uri,
             flavor=trial_tags.get(FLAVOR_TAG, "keras"),
             extra_packages=tuple(filter(None, trial_tags.get(EXTRA_PACKAGES_TAG, "").split(","))),
+            members=tuple(filter(None, trial_tags.get(MEMBERS_TAG, "").split(","))),
+            tta=trial_tags.get(TTA_TAG) == "true",
             test_images=test_images,
             test_labels=test_labels,
             model_name=model_name,
@@ -255,8 +259,13 @@ def _register(
     test_images: np.ndarray,
     test_labels: np.ndarray,
     model_name: str,
+    members: tuple[str, ...] = (),
+    tta: bool = False,
 ) -> ModelVersion:
-    """Log the served model in a promotion run, score it on the test set, register it."""
+    """Log the served model in a promotion run, score it on the test set, register it.
+
+    An ensemble trial's served model holds all its ``members`` (and flip TTA if ``tta``).
+    """
     experiment_id = tracker.experiment_id(study.study_name)
     run_id = tracker.start_run(
         experiment_id=experiment_id,
@@ -276,6 +285,8 @@ def _register(
             flavor=flavor,
             class_names=CLASS_NAMES,
             extra_packages=extra_packages,
+            members=members,
+            tta=tta,
         )
         served = tracker.load_served_model(served_uri)
         logger.info("judging trial %d on %d test images", trial_number, len(test_labels))

@@ -11,6 +11,10 @@ are taken as 0 to 1 when no value exceeds 1, else as 0 to 255.
 
 Output: a DataFrame with one row per image: ``class_index``, ``class_name``, and one
 probability column per class, named after the class.
+
+An ensemble (``members`` in the model config: the artifact names of several Keras models)
+averages its members' probabilities; with ``tta`` each member also sees the images mirrored
+left to right, and those probabilities are averaged in as well.
 """
 
 from __future__ import annotations
@@ -90,20 +94,27 @@ class FashionClassifier(mlflow.pyfunc.PythonModel):
     """Loads the trial's logged model and wraps it in the input/output contract."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self._class_names = list(context.model_config["class_names"])
-        self._flavor = context.model_config.get("flavor", "keras")
+        config = context.model_config
+        self._class_names = list(config["class_names"])
+        self._flavor = config.get("flavor", "keras")
+        self._tta = bool(config.get("tta", False))
         if self._flavor == "keras":
             import mlflow.keras
 
-            self._model = mlflow.keras.load_model(context.artifacts["model"])
+            self._members = [
+                mlflow.keras.load_model(context.artifacts[name])
+                for name in config.get("members", ["model"])
+            ]
         else:
             import mlflow.sklearn
 
-            self._model = mlflow.sklearn.load_model(context.artifacts["model"])
+            self._members = [mlflow.sklearn.load_model(context.artifacts["model"])]
+        self._model = self._members[0]
 
     @property
     def classifier(self) -> Any:
-        """The wrapped Keras model or scikit-learn pipeline (for explanations)."""
+        """The wrapped Keras model or scikit-learn pipeline (an ensemble's best member), for
+        explanations."""
         return self._model
 
     @property
@@ -115,7 +126,11 @@ class FashionClassifier(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         images = to_images(model_input)
         if self._flavor == "keras":
-            probabilities = self._model.predict(images, batch_size=512, verbose=0)
+            views = [images, images[:, :, ::-1, :]] if self._tta else [images]
+            probabilities = np.mean(
+                [m.predict(v, batch_size=512, verbose=0) for m in self._members for v in views],
+                axis=0,
+            )
         else:
             probabilities = sklearn_probabilities(self._model, images, len(self._class_names))
         return to_frame(probabilities, self._class_names)

@@ -10,7 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -25,6 +25,7 @@ from runners.metrics import measure_latency
 from runners.precision import dtype_policy, resolve_policy
 from runners.reporting import TrialResult
 from search.choices import pinned
+from search.ladder import RUNG_ATTR, Ladder
 from search.locks import storage_lock
 from search.overrides import NarrowedTrial
 from search.storage import GRACE_BEATS, PoolEmpty, backend_of, is_outage
@@ -50,6 +51,11 @@ UNLOGGED_ATTR = "mlflow_unlogged"
 REFIT_ATTR = "refit_of"
 REFIT_EPOCHS_ATTR = "refit_epochs"
 TRAIN_IMAGES_ATTR = "train_images"
+# A trial that stands for an ensemble of finished trials (their numbers), not a training of
+# its own; TTA_ATTR: whether it averages in the mirrored images' predictions too.
+ENSEMBLE_ATTR = "ensemble_of"
+TTA_ATTR = "tta"
+TRAIN_SECONDS_ATTR = "train_seconds"
 # Stop the study when this many trials fail in a row: the cause is then the set-up, not a
 # hyperparameter, and more trials would fail the same way.
 MAX_CONSECUTIVE_FAILURES = 5
@@ -131,13 +137,16 @@ class Refit:
     of: int
     epochs: int
     params: dict[str, Any]
+    # More user attributes for the refit trial (a planned search's final training says so).
+    attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
 def refit_candidate(study: optuna.Study, *, epochs: int) -> Refit | None:
     """A refit of the study's most accurate trial, or None when there is nothing to refit: no
-    completed trial, the best is a refit itself, or it has been refit (or is being) already."""
+    completed trial, the best is a refit or an ensemble, or it has been refit (or is being)
+    already."""
     best = most_accurate(study)
-    if best is None or REFIT_ATTR in best.user_attrs:
+    if best is None or REFIT_ATTR in best.user_attrs or ENSEMBLE_ATTR in best.user_attrs:
         return None
     alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
     for trial in study.get_trials(deepcopy=False, states=alive):
@@ -187,6 +196,7 @@ def run_worker(
     poll_seconds: float = 2.0,
     refit_split: Split | None = None,
     refit: Refit | None = None,
+    ladder: Ladder | None = None,
 ) -> StudyOutcome:
     """Run trials from the study's pool until it is empty and no other worker's trial runs.
 
@@ -222,6 +232,8 @@ def run_worker(
             next trial the pool hands out (one is added if it is empty) gets the refit's
             params, and the worker stops after it. A trial the pool had enqueued with params
             of its own (``--enqueue``, a retry) runs as a search trial first.
+        ladder: A planned search's ladder: it keeps the pool fed with rungs and promotions,
+            and each rung's trials train on its data for its epochs.
 
     Raises:
         FmsearchError: ``MAX_CONSECUTIVE_FAILURES`` trials failed in a row.
@@ -250,6 +262,7 @@ def run_worker(
         on_epoch=on_epoch,
         refit_split=refit_split,
         refit=refit,
+        ladder=ladder,
     )
     base_sampler = study.sampler
     if refit is not None:
@@ -259,6 +272,8 @@ def run_worker(
     guard = FailureGuard(MAX_CONSECUTIVE_FAILURES)
     status = "FAILED"
     callbacks = [ParentRunProgress(tracker, parent_run_id), guard, *callbacks]
+    if ladder is not None and refit is None:
+        callbacks.append(ladder)
 
     def run_pool(remaining: float | None) -> bool:
         """Run trials until the pool is empty; True when this worker is done."""
@@ -267,6 +282,8 @@ def run_worker(
                 study.enqueue_trial({})
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
             return objective.refit_started
+        if ladder is not None:
+            ladder.top_up(study)
         try:
             study.optimize(objective, timeout=remaining, catch=(TrialFailed,), callbacks=callbacks)
             return True  # stopped by the failure guard or the timeout
@@ -513,8 +530,10 @@ class Objective:
         on_epoch: EpochCallback | None = None,
         refit_split: Split | None = None,
         refit: Refit | None = None,
+        ladder: Ladder | None = None,
     ) -> None:
         self._dtype_policy = dtype_policy
+        self._ladder = ladder
         self._refit_split = refit_split
         self._refit = refit
         self.refit_started = False
@@ -545,7 +564,9 @@ class Objective:
             refit_of, self.refit_started = refit.of, True
             trial.set_user_attr(REFIT_ATTR, refit.of)
             trial.set_user_attr(REFIT_EPOCHS_ATTR, refit.epochs)
-        split = self._refit_split if refit_of is not None and self._refit_split else self._split
+            for key, value in refit.attrs.items():
+                trial.set_user_attr(key, value)
+        split, max_epochs, rung = self._fidelity(trial, refit_of)
         trial.set_user_attr(TRAIN_IMAGES_ATTR, len(split.x_train))
         log = TrialLog(self._tracker)
         run_id = log.start(
@@ -556,6 +577,7 @@ class Objective:
             trial_number=trial.number,
             params=params,
             refit_of=refit_of,
+            rung=rung,
         )
         train = self._train_sklearn if self._space.KIND == "sklearn" else self._train_keras
         try:
@@ -567,7 +589,7 @@ class Objective:
                 prunable=len(self._objectives) == 1 and refit_of is None,
                 on_epoch=self._on_epoch,
             )
-            result = train(trial, params, split, log, reporter)
+            result = train(trial, params, split, log, reporter, max_epochs)
         except optuna.TrialPruned as exc:
             self._close(trial, log, state="PRUNED", reason=str(exc))
             raise
@@ -599,6 +621,19 @@ class Objective:
         second = {"params": "n_params", "latency": LATENCY_ATTR}[self._objectives[1]]
         return result.best_value, float(trial.user_attrs[second])
 
+    def _fidelity(self, trial: optuna.Trial, refit_of: int | None) -> tuple[Split, int, int | None]:
+        """What the trial trains on, for how many epochs at most, and its rung (if planned)."""
+        if refit_of is not None:
+            epochs = trial.user_attrs.get(REFIT_EPOCHS_ATTR, self._max_epochs)
+            return self._refit_split or self._split, epochs, None
+        if self._ladder is None:
+            return self._split, self._max_epochs, None
+        # A planned search's first trials come from the plain pool: they are rung 0.
+        rung = int(trial.user_attrs.get(RUNG_ATTR, 0))
+        trial.set_user_attr(RUNG_ATTR, rung)
+        data = self._ladder.data(rung)
+        return data.split, data.epochs, rung
+
     def _close(
         self, trial: optuna.Trial, log: TrialLog, *, state: str, reason: str | None = None
     ) -> None:
@@ -615,6 +650,7 @@ class Objective:
         split: Split,
         log: TrialLog,
         reporter: _Reporter,
+        max_epochs: int,
     ) -> TrialResult:
         from runners.metrics import predict_classes
         from runners.training import fit_trial, free_memory, seed_everything
@@ -622,7 +658,7 @@ class Objective:
         try:
             if self._seed is not None:
                 seed_everything(self._seed + trial.number)
-            plan = self.plan or FitPlan(trial.user_attrs.get(REFIT_EPOCHS_ATTR, self._max_epochs))
+            plan = self.plan or FitPlan(max_epochs)
             with dtype_policy(self._dtype_policy):
                 model = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
             if plan.prepare is not None:
@@ -636,7 +672,7 @@ class Objective:
                 split,
                 max_epochs=plan.max_epochs,
                 reporter=reporter,
-                patience=self._patience,
+                patience=self._patience_for(trial, plan.max_epochs),
                 deadline=self._deadline,
                 initial_epoch=plan.initial_epoch,
                 callbacks=plan.callbacks,
@@ -666,6 +702,7 @@ class Objective:
         split: Split,
         log: TrialLog,
         reporter: _Reporter,
+        max_epochs: int,
     ) -> TrialResult:
         from runners.estimators import fit_estimator_trial, to_features
 
@@ -681,6 +718,13 @@ class Objective:
         )
         trial.set_user_attr("log_seconds", time.perf_counter() - start)
         return result
+
+    def _patience_for(self, trial: optuna.Trial, epochs: int) -> int | None:
+        """Early-stopping patience: a refit's long schedule gets a third of its epochs, since
+        its warm-up can stall the validation accuracy for longer than a short trial's."""
+        if self._patience is None or REFIT_ATTR not in trial.user_attrs:
+            return self._patience
+        return max(self._patience, -(-epochs // 3))
 
     def _log_result(
         self,
@@ -708,7 +752,7 @@ class Objective:
         )
         log.call("confusion matrix and classification report", "log_evaluation", evaluation,
                  class_names=CLASS_NAMES, split="val")  # fmt: skip
-        trial.set_user_attr("train_seconds", result.train_seconds)
+        trial.set_user_attr(TRAIN_SECONDS_ATTR, result.train_seconds)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr(EPOCHS_ATTR, result.epochs)
 

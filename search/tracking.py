@@ -45,11 +45,17 @@ TRIAL_TAG = "fmsearch.trial_number"
 STATE_TAG = "fmsearch.trial_state"
 # On the run of a refit trial: the number of the trial whose configuration it trains again.
 REFIT_TAG = "fmsearch.refit_of"
+# On the run of a planned search's trial: its rung of the ladder (0: the smallest data).
+RUNG_TAG = "fmsearch.rung"
 REASON_TAG = "fmsearch.reason"
 MODEL_URI_TAG = "fmsearch.model_uri"
 FLAVOR_TAG = "fmsearch.flavor"
 # Packages a model needs beyond its flavor's own (xgboost), comma-separated.
 EXTRA_PACKAGES_TAG = "fmsearch.extra_packages"
+# On an ensemble's run: its members' model URIs (comma-separated), and whether each also
+# predicts the mirrored images (flip test-time augmentation).
+MEMBERS_TAG = "fmsearch.members"
+TTA_TAG = "fmsearch.tta"
 SOURCE_RUN_TAG = "fmsearch.source_run_id"
 SOURCE_TRIAL_TAG = "fmsearch.source_trial"
 DECISION_TAG = "fmsearch.decision"
@@ -201,9 +207,10 @@ class Tracker:
         trial_number: int,
         params: dict[str, Any],
         refit_of: int | None = None,
+        rung: int | None = None,
     ) -> str:
         """A nested run for one trial, holding all its params; a refit (of trial
-        ``refit_of``) says so in its name and a tag."""
+        ``refit_of``) and a rung of a planned search say so in its name and a tag."""
         tags = {
             PARENT_TAG: parent_run_id,
             ROLE_TAG: "trial",
@@ -214,11 +221,43 @@ class Tracker:
         }
         if refit_of is not None:
             tags[REFIT_TAG] = refit_of
+        if rung is not None:
+            tags[RUNG_TAG] = rung
         run_id = self.start_run(
             experiment_id=experiment_id,
             run_name=f"trial-{trial_number}"
-            + (f"-refit-of-{refit_of}" if refit_of is not None else ""),
+            + (f"-refit-of-{refit_of}" if refit_of is not None else "")
+            + (f"-rung-{rung}" if rung is not None else ""),
             tags=tags,
+        )
+        self._log(run_id, params=params)
+        return run_id
+
+    def start_ensemble_run(
+        self,
+        *,
+        study_name: str,
+        parent_run_id: str,
+        arch: str,
+        name: str,
+        model_uris: tuple[str, ...],
+        tta: bool,
+        params: dict[str, Any],
+    ) -> str:
+        """A nested run for an ensemble of trials' models (``model_uris``, best first)."""
+        run_id = self.start_run(
+            experiment_id=self.experiment_id(study_name),
+            run_name=name,
+            tags={
+                PARENT_TAG: parent_run_id,
+                ROLE_TAG: "ensemble",
+                STUDY_TAG: study_name,
+                ARCH_TAG: arch,
+                MODEL_URI_TAG: model_uris[0],
+                FLAVOR_TAG: "keras",
+                MEMBERS_TAG: ",".join(model_uris),
+                TTA_TAG: str(tta).lower(),
+            },
         )
         self._log(run_id, params=params)
         return run_id
@@ -229,6 +268,9 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
         self._log(run_id, metrics=metrics, step=step)
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self._log(run_id, params=params)
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self._log(run_id, tags=tags)
@@ -391,12 +433,19 @@ class Tracker:
         flavor: str,
         class_names: tuple[str, ...],
         extra_packages: tuple[str, ...] = (),
+        members: tuple[str, ...] = (),
+        tta: bool = False,
     ) -> str:
         """Log the pyfunc model that serves ``model_uri`` (``keras`` or ``sklearn`` flavor).
+
+        With ``members`` (Keras model URIs, ``model_uri`` first), the served model averages
+        their probabilities; with ``tta``, also over the mirrored images.
 
         Returns:
             The served model's URI.
         """
+        uris = members or (model_uri,)
+        names = ["model", *(f"model_{i}" for i in range(1, len(uris)))]
         import mlflow.pyfunc
         from mlflow.models import Model
 
@@ -412,8 +461,13 @@ class Tracker:
                 flavor_name="pyfunc.ModelFromCode",
                 run_id=run_id,
                 python_model=str(SERVED_MODEL_CODE),
-                artifacts={"model": model_uri},
-                model_config={"class_names": list(class_names), "flavor": flavor},
+                artifacts=dict(zip(names, uris, strict=True)),
+                model_config={
+                    "class_names": list(class_names),
+                    "flavor": flavor,
+                    "members": names,
+                    "tta": tta,
+                },
                 pip_requirements=self.served_requirements(flavor, extra=extra_packages),
             )
         finally:
@@ -428,6 +482,12 @@ class Tracker:
         if flavor == "keras":
             return _requirements(*base, "keras", "tensorflow", *extra)
         return _requirements(*base, "scikit-learn", *extra)
+
+    def load_keras_model(self, model_uri: str) -> keras.Model:
+        """A Keras model a trial logged (fmsearch's own: never load one from elsewhere)."""
+        import mlflow.keras
+
+        return mlflow.keras.load_model(model_uri)
 
     def load_served_model(self, model_uri: str) -> PyFuncModel:
         """Load a served (pyfunc) model: ``models:/NAME@ALIAS``, ``runs:/...`` or a path."""

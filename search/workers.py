@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,9 +77,10 @@ def prepare_study(
     objectives: tuple[str, ...],
     settings: SearchSettings,
     n_trials: int,
-    enqueue: dict[str, Any] | None = None,
+    enqueue: Sequence[dict[str, Any]] = (),
 ) -> optuna.Study:
-    """Create or resume the study, record its settings and fill its pool with ``n_trials``.
+    """Create or resume the study, record its settings and fill its pool with ``n_trials``,
+    the ``enqueue`` configurations first (each once per study).
 
     Done under the study's lock: Optuna breaks when several processes create one study
     at once (optuna#1092, #5385).
@@ -100,8 +102,8 @@ def prepare_study(
                 settings.sampler, seed=settings.seed + len(study.trials), fixed=settings.fixed
             )
         study.set_user_attr(SETTINGS_ATTR, asdict(settings))
-        if enqueue is not None:
-            study.enqueue_trial({**enqueue, **settings.fixed}, skip_if_exists=True)
+        for params in enqueue:
+            study.enqueue_trial({**params, **settings.fixed}, skip_if_exists=True)
         reap_stale_trials(study)
         add_budget(study, n_trials)
     return study

@@ -1,0 +1,202 @@
+"""A budgeted search from start to end: measure, plan, climb the ladder, train the winners.
+
+:func:`measure_host` and :func:`make_ladder` prepare; the ladder's trials run through
+:func:`search.study.run_worker` like any others; :func:`run_finals` trains the top
+configurations on all the images; :func:`record_outcome` checks the plan's estimate against
+what the command took.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from runners.data import IMAGE_SHAPE, NUM_CLASSES, FashionMNIST, Split, split_train_val
+from runners.precision import dtype_policy
+from runners.throughput import Throughput
+from search.ladder import (
+    FINAL_ATTR,
+    PLAN_ATTR,
+    PROMOTED_FROM_ATTR,
+    Ladder,
+    RungData,
+    final_candidates,
+    final_params,
+)
+from search.plan import Plan, final_epochs, plan_summary
+from search.study import (
+    EPOCHS_ATTR,
+    TRAIN_IMAGES_ATTR,
+    TRAIN_SECONDS_ATTR,
+    Refit,
+    StudyOutcome,
+)
+from search.tracking import Tracker
+from spaces import ARCHITECTURES
+
+logger = logging.getLogger(__name__)
+
+
+def measure_host(
+    *, arch: str, split: Split, fixed: Mapping[str, Any], policy: str, seconds: float = 4.0
+) -> Throughput:
+    """How fast this host trains ``arch``'s published configuration (with ``fixed`` pinned)."""
+    from runners.throughput import measure_throughput
+    from runners.training import free_memory
+
+    space = ARCHITECTURES[arch]
+    params = {**space.DEFAULTS, **fixed}
+    try:
+        with dtype_policy(policy):
+            model = space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
+        return measure_throughput(
+            model, params, split.x_train[:4096], split.y_train[:4096], seconds=seconds
+        )
+    finally:
+        model = None
+        free_memory()
+
+
+def make_ladder(plan: Plan, *, data: FashionMNIST, full: Split, val_size: int) -> Ladder:
+    """The plan's ladder over ``data``: rung ``r`` trains on the stratified prefix of its size
+    (each rung's images hold the ones below), every rung validates on ``full``'s images."""
+    rungs = []
+    for rung in plan.rungs:
+        if rung.train_images == len(full.x_train):
+            split = full
+        else:
+            split = split_train_val(
+                data.x_train, data.y_train, val_size=val_size, subset=rung.train_images
+            )
+        rungs.append(RungData(split=split, epochs=rung.epochs))
+    return Ladder(plan=plan, rungs=rungs)
+
+
+def stored_plan(study: optuna.Study) -> Plan | None:
+    """The plan a budgeted ``fmsearch run`` stored on its study, if any."""
+    text = study.user_attrs.get(PLAN_ATTR)
+    return None if text is None else Plan.from_json(text)
+
+
+def record_plan(
+    study: optuna.Study, *, tracker: Tracker, parent_run_id: str, plan: Plan, arch: str
+) -> None:
+    """Keep the plan with the study (for workers) and on its parent run (for people)."""
+    study.set_user_attr(PLAN_ATTR, plan.to_json())
+    tracker.log_params(parent_run_id, plan_summary(plan))
+    tracker.log_json(parent_run_id, {"arch": arch, **_as_dict(plan)}, "plan.json")
+
+
+def _as_dict(plan: Plan) -> dict[str, Any]:
+    import json
+
+    return json.loads(plan.to_json())
+
+
+def run_finals(
+    *,
+    study: optuna.Study,
+    plan: Plan,
+    run: Callable[[Refit, float], StudyOutcome],
+    now: Callable[[], float] = time.time,
+) -> list[int]:
+    """Train the plan's top configurations on all the images, one after the other.
+
+    Each final training is a refit trial (``refit_of`` the ladder trial it trains again,
+    ``final`` set) with a one-cycle schedule. Its epochs come from what an epoch on all the
+    images will take (:func:`epoch_seconds_on_all`), so that the schedule fits the time
+    left and ends annealed.
+
+    Args:
+        study: The searched study.
+        plan: Its plan.
+        run: Runs one refit with a time limit in seconds (:func:`search.study.run_worker`).
+        now: The clock (Unix time).
+
+    Returns:
+        The numbers of the trials whose configurations were trained.
+    """
+    candidates = final_candidates(study, k=plan.top_k)
+    trained = []
+    for i, trial in enumerate(candidates):
+        # Up to twice the plan's epochs when the time allows (the search ran faster than
+        # the probe said): a schedule fitted to the time left, but never far past the plan.
+        epochs = min(
+            2 * max(plan.final_epochs, 1),
+            final_epochs(
+                plan,
+                epoch_seconds=epoch_seconds_on_all(study, plan, trial),
+                finals_left=len(candidates) - i,
+                now=now(),
+            ),
+        )
+        left = plan.finals_end_at - now()
+        if left <= 0:
+            logger.warning("no time left for the final training of trial %d", trial.number)
+            break
+        logger.info(
+            "final training %d/%d: trial %d's configuration, %d epochs",
+            i + 1, len(candidates), trial.number, epochs,
+        )  # fmt: skip
+        refit = Refit(
+            of=trial.number,
+            epochs=epochs,
+            params=final_params(trial.params),
+            attrs={FINAL_ATTR: True},
+        )
+        run(refit, left / (len(candidates) - i))
+        trained.append(trial.number)
+    return trained
+
+
+def epoch_seconds_on_all(study: optuna.Study, plan: Plan, trial: FrozenTrial) -> float:
+    """Seconds an epoch of ``trial``'s configuration on all the training images will take.
+
+    Fitted on the configuration's own trials (``trial`` and the lower rungs it was promoted
+    from): seconds per epoch against training images, a line whose intercept is what an
+    epoch costs at any size (validation, callbacks, logging). With one size only, the
+    plan's measured training rate gives the slope; with none, the plan's estimate stands.
+    """
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    points = []
+    current: FrozenTrial | None = trial
+    while current is not None:
+        attrs = current.user_attrs
+        if attrs.get(TRAIN_SECONDS_ATTR) and attrs.get(EPOCHS_ATTR):
+            points.append(
+                (attrs[TRAIN_IMAGES_ATTR], attrs[TRAIN_SECONDS_ATTR] / attrs[EPOCHS_ATTR])
+            )
+        current = by_number.get(attrs.get(PROMOTED_FROM_ATTR, -1))
+    if not points:
+        return plan.epoch_seconds(plan.train_images)
+    sizes = np.array([n for n, _ in points], dtype=float)
+    seconds = np.array([s for _, s in points])
+    if len(set(sizes)) >= 2:
+        slope, intercept = np.polyfit(sizes, seconds, 1)
+        if slope > 0:
+            return max(float(intercept), 0.0) + float(slope) * plan.train_images
+    largest = int(sizes.argmax())
+    slope = 1.0 / plan.train_images_per_s
+    fixed = max(0.0, float(seconds[largest]) - sizes[largest] * slope)
+    return fixed + plan.train_images * slope
+
+
+def record_outcome(
+    *, tracker: Tracker, parent_run_id: str, plan: Plan, now: Callable[[], float] = time.time
+) -> dict[str, float]:
+    """What the command took against the plan's estimate, on the parent run."""
+    actual = now() - plan.started_at
+    figures = {
+        "plan_estimated_seconds": plan.estimated_seconds,
+        "plan_actual_seconds": actual,
+        "plan_error": (actual - plan.estimated_seconds) / plan.estimated_seconds,
+        "plan_over_budget_seconds": max(0.0, actual - plan.budget_seconds),
+    }
+    tracker.log_metrics(parent_run_id, figures)
+    return figures

@@ -1,0 +1,207 @@
+"""The ladder of a planned search: asynchronous successive halving on growing data subsets.
+
+Every rung is an ordinary trial of the study (tracked in MLflow as ever), told apart by its
+``rung`` user attribute. The pool stays small: after each trial, and whenever a worker finds
+the pool empty, :meth:`Ladder.top_up` adds one trial, a promotion when a configuration has
+earned one (ASHA: it is in the best ``1/eta`` of its rung's finished trials) or else a new
+configuration on the lowest rung, until the plan's first-rung count or its search time is
+spent. Workers on any host do the same under the storage's lock, so the ladder needs no
+coordinator.
+
+Pruning inside a rung compares only trials of that rung (:class:`RungMedianPruner`): a trial
+on 2,000 images must not be judged against one on 50,000.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from runners.data import Split
+from search.locks import storage_lock
+from search.plan import Plan
+from search.storage import backend_of
+
+logger = logging.getLogger(__name__)
+
+RUNG_ATTR = "rung"
+PROMOTED_FROM_ATTR = "promoted_from"
+# Set on the refit trials that train the ladder's winners at full fidelity.
+FINAL_ATTR = "final"
+PLAN_ATTR = "fmsearch.plan"
+# What a final training changes in its configuration: a long run wants warm-up and annealing.
+FINAL_SCHEDULE = "one_cycle"
+
+
+def rung_of(trial: FrozenTrial) -> int:
+    """The trial's rung; trials of an unplanned search are all on rung 0."""
+    return int(trial.user_attrs.get(RUNG_ATTR, 0))
+
+
+def _search_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials of the ladder: neither refits (final trainings) nor ensembles."""
+    from search.study import ENSEMBLE_ATTR, REFIT_ATTR
+
+    return [
+        t for t in trials if REFIT_ATTR not in t.user_attrs and ENSEMBLE_ATTR not in t.user_attrs
+    ]
+
+
+def next_promotion(
+    trials: Sequence[FrozenTrial], *, n_rungs: int, eta: int
+) -> tuple[FrozenTrial, int] | None:
+    """The configuration to move up next, and its new rung, or None (ASHA's rule).
+
+    A completed trial of rung ``r`` is promotable while it ranks in the best
+    ``floor(n / eta)`` of the ``n`` completed trials of that rung and no trial of rung
+    ``r + 1`` was started from it. Higher rungs go first: they are nearest the final.
+    """
+    trials = _search_trials(trials)
+    started_from = {
+        t.user_attrs[PROMOTED_FROM_ATTR] for t in trials if PROMOTED_FROM_ATTR in t.user_attrs
+    }
+    for rung in range(n_rungs - 2, -1, -1):
+        done = [t for t in trials if t.state == TrialState.COMPLETE and rung_of(t) == rung]
+        done.sort(key=lambda t: (-t.value, t.number))
+        for trial in done[: len(done) // eta]:
+            if trial.number not in started_from:
+                return trial, rung + 1
+    return None
+
+
+def first_rung_started(trials: Sequence[FrozenTrial]) -> int:
+    """Configurations started on the lowest rung (waiting ones included)."""
+    return sum(PROMOTED_FROM_ATTR not in t.user_attrs for t in _search_trials(trials))
+
+
+def final_candidates(study: optuna.Study, *, k: int) -> list[FrozenTrial]:
+    """The ``k`` configurations to train at full fidelity: the highest rung first, then the
+    best value, one trial per distinct configuration, skipping those trained already."""
+    from search.study import REFIT_ATTR
+
+    trials = study.get_trials(deepcopy=False)
+    done = {
+        t.user_attrs[REFIT_ATTR]
+        for t in trials
+        if REFIT_ATTR in t.user_attrs and t.state != TrialState.FAIL
+    }
+    ranked = sorted(
+        (t for t in _search_trials(trials) if t.state == TrialState.COMPLETE),
+        key=lambda t: (-rung_of(t), -t.value, t.number),
+    )
+    chosen: list[FrozenTrial] = []
+    seen: list[dict[str, Any]] = []
+    for trial in ranked:
+        if trial.params in seen:
+            continue
+        seen.append(trial.params)
+        chosen.append(trial)
+        if len(chosen) == k:
+            break
+    return [t for t in chosen if t.number not in done]
+
+
+def final_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A configuration as its final training runs it: the same, with a one-cycle schedule."""
+    return {**params, "lr_schedule": FINAL_SCHEDULE}
+
+
+@dataclass(frozen=True)
+class RungData:
+    """What the trials of one rung train on."""
+
+    split: Split
+    epochs: int
+
+
+class Ladder:
+    """Feeds a study's pool with the plan's rungs and tells the objective each rung's data.
+
+    Use it as an Optuna callback (``study.optimize(..., callbacks=[ladder])``) and call
+    :meth:`top_up` when a worker finds the pool empty.
+    """
+
+    def __init__(self, *, plan: Plan, rungs: Sequence[RungData]) -> None:
+        if len(rungs) != len(plan.rungs):
+            raise ValueError(f"expected {len(plan.rungs)} rungs' data, got {len(rungs)}")
+        self.plan = plan
+        self._rungs = tuple(rungs)
+
+    def data(self, rung: int) -> RungData:
+        """The split and epochs of ``rung``."""
+        return self._rungs[rung]
+
+    def searching(self) -> bool:
+        """Whether the plan's search time is still running."""
+        return time.time() < self.plan.search_ends_at
+
+    def top_up(self, study: optuna.Study) -> bool:
+        """Add one trial to an empty pool, under the storage's lock; True if one was added."""
+        if not self.searching():
+            return False
+        url = getattr(backend_of(study), "url", None)
+        if url is None:
+            return self._add(study)
+        with storage_lock(url, f"ladder:{study.study_name}"):
+            return self._add(study)
+
+    def _add(self, study: optuna.Study) -> bool:
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return False
+        promotion = next_promotion(
+            trials, n_rungs=len(self.plan.rungs), eta=self.plan.reduction_factor
+        )
+        if promotion is not None:
+            trial, rung = promotion
+            study.enqueue_trial(
+                trial.params, user_attrs={RUNG_ATTR: rung, PROMOTED_FROM_ATTR: trial.number}
+            )
+            logger.info("trial %d moves up to rung %d", trial.number, rung)
+            return True
+        if first_rung_started(trials) < self.plan.rungs[0].configs:
+            study.enqueue_trial({}, user_attrs={RUNG_ATTR: 0})
+            return True
+        return False
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        try:
+            self.top_up(study)
+        except Exception as exc:  # an outage: the worker's own loop deals with the storage
+            logger.warning("the ladder could not add a trial: %s", str(exc).splitlines()[0])
+
+
+class RungMedianPruner(optuna.pruners.BasePruner):
+    """Optuna's median rule, applied among the trials of one rung only.
+
+    A trial is pruned at an epoch when its best value so far is below the median of what the
+    completed trials of its rung reached at that epoch, once ``n_startup_trials`` of them
+    exist and after ``n_warmup_steps`` epochs. Trials of different rungs train on different
+    amounts of data: comparing them would prune every low-rung trial.
+    """
+
+    def __init__(self, *, n_startup_trials: int = 4, n_warmup_steps: int = 1) -> None:
+        self._n_startup_trials = n_startup_trials
+        self._n_warmup_steps = n_warmup_steps
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self._n_warmup_steps:
+            return False
+        rung = rung_of(trial)
+        peers = [
+            t.intermediate_values[step]
+            for t in _search_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            if rung_of(t) == rung and step in t.intermediate_values
+        ]
+        if len(peers) < self._n_startup_trials:
+            return False
+        best = max(v for s, v in trial.intermediate_values.items() if s <= step)
+        return best < statistics.median(peers)

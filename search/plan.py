@@ -1,0 +1,316 @@
+"""A search planned from its time budget: search small, train the winners large.
+
+``fmsearch run --arch A --budget-hours H`` measures how fast this host trains the
+architecture (:func:`runners.throughput.measure_throughput`), then spends the budget the way
+a practitioner would: a ladder of rungs (successive halving on growing stratified subsets of
+the training images, a few epochs each), then the top configurations trained on all the
+images with a long one-cycle schedule, then promotion. :func:`make_plan` is the arithmetic,
+free of TensorFlow so that it is cheap to test and to show.
+
+How the budget is split:
+
+- promotion and the report keep a reserve (``RESERVE_SECONDS`` plus the test set's
+  prediction time);
+- the final training gets up to ``FINAL_SHARE`` of the rest: ``TOP_K`` models for
+  ``FINAL_EPOCHS`` epochs each, fewer models when they do not fit, then fewer epochs;
+- the ladder gets the remainder. Rung ``r`` trains on ``N / eta**(R-1-r)`` images (the top
+  rung on all ``N``) for ``FIRST_RUNG_EPOCHS + r`` epochs; each rung keeps the best
+  ``1/eta`` of the one below, so every rung costs about the same. Rungs are dropped from the
+  top until the top rung still sees ``TOP_K`` configurations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from runners.errors import FmsearchError
+
+REDUCTION_FACTOR = 3
+# The smallest rung: below about a thousand images the ranking of configurations says little
+# about their ranking on all 50,000 (a tiny data set asks for N / eta**2 instead).
+MIN_RUNG_IMAGES = 1000
+FIRST_RUNG_EPOCHS = 3
+TOP_K = 3
+# The published VGG-BN and ResNet recipes converge in 30 to 60 epochs on all images.
+FINAL_EPOCHS = 30
+MAX_FINAL_EPOCHS = 60
+FINAL_SHARE = 0.6
+# More first-rung configurations than this and the spare time goes to the final training.
+MAX_FIRST_RUNG_CONFIGS = 300
+# Per trial besides its epochs: building the model, the latency measurement, the confusion
+# matrix and report, logging the model (log_seconds 1.2-1.7 s for an mlp trial here).
+TRIAL_OVERHEAD_SECONDS = 3.0
+# Promotion besides predicting the test set: the pictures, the registry, the report (about
+# 15 s after a planned mlp search here).
+RESERVE_SECONDS = 20.0
+TEST_IMAGES = 10_000
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung of the ladder.
+
+    Attributes:
+        train_images: Training images (a stratified prefix: each rung's images hold the ones
+            below).
+        epochs: Epochs a configuration trains at this rung.
+        configs: Configurations planned to reach it.
+        trial_seconds: Estimated seconds per trial.
+    """
+
+    train_images: int
+    epochs: int
+    configs: int
+    trial_seconds: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a budgeted search spends its time (all times in seconds).
+
+    Attributes:
+        budget_seconds: The whole command's budget.
+        started_at: When the command started (Unix time).
+        train_images_per_s: Measured training rate on this host.
+        eval_images_per_s: Measured prediction rate.
+        probe_seconds: What the measurement took.
+        train_images: All training images (the top rung and the final training).
+        val_images: Validation images every trial is judged on.
+        reduction_factor: ``eta``: each rung keeps the best 1/eta of the one below.
+        rungs: The ladder, smallest first.
+        search_seconds: Time for the ladder.
+        top_k: Configurations trained at full fidelity after the ladder.
+        final_epochs: Epochs of each final training.
+        final_seconds: Time for the final training.
+        reserve_seconds: Time kept for the ensemble decision, promotion and the report.
+        estimated_seconds: What the plan expects the whole command to take.
+    """
+
+    budget_seconds: float
+    started_at: float
+    train_images_per_s: float
+    eval_images_per_s: float
+    probe_seconds: float
+    train_images: int
+    val_images: int
+    reduction_factor: int
+    rungs: tuple[Rung, ...]
+    search_seconds: float
+    top_k: int
+    final_epochs: int
+    final_seconds: float
+    reserve_seconds: float
+    estimated_seconds: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def search_ends_at(self) -> float:
+        """Unix time after which no ladder trial starts."""
+        return self.started_at + self.probe_seconds + self.search_seconds
+
+    @property
+    def finals_end_at(self) -> float:
+        """Unix time by which the final training must be done."""
+        return self.started_at + self.budget_seconds - self.reserve_seconds
+
+    def epoch_seconds(self, train_images: int) -> float:
+        """Estimated seconds of one epoch on ``train_images``, validation included."""
+        return train_images / self.train_images_per_s + self.val_images / self.eval_images_per_s
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        data = json.loads(text)
+        data["rungs"] = tuple(Rung(**r) for r in data["rungs"])
+        data["notes"] = tuple(data.get("notes", ()))
+        return cls(**data)
+
+    def describe(self, *, arch: str) -> str:
+        """The plan as the CLI prints it."""
+        eta = time.strftime("%H:%M", time.localtime(self.started_at + self.estimated_seconds))
+        lines = [
+            f"plan for {arch} in {_span(self.budget_seconds)} (this host trains "
+            f"{self.train_images_per_s:,.0f} images/s and predicts {self.eval_images_per_s:,.0f} "
+            f"images/s; set-up and measurement took {self.probe_seconds:.0f} s):",
+            f"  search {_span(self.search_seconds)}: successive halving over "
+            f"{len(self.rungs)} rung(s), each keeping the best 1/{self.reduction_factor}",
+        ]
+        for r, rung in enumerate(self.rungs):
+            lines.append(
+                f"    rung {r}: {rung.train_images:>6,} images x {rung.epochs} epochs, "
+                f"{rung.configs} configuration(s), ~{rung.trial_seconds:.0f} s each"
+            )
+        if self.top_k:
+            lines.append(
+                f"  final  {_span(self.final_seconds)}: the top {self.top_k} on all "
+                f"{self.train_images:,} images for {self.final_epochs} epochs each "
+                "(one-cycle schedule, best epoch kept)"
+            )
+        lines.append(f"  ensemble decision, promotion, report: {_span(self.reserve_seconds)}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        lines.append(f"  estimated {_span(self.estimated_seconds)}: done about {eta}")
+        return "\n".join(lines)
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 90:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
+
+
+def rung_sizes(train_images: int, *, eta: int = REDUCTION_FACTOR) -> list[int]:
+    """Training images of every possible rung, smallest first; the last is all of them."""
+    floor = min(MIN_RUNG_IMAGES, train_images // eta**2)
+    sizes = [train_images]
+    while round(sizes[0] / eta) >= max(floor, 1):
+        sizes.insert(0, round(sizes[0] / eta))
+    return sizes
+
+
+def make_plan(
+    *,
+    budget_seconds: float,
+    train_images_per_s: float,
+    eval_images_per_s: float,
+    train_images: int,
+    val_images: int,
+    started_at: float,
+    probe_seconds: float = 0.0,
+    max_rung_epochs: int = 10,
+    top_k: int = TOP_K,
+    eta: int = REDUCTION_FACTOR,
+) -> Plan:
+    """Plan a search of ``budget_seconds`` on a host with the measured rates.
+
+    Args:
+        budget_seconds: The whole command's budget, measurement and promotion included.
+        train_images_per_s: Measured training rate.
+        eval_images_per_s: Measured prediction rate.
+        train_images: Training images of the final training (the top rung's).
+        val_images: Validation images every epoch is judged on.
+        started_at: Unix time the command started.
+        probe_seconds: Time spent measuring (already gone from the budget).
+        max_rung_epochs: Epochs a ladder trial trains at most (``--max-epochs``).
+        top_k: Configurations to train at full fidelity, at most.
+        eta: Reduction factor between rungs.
+
+    Raises:
+        FmsearchError: The budget cannot hold one trial on the smallest rung.
+    """
+    if top_k < 1:
+        raise FmsearchError(f"top_k must be >= 1, got {top_k}")
+    # Promotion predicts the test set; the ensemble step, the validation set twice (plain
+    # and mirrored) with each final model.
+    reserve = RESERVE_SECONDS + (TEST_IMAGES + 2 * top_k * val_images) / eval_images_per_s
+    available = budget_seconds - probe_seconds - reserve
+    epoch_full = train_images / train_images_per_s + val_images / eval_images_per_s
+    notes: list[str] = []
+
+    def final_cost(k: int, epochs: int) -> float:
+        return k * (epochs * epoch_full + TRIAL_OVERHEAD_SECONDS)
+
+    share = FINAL_SHARE * max(available, 0.0)
+    k, epochs = top_k, FINAL_EPOCHS
+    while k > 1 and final_cost(k, epochs) > share:
+        k -= 1
+    if final_cost(k, epochs) > share:
+        epochs = int((share - TRIAL_OVERHEAD_SECONDS) // epoch_full)
+        if epochs < 1:
+            k, epochs = 0, 0
+            notes.append("no final training: not one epoch on all images fits the budget")
+        else:
+            notes.append(
+                f"one final model, {epochs} epochs (of the {FINAL_EPOCHS} the recipe asks): "
+                f"an epoch on all images takes ~{epoch_full:.0f} s here"
+            )
+    final = final_cost(k, epochs) if k else 0.0
+    search = available - final
+
+    sizes = rung_sizes(train_images, eta=eta)
+
+    def trial_seconds(r: int, n: int) -> float:
+        e = min(max_rung_epochs, FIRST_RUNG_EPOCHS + r)
+        return e * (n / train_images_per_s + val_images / eval_images_per_s) + (
+            TRIAL_OVERHEAD_SECONDS
+        )
+
+    for n_rungs in range(len(sizes), 0, -1):
+        ladder = sizes[:n_rungs]
+        per_config = sum(trial_seconds(r, n) / eta**r for r, n in enumerate(ladder))
+        first = int(search // per_config) if search > 0 else 0
+        if first // eta ** (n_rungs - 1) >= 1:
+            break
+    if first < 1:
+        needed = probe_seconds + reserve + trial_seconds(0, sizes[0])
+        raise FmsearchError(
+            f"--budget-hours must leave room for one trial: expected at least "
+            f"{needed / 3600:.3f} h on this host, got {budget_seconds / 3600:.3f} h"
+        )
+    if first > MAX_FIRST_RUNG_CONFIGS:
+        spare = (first - MAX_FIRST_RUNG_CONFIGS) * per_config
+        first = MAX_FIRST_RUNG_CONFIGS
+        if k:
+            more = min(MAX_FINAL_EPOCHS - epochs, int(spare // (k * epoch_full)))
+            epochs += more
+            final = final_cost(k, epochs)
+        search = first * per_config
+    rungs = tuple(
+        Rung(
+            train_images=n,
+            epochs=min(max_rung_epochs, FIRST_RUNG_EPOCHS + r),
+            configs=first // eta**r,
+            trial_seconds=trial_seconds(r, n),
+        )
+        for r, n in enumerate(ladder)
+    )
+    if rungs[-1].train_images < train_images:
+        notes.append(
+            f"the ladder stops at {rungs[-1].train_images:,} images: another rung would not "
+            "get one configuration"
+        )
+    return Plan(
+        budget_seconds=budget_seconds,
+        started_at=started_at,
+        train_images_per_s=train_images_per_s,
+        eval_images_per_s=eval_images_per_s,
+        probe_seconds=probe_seconds,
+        train_images=train_images,
+        val_images=val_images,
+        reduction_factor=eta,
+        rungs=rungs,
+        search_seconds=search,
+        top_k=k,
+        final_epochs=epochs,
+        final_seconds=final,
+        reserve_seconds=reserve,
+        estimated_seconds=probe_seconds + search + final + reserve,
+        notes=tuple(notes),
+    )
+
+
+def final_epochs(plan: Plan, *, epoch_seconds: float, finals_left: int, now: float) -> int:
+    """Epochs the next final training can afford, from an epoch time measured in the search.
+
+    The time left to the plan's end is shared evenly by the ``finals_left`` trainings; the
+    result is at least 1 and at most ``MAX_FINAL_EPOCHS``.
+    """
+    share = max(0.0, plan.finals_end_at - now) / max(finals_left, 1)
+    epochs = int((share - TRIAL_OVERHEAD_SECONDS) // max(epoch_seconds, 1e-9))
+    return max(1, min(MAX_FINAL_EPOCHS, epochs))
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """The plan's headline numbers, as MLflow params of the parent run."""
+    return {
+        "plan_rungs": " / ".join(f"{r.train_images}x{r.epochs}:{r.configs}" for r in plan.rungs),
+        "plan_top_k": plan.top_k,
+        "plan_final_epochs": plan.final_epochs,
+        "plan_estimated_seconds": round(plan.estimated_seconds),
+    }

@@ -1,0 +1,115 @@
+"""The ladder's rules on hand-made trials: promotion (ASHA), pruning per rung, the finals."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.ladder import (
+    PROMOTED_FROM_ATTR,
+    RUNG_ATTR,
+    Ladder,
+    RungData,
+    RungMedianPruner,
+    final_candidates,
+    next_promotion,
+)
+from search.plan import Plan, Rung
+from search.study import ENSEMBLE_ATTR, REFIT_ATTR
+
+
+def _add(study, value=None, *, x, rung=0, state=TrialState.COMPLETE, steps=None, **attrs):
+    study.add_trial(
+        create_trial(
+            state=state, value=value if state == TrialState.COMPLETE else None,
+            params={"x": x}, distributions={"x": IntDistribution(0, 100)},
+            user_attrs={RUNG_ATTR: rung, **attrs}, intermediate_values=steps or {},
+        )
+    )  # fmt: skip
+    return study.trials[-1]
+
+
+def test_the_best_third_of_a_rung_moves_up_higher_rungs_first():
+    study = optuna.create_study(direction="maximize")
+    for x, value in enumerate([0.5, 0.9, 0.7, 0.6, 0.8]):
+        _add(study, value, x=x)
+    trial, rung = next_promotion(study.trials, n_rungs=3, eta=3)
+    assert (trial.number, rung) == (1, 1)  # floor(5 / 3) = 1: only the best
+    _add(study, x=1, rung=1, state=TrialState.RUNNING, **{PROMOTED_FROM_ATTR: 1})
+    assert next_promotion(study.trials, n_rungs=3, eta=3) is None
+    _add(study, 0.95, x=6)  # six done: the best two qualify
+    assert next_promotion(study.trials, n_rungs=3, eta=3)[0].number == 6
+    for x, value in [(20, 0.91), (21, 0.97), (22, 0.93)]:
+        _add(study, value, x=x, rung=1)
+    trial, rung = next_promotion(study.trials, n_rungs=3, eta=3)
+    assert (trial.params["x"], rung) == (21, 2)  # rung 1's best before rung 0's
+    assert next_promotion(study.trials, n_rungs=2, eta=3)[0].number == 6  # rung 1 is the top
+
+
+def test_pruning_compares_a_trial_with_its_own_rung_only():
+    study = optuna.create_study(direction="maximize")
+    for x in range(4):
+        _add(study, 0.6, x=x, steps={0: 0.5, 1: 0.6})
+        _add(study, 0.95, x=10 + x, rung=1, steps={0: 0.9, 1: 0.95})
+    pruner = RungMedianPruner(n_startup_trials=4, n_warmup_steps=1)
+
+    def running(rung, steps):
+        return create_trial(state=TrialState.COMPLETE, value=0.0, intermediate_values=steps,
+                            user_attrs={RUNG_ATTR: rung})  # fmt: skip
+
+    assert pruner.prune(study, running(0, {0: 0.55, 1: 0.58}))
+    assert not pruner.prune(study, running(0, {0: 0.55, 1: 0.7}))  # above rung 0's median
+    assert pruner.prune(study, running(1, {0: 0.8, 1: 0.85}))  # 0.85 would pass on rung 0
+    assert not pruner.prune(study, running(1, {0: 0.1}))  # warm-up
+    assert not RungMedianPruner(n_startup_trials=5).prune(study, running(0, {0: 0.1, 1: 0.1}))
+
+
+def test_finals_take_the_highest_rung_first_and_each_configuration_once():
+    study = optuna.create_study(direction="maximize")
+    _add(study, 0.99, x=1)  # lucky on rung 0
+    _add(study, 0.90, x=2, rung=1)
+    _add(study, 0.85, x=3, rung=1)
+    _add(study, 0.80, x=3, rung=1)  # the same configuration again
+    _add(study, 0.70, x=4, rung=1)
+    _add(study, 0.999, x=2, **{ENSEMBLE_ATTR: [1, 2]})  # an ensemble is no configuration
+    assert [t.params["x"] for t in final_candidates(study, k=3)] == [2, 3, 4]
+    _add(study, 0.95, x=2, **{REFIT_ATTR: 1})  # trial 1 (x=2) trained already
+    assert [t.params["x"] for t in final_candidates(study, k=3)] == [3, 4]
+
+
+def _plan(*, ends_in: float, configs=(3, 1)) -> Plan:
+    now = time.time()
+    rungs = tuple(Rung(100 * 3**r, 1, c, 1.0) for r, c in enumerate(configs))
+    return Plan(
+        budget_seconds=ends_in + 60, started_at=now, train_images_per_s=1e4,
+        eval_images_per_s=1e4, probe_seconds=0.0, train_images=300, val_images=100,
+        reduction_factor=3, rungs=rungs, search_seconds=ends_in, top_k=2, final_epochs=2,
+        final_seconds=30, reserve_seconds=30, estimated_seconds=ends_in + 60,
+    )  # fmt: skip
+
+
+def test_top_up_adds_one_trial_to_an_empty_pool_until_the_plan_is_spent(storage_url, small_split):
+    from search.storage import create_or_load_study, open_storage
+
+    study = create_or_load_study(
+        storage=open_storage(storage_url), study_name="s", arch="mlp",
+        sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner(),
+    )  # fmt: skip
+    data = [RungData(small_split, 1), RungData(small_split, 1)]
+    ladder = Ladder(plan=_plan(ends_in=600, configs=(2, 0)), rungs=data)
+    assert ladder.top_up(study)
+    assert not ladder.top_up(study)  # one is waiting
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.user_attrs == {RUNG_ATTR: 0}
+    study.tell(study.ask(), 0.5)
+    assert ladder.top_up(study)  # the second configuration
+    study.tell(study.ask(), 0.6)
+    assert not ladder.top_up(study)  # two started: rung 0 is full, 2 // 3 = 0 promotions
+    late = Ladder(plan=_plan(ends_in=-1), rungs=data)
+    assert not late.searching() and not late.top_up(study)
+    with pytest.raises(ValueError, match="expected 2 rungs' data, got 1"):
+        Ladder(plan=_plan(ends_in=600), rungs=data[:1])

@@ -1,0 +1,80 @@
+"""The budget's arithmetic: rungs, configurations per rung, the final training, the estimate."""
+
+from __future__ import annotations
+
+import pytest
+
+from runners.errors import FmsearchError
+from search.plan import (
+    FINAL_EPOCHS,
+    MAX_FINAL_EPOCHS,
+    MAX_FIRST_RUNG_CONFIGS,
+    Plan,
+    final_epochs,
+    make_plan,
+    rung_sizes,
+)
+
+T0 = 1_000_000.0
+
+
+def _plan(hours, *, train=1500.0, predict=5000.0, images=50_000, **kwargs):
+    return make_plan(
+        budget_seconds=hours * 3600, train_images_per_s=train, eval_images_per_s=predict,
+        train_images=images, val_images=10_000, started_at=T0, probe_seconds=20, **kwargs,
+    )  # fmt: skip
+
+
+def test_rungs_grow_by_the_reduction_factor_to_all_images():
+    assert rung_sizes(50_000) == [1852, 5556, 16667, 50000]
+    assert rung_sizes(900) == [100, 300, 900]  # a tiny data set gets rungs of N / 9 and up
+
+
+def test_a_two_hour_cnn_plan_climbs_to_all_images_and_trains_three_finals():
+    plan = _plan(2)
+    assert [r.train_images for r in plan.rungs] == [1852, 5556, 16667, 50000]
+    assert [r.epochs for r in plan.rungs] == [3, 4, 5, 6]
+    configs = [r.configs for r in plan.rungs]
+    assert configs == [configs[0] // 3**r for r in range(4)] and configs[-1] >= 1
+    assert (plan.top_k, plan.final_epochs) == (3, FINAL_EPOCHS)
+    assert plan.estimated_seconds <= plan.budget_seconds
+    assert plan.search_ends_at == T0 + 20 + plan.search_seconds
+    assert plan.finals_end_at == T0 + plan.budget_seconds - plan.reserve_seconds
+
+
+def test_a_slow_host_trains_one_final_model_for_the_epochs_that_fit():
+    plan = _plan(2, train=275, predict=1100)  # VGG-BN at half width here
+    assert plan.top_k == 1 and 10 < plan.final_epochs < FINAL_EPOCHS
+    assert plan.rungs[-1].train_images < 50_000  # the ladder stops below all images
+    assert any("one final model" in note for note in plan.notes)
+    assert plan.estimated_seconds == pytest.approx(plan.budget_seconds, rel=0.01)
+
+
+def test_a_fast_host_caps_the_first_rung_and_lengthens_the_finals():
+    plan = _plan(2, train=17_000, predict=50_000)  # the mlp here
+    assert plan.rungs[0].configs == MAX_FIRST_RUNG_CONFIGS
+    assert FINAL_EPOCHS < plan.final_epochs <= MAX_FINAL_EPOCHS
+    assert plan.estimated_seconds < plan.budget_seconds  # it ends early rather than waste
+
+
+def test_a_budget_without_room_for_one_trial_is_refused():
+    with pytest.raises(
+        FmsearchError, match=r"expected at least 0\.\d+ h on this host, got 0\.010 h"
+    ):
+        _plan(0.01, train=68, predict=400)
+
+
+def test_the_plan_survives_json_and_describes_itself():
+    plan = _plan(0.5)
+    assert Plan.from_json(plan.to_json()) == plan
+    text = plan.describe(arch="cnn")
+    assert "rung 0:  1,852 images x 3 epochs" in text
+    assert f"the top {plan.top_k} on all 50,000 images for {plan.final_epochs} epochs" in text
+
+
+def test_final_epochs_share_the_time_left_among_the_finals():
+    plan = _plan(1)
+    end = plan.finals_end_at
+    assert final_epochs(plan, epoch_seconds=10, finals_left=2, now=end - 206) == 10
+    assert final_epochs(plan, epoch_seconds=10, finals_left=1, now=end - 10_000) == MAX_FINAL_EPOCHS
+    assert final_epochs(plan, epoch_seconds=10, finals_left=1, now=end + 5) == 1
