@@ -38,7 +38,8 @@ from search.study import (
     StudyOutcome,
 )
 from search.tracking import Tracker
-from spaces import ARCHITECTURES
+from spaces import resolve
+from spaces.families import Families
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,30 @@ logger = logging.getLogger(__name__)
 def measure_host(
     *, arch: str, split: Split, fixed: Mapping[str, Any], policy: str, seconds: float = 4.0
 ) -> Throughput:
-    """How fast this host trains ``arch``'s published configuration (with ``fixed`` pinned)."""
+    """How fast this host trains ``arch``'s published configuration (with ``fixed`` pinned).
+
+    For several architectures searched together, each family's is measured and the rates
+    combined as the search will mix them: a trial of each as often (the mean time per image).
+    """
+    space = resolve(arch)
+    starts = space.starts() if isinstance(space, Families) else [space.DEFAULTS]
+    share = seconds / len(starts) if len(starts) > 1 else seconds
+    share = max(share, 1.0)
+    rates = [_measure(space, {**start, **fixed}, split, policy, share) for start in starts]
+    if len(rates) == 1:
+        return rates[0]
+    return Throughput(
+        train_images_per_s=len(rates) / sum(1 / r.train_images_per_s for r in rates),
+        eval_images_per_s=len(rates) / sum(1 / r.eval_images_per_s for r in rates),
+        probe_seconds=sum(r.probe_seconds for r in rates),
+        train_images_timed=sum(r.train_images_timed for r in rates),
+    )
+
+
+def _measure(space: Any, params: dict[str, Any], split: Split, policy: str, seconds: float):
     from runners.throughput import measure_throughput
     from runners.training import free_memory
 
-    space = ARCHITECTURES[arch]
-    params = {**space.DEFAULTS, **fixed}
     try:
         with dtype_policy(policy):
             model = space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
@@ -87,9 +106,17 @@ def stored_plan(study: optuna.Study) -> Plan | None:
 def record_plan(
     study: optuna.Study, *, tracker: Tracker, parent_run_id: str, plan: Plan, arch: str
 ) -> None:
-    """Keep the plan with the study (for workers) and on its parent run (for people)."""
+    """Keep the plan with the study (for workers) and on its parent run (for people).
+
+    The parent run gets the plan's headline as params the first time (MLflow params never
+    change; a resumed study's new plan shows in tags) and ``plan.json``, the latest plan.
+    """
     study.set_user_attr(PLAN_ATTR, plan.to_json())
-    tracker.log_params(parent_run_id, plan_summary(plan))
+    summary = plan_summary(plan)
+    if any(key in tracker.run_params(parent_run_id) for key in summary):
+        tracker.set_tags(parent_run_id, {f"fmsearch.{k}": v for k, v in summary.items()})
+    else:
+        tracker.log_params(parent_run_id, summary)
     tracker.log_json(parent_run_id, {"arch": arch, **_as_dict(plan)}, "plan.json")
 
 

@@ -19,8 +19,9 @@ import click
 from runners.errors import FmsearchError
 from runners.precision import PRECISIONS
 from search.choices import ENGINES, OBJECTIVES, PLANNED_PRUNER, PRUNERS, SAMPLERS, TUNERS
-from spaces import ARCHITECTURES
+from spaces import ARCHITECTURES, resolve
 from spaces.common import AUGMENTED_MIN_EPOCHS, short_run_start, short_search_fixes
+from spaces.families import AUTO, Families
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,24 @@ budget_option = click.option(
     "on all images, promote (the plan is printed first). With --trials: stop starting "
     "trials after this long; a Keras trial still running ends after its current epoch.",
 )
+
+
+class _ArchType(click.ParamType):
+    """``--arch``: one of the architectures, ``auto``, or several Keras ones, comma-separated."""
+
+    name = "ARCH"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join([*sorted(ARCHITECTURES), "auto", "A,B,..."]) + "]"
+
+    def convert(self, value, param, ctx):
+        from spaces import resolve
+
+        try:
+            resolve(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
 
 
 def _time_limit(timeout: float | None, budget_hours: float | None) -> tuple[float | None, bool]:
@@ -325,9 +344,9 @@ def _refit(*, study, arch, settings, split, data, tracker, epochs, quiet, run_pa
 
 def _check_keras_tuner(*, arch, space, objectives, workers, enqueue) -> None:
     """What --engine keras-tuner cannot do, refused before the study exists."""
-    if space.KIND != "keras":
+    if space.KIND != "keras" or isinstance(space, Families):
         raise FmsearchError(
-            f"--engine keras-tuner: expected a Keras architecture, got --arch {arch}"
+            f"--engine keras-tuner: expected one Keras architecture, got --arch {arch}"
         )
     if len(objectives) > 1:
         raise FmsearchError(
@@ -395,9 +414,10 @@ def _echo_outcome(outcome) -> None:
 @main.command()
 @click.option(
     "--arch",
-    type=click.Choice(sorted(ARCHITECTURES)),
+    type=_ArchType(),
     required=True,
-    help="Architecture to search.",
+    help="Architecture to search; 'auto' or several Keras ones comma-separated "
+    f"(resnet,vggbn,cnn) search the families in one study. 'auto': {','.join(AUTO)}.",
 )
 @click.option(
     "--trials",
@@ -591,7 +611,7 @@ def run(
     started_at = time.time()
     # Everything that can be wrong with the input is checked before the study exists.
     timeout, hard_timeout = _time_limit(timeout, budget_hours)
-    space = ARCHITECTURES[arch]
+    space = resolve(arch)
     check_requirements(space, arch=arch)
     objectives = parse_objectives(objective, space, arch=arch)
     trials_given = click.get_current_context().get_parameter_source("n_trials") not in (
@@ -642,17 +662,20 @@ def run(
         narrowed=narrowed,
         precision=precision,
     )
+    starts = _starts(space, max_epochs=max_epochs, planned=planned) if enqueue else []
+    # They count toward --trials; a planned search runs them all on its lowest rung.
+    starts = starts if planned else starts[:n_trials]
     study = prepare_study(
         storage=optuna_storage,
         storage_url=storage,
-        study_name=study_name or arch,
+        study_name=study_name or arch.replace(",", "-"),
         arch=arch,
         objectives=objectives,
         settings=settings,
         # Keras Tuner, not the pool, decides what runs: it enqueues each trial itself. A
         # planned search's ladder adds its own, one per free worker at a time.
         n_trials=0 if engine == "keras-tuner" else max(workers, 1) if planned else n_trials,
-        enqueue=_starts(space, max_epochs=max_epochs, planned=planned) if enqueue else (),
+        enqueue=starts,
     )
     logger.info(
         "study %s: %s, %s, up to %d epochs",
@@ -690,6 +713,9 @@ def run(
         )  # fmt: skip
         n_trials = sum(r.configs for r in plan.rungs)
         timeout, hard_timeout = plan.search_ends_at - time.time(), True
+    elif space.KIND == "keras" and not quiet and timeout is None:
+        _estimate(arch=arch, settings=settings, split=split, tracker=tracker, workers=workers,
+                  parent_run_id=parent_run_id, n_trials=n_trials)  # fmt: skip
     if engine == "keras-tuner":
         _work_keras_tuner(
             study=study,
@@ -771,9 +797,10 @@ def run(
 def _starts(space, *, max_epochs: int, planned: bool) -> list[dict]:
     """The configurations a new study starts from: the published one, and for a short
     Keras search the same retuned for few epochs."""
+    published = space.starts() if isinstance(space, Families) else [space.DEFAULTS]
     if space.KIND != "keras" or planned or max_epochs >= AUGMENTED_MIN_EPOCHS:
-        return [space.DEFAULTS]
-    return [space.DEFAULTS, short_run_start(space.DEFAULTS)]
+        return published
+    return [*published, *(short_run_start(p) for p in published)]
 
 
 def _planned(*, budget_hours, trials_given, space, engine, objectives, refit_epochs) -> bool:
@@ -816,6 +843,41 @@ def _make_plan(*, study, arch, settings, split, data, tracker, parent_run_id, bu
     record_plan(study, tracker=tracker, parent_run_id=parent_run_id, plan=plan, arch=arch)
     ladder = make_ladder(plan, data=data, full=split, val_size=settings.val_size)
     return plan, ladder
+
+
+# Longer than this and `run --trials` suggests a --budget-hours command instead.
+_LONG_SEARCH_SECONDS = 2 * 3600
+
+
+def _estimate(*, arch, settings, split, tracker, workers, parent_run_id, n_trials) -> None:
+    """Print (and record) what --trials N costs at most on this host, measured first."""
+    from runners.precision import resolve_policy
+    from search.budget import measure_host
+    from search.plan import estimate_trials, span
+
+    rate = measure_host(arch=arch, split=split, fixed=settings.fixed, seconds=1.0,
+                        policy=resolve_policy(settings.precision))  # fmt: skip
+    seconds = estimate_trials(
+        n_trials=n_trials, max_epochs=settings.max_epochs, train_images=len(split.x_train),
+        val_images=len(split.x_val), train_images_per_s=rate.train_images_per_s,
+        eval_images_per_s=rate.eval_images_per_s, workers=max(workers, 1),
+    )  # fmt: skip
+    click.echo(
+        f"estimate: {n_trials} trials of up to {settings.max_epochs} epochs on "
+        f"{len(split.x_train):,} images take up to {span(seconds)} here "
+        f"({rate.train_images_per_s:,.0f} training images/s; pruning and --patience end "
+        "most trials sooner)",
+        err=True,
+    )
+    if seconds > _LONG_SEARCH_SECONDS:
+        click.echo(
+            f"to fit a time budget instead: fmsearch run --arch {arch} --budget-hours 2",
+            err=True,
+        )
+    try:
+        tracker.log_metrics(parent_run_id, {"estimated_max_seconds": seconds})
+    except Exception as exc:
+        logger.warning("the estimate was not recorded: %s", exc)
 
 
 def _finals(*, study, arch, settings, split, tracker, plan, quiet, run_params,

@@ -306,6 +306,29 @@ def final_epochs(plan: Plan, *, epoch_seconds: float, finals_left: int, now: flo
     return max(1, min(MAX_FINAL_EPOCHS, epochs))
 
 
+def estimate_trials(
+    *,
+    n_trials: int,
+    max_epochs: int,
+    train_images: int,
+    val_images: int,
+    train_images_per_s: float,
+    eval_images_per_s: float,
+    workers: int = 1,
+) -> float:
+    """Seconds ``n_trials`` trials take at most: each to its last epoch, ``workers`` at once.
+
+    An upper bound: pruning and early stopping end most trials sooner.
+    """
+    epoch = train_images / train_images_per_s + val_images / eval_images_per_s
+    return n_trials * (max_epochs * epoch + TRIAL_OVERHEAD_SECONDS) / max(workers, 1)
+
+
+def span(seconds: float) -> str:
+    """Seconds as people read them: seconds, minutes or hours."""
+    return _span(seconds)
+
+
 def plan_summary(plan: Plan) -> dict[str, Any]:
     """The plan's headline numbers, as MLflow params of the parent run."""
     return {

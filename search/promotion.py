@@ -77,8 +77,9 @@ class Promotion:
 
 
 def default_model_name(study: optuna.Study) -> str:
-    """``fmsearch-<arch>`` for the architecture the study searches."""
-    return f"fmsearch-{study.user_attrs.get(ARCH_ATTR, study.study_name)}"
+    """``fmsearch-<arch>`` for the architecture the study searches (``fmsearch-a-b`` for
+    architectures ``a,b`` searched together)."""
+    return f"fmsearch-{study.user_attrs.get(ARCH_ATTR, study.study_name).replace(',', '-')}"
 
 
 def promote_winner(

@@ -54,6 +54,8 @@ class StudyReport:
         champion: The champion's registry record, if the study's model has one.
         figures: Plots by artifact name.
         skipped: Plots left out, with why (too few trials for importances, say).
+        families: In a study over several architectures, one row per family: trials,
+            completed, best validation accuracy, median seconds per trial.
     """
 
     study_name: str
@@ -65,6 +67,7 @@ class StudyReport:
     champion: dict[str, Any] | None
     figures: dict[str, Figure] = field(repr=False)
     skipped: dict[str, str]
+    families: list[dict[str, Any]] = field(default_factory=list)
 
     @functools.cached_property
     def pngs(self) -> dict[str, bytes]:
@@ -100,6 +103,7 @@ class StudyReport:
             "best": self.best,
             "champion": self.champion,
             "skipped_plots": self.skipped,
+            "families": self.families,
         }
 
 
@@ -130,7 +134,34 @@ def build_report(study: optuna.Study, *, champion: Mapping[str, Any] | None = No
         champion=dict(champion) if champion else None,
         figures=figures,
         skipped=skipped,
+        families=_family_rows(trials),
     )
+
+
+def _family_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """Accuracy and time per architecture, for a study over several (``--arch a,b``)."""
+    from statistics import median
+
+    from spaces.families import FAMILY_PARAM
+
+    by_family: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        if FAMILY_PARAM in trial.params and trial.state.is_finished():
+            by_family.setdefault(trial.params[FAMILY_PARAM], []).append(trial)
+    rows = []
+    for family, members in sorted(by_family.items()):
+        done = [t for t in members if t.state == TrialState.COMPLETE]
+        seconds = [t.duration.total_seconds() for t in members if t.duration is not None]
+        rows.append(
+            {
+                "family": family,
+                "trials": len(members),
+                "complete": len(done),
+                "best_val_accuracy": round(max((t.values[0] for t in done), default=math.nan), 4),
+                "median_trial_seconds": round(median(seconds), 1) if seconds else None,
+            }
+        )
+    return sorted(rows, key=lambda r: -(r["best_val_accuracy"] or 0))
 
 
 def _counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -311,6 +342,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 900px; }}
 <h1>Study {name}</h1>
 <p id="counts">Trials: {counts}. {saved}.</p>
 {champion}
+{f"<h2>Architectures</h2>{_table(report.families)}" if report.families else ""}
 <h2>Best {BEST_N} trials</h2>
 {_table(report.best)}
 <h2>Plots</h2>

@@ -30,7 +30,8 @@ from search.locks import storage_lock
 from search.overrides import NarrowedTrial
 from search.storage import GRACE_BEATS, PoolEmpty, backend_of, is_outage
 from search.tracking import Tracker, TrialLog
-from spaces import ARCHITECTURES
+from spaces import resolve
+from spaces.families import Families
 
 logger = logging.getLogger(__name__)
 
@@ -243,10 +244,11 @@ def run_worker(
     # Resolving "auto" starts TensorFlow's device discovery (seconds on a loaded machine): done
     # before the clock starts, so that set-up never eats a short --timeout, and only for
     # Keras trials (scikit-learn ones never import TensorFlow).
-    policy = resolve_policy(precision) if ARCHITECTURES[arch].KIND == "keras" else "float32"
+    space = resolve(arch)
+    policy = resolve_policy(precision) if space.KIND == "keras" else "float32"
     deadline = None if timeout is None else time.monotonic() + timeout
     objective = Objective(
-        space=ARCHITECTURES[arch],
+        space=space,
         arch=arch,
         split=split,
         tracker=tracker,
@@ -514,7 +516,7 @@ class Objective:
     def __init__(
         self,
         *,
-        space: ModuleType,
+        space: ModuleType | Families,
         arch: str,
         split: Split,
         tracker: Tracker,

@@ -547,6 +547,9 @@ class Tracker:
         runs = self.find_runs(experiment.experiment_id, role="study", study_name=study_name)
         return runs[0].info.run_id if runs else None
 
+    def run_params(self, run_id: str) -> dict[str, str]:
+        return dict(self._client.get_run(run_id).data.params)
+
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self._client.get_run(run_id).data.tags)
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -212,3 +214,63 @@ def test_refit_trains_the_best_configuration_on_all_images_and_is_promoted(cli, 
     assert again.exit_code == 0, again.output
     study = optuna.load_study(study_name="mlp", storage=stores["storage"])
     assert sum("refit_of" in t.user_attrs for t in study.trials) == 1
+
+
+def test_a_short_search_starts_from_the_published_configurations_without_augmentation(cli, stores):
+    from spaces import mlp
+    from spaces.common import NO_AUGMENTATION, short_run_start
+
+    result = cli("run", "--arch", "mlp", "--trials", 3, "--no-promote", "--sampler", "random",
+                 *_store_args(stores), *TINY)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    first, second, third = optuna.load_study(study_name="mlp", storage=stores["storage"]).trials
+    assert first.params == {**mlp.DEFAULTS, **NO_AUGMENTATION}
+    assert second.params == {**short_run_start(mlp.DEFAULTS), **NO_AUGMENTATION}
+    assert second.params["lr_schedule"] == "cosine" and second.params["batch_size"] == 64
+    assert {k: third.params[k] for k in NO_AUGMENTATION} == NO_AUGMENTATION
+    _, _, runs = _trial_runs(stores, "mlp")
+    (parent,) = [r for r in runs if r.data.tags["fmsearch.role"] == "study"]
+    assert "mix=none" in parent.data.params["fixed"]
+
+
+def test_budget_hours_alone_plans_the_search_and_keeps_to_it(cli, stores):
+    from search.budget import stored_plan
+
+    result = cli("run", "--arch", "mlp", "--budget-hours", 0.015, "--subset", 900,
+                 "--val-size", 300, "--seed", 0, *_store_args(stores))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "plan for mlp in 54 s" in result.output and "rung 0:" in result.output
+    study = optuna.load_study(study_name="mlp", storage=stores["storage"])
+    plan = stored_plan(study)
+    sizes = [r.train_images for r in plan.rungs]
+    assert sizes == [100, 300, 900][: len(sizes)]
+    ladder = [t for t in study.trials if "rung" in t.user_attrs]
+    assert ladder and all(t.user_attrs["train_images"] == sizes[t.user_attrs["rung"]]
+                          for t in ladder)  # fmt: skip
+    finals = [t for t in study.trials if t.user_attrs.get("final")]
+    assert 1 <= len(finals) <= plan.top_k
+    assert all(t.user_attrs["train_images"] == 900 for t in finals)
+    client, _, runs = _trial_runs(stores, "mlp")
+    (parent,) = [r for r in runs if r.data.tags["fmsearch.role"] == "study"]
+    assert parent.data.params["plan_rungs"].startswith("100x3:")
+    assert {"plan.json", "ensemble.json"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
+    assert parent.data.metrics["plan_actual_seconds"] > 0
+    assert "fmsearch-mlp version 1 from trial" in result.output
+    assert re.search(r"plan: estimated \d+ s, took \d+ s", result.output)
+
+
+def test_arch_auto_searches_the_families_in_one_study_and_reports_each(cli, stores, tmp_path):
+    result = cli("run", "--arch", "auto", "--trials", 2, *_store_args(stores), *TINY)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="auto", storage=stores["storage"])
+    assert [t.params["arch"] for t in study.trials] == ["mlp", "dnn"]  # their starts
+    assert "mlp.n_units_l0" in study.trials[0].params
+    assert "fmsearch-auto version 1 from trial" in result.output
+    client, _, runs = _trial_runs(stores, "auto")
+    (parent,) = [r for r in runs if r.data.tags["fmsearch.role"] == "study"]
+    path = client.download_artifacts(parent.info.run_id, "report/summary.json", str(tmp_path))
+    families = json.loads(Path(path).read_text())["families"]
+    assert sorted(row["family"] for row in families) == ["dnn", "mlp"]
+    assert all(row["complete"] == 1 for row in families)

@@ -1,0 +1,142 @@
+"""A planned search for real, on tiny data: rungs on growing subsets, finals on all images,
+the ensemble decision, promotion of what won."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import optuna
+import pytest
+
+from runners.data import CLASS_NAMES
+from search.budget import make_ladder, record_outcome, run_finals
+from search.ensemble import DECISION_FILE, combine_finals
+from search.ladder import FINAL_ATTR, PROMOTED_FROM_ATTR, RUNG_ATTR, RungMedianPruner
+from search.plan import Plan, Rung
+from search.promotion import promote_winner
+from search.storage import create_or_load_study, open_storage
+from search.study import (
+    ENSEMBLE_ATTR,
+    REFIT_ATTR,
+    REFIT_EPOCHS_ATTR,
+    RUN_ID_ATTR,
+    TRAIN_IMAGES_ATTR,
+    TTA_ATTR,
+    run_worker,
+)
+from search.tracking import MEMBERS_TAG, TTA_TAG
+
+pytestmark = pytest.mark.slow
+
+
+def _plan() -> Plan:
+    # Three configurations on 200 images, the best on all 600; the top two trained again.
+    return Plan(
+        budget_seconds=900, started_at=time.time(), train_images_per_s=2e3,
+        eval_images_per_s=1e4, probe_seconds=0.0, train_images=600, val_images=300,
+        reduction_factor=3, rungs=(Rung(200, 2, 3, 2.0), Rung(600, 2, 1, 3.0)),
+        search_seconds=600, top_k=2, final_epochs=2, final_seconds=20, reserve_seconds=60,
+        estimated_seconds=680,
+    )  # fmt: skip
+
+
+def test_a_planned_search_from_ladder_to_champion(storage_url, tracker, fashion, small_split):
+    study = create_or_load_study(
+        storage=open_storage(storage_url), study_name="planned", arch="mlp",
+        sampler=optuna.samplers.RandomSampler(seed=0), pruner=RungMedianPruner(),
+    )  # fmt: skip
+    plan = _plan()
+    ladder = make_ladder(plan, data=fashion, full=small_split, val_size=300)
+    common = {"study": study, "arch": "mlp", "split": small_split, "tracker": tracker,
+              "max_epochs": 2, "seed": 0}  # fmt: skip
+    outcome = run_worker(
+        **common, ladder=ladder, timeout=plan.search_ends_at - time.time(), hard_timeout=True
+    )
+
+    rungs = {r: [t for t in study.trials if t.user_attrs.get(RUNG_ATTR) == r] for r in (0, 1)}
+    assert [len(rungs[0]), len(rungs[1])] == [3, 1]
+    assert {t.user_attrs[TRAIN_IMAGES_ATTR] for t in rungs[0]} == {200}
+    (up,) = rungs[1]
+    assert up.user_attrs[TRAIN_IMAGES_ATTR] == 600 and len(up.intermediate_values) == 2
+    best_low = max(rungs[0], key=lambda t: t.value)
+    assert up.user_attrs[PROMOTED_FROM_ATTR] == best_low.number and up.params == best_low.params
+    run = tracker._client.get_run(up.user_attrs[RUN_ID_ATTR])
+    assert run.info.run_name == f"trial-{up.number}-rung-1"
+    assert run.data.tags["fmsearch.rung"] == "1"
+
+    def run_final(refit, seconds):
+        return run_worker(**common, refit=refit, refit_split=small_split, timeout=seconds,
+                          hard_timeout=True)  # fmt: skip
+
+    trained = run_finals(study=study, plan=plan, run=run_final)
+    finals = [t for t in study.trials if t.user_attrs.get(FINAL_ATTR)]
+    assert trained[0] == up.number and len(trained) == len(finals) == 2  # the top rung first
+    for final in finals:
+        assert final.state == optuna.trial.TrialState.COMPLETE
+        assert final.user_attrs[TRAIN_IMAGES_ATTR] == 600
+        assert final.params["lr_schedule"] == "one_cycle"
+        assert 1 <= final.user_attrs[REFIT_EPOCHS_ATTR] <= 2 * plan.final_epochs
+        assert final.user_attrs[REFIT_ATTR] in trained
+    assert run_finals(study=study, plan=plan, run=run_final) == []  # trained once only
+
+    choice = combine_finals(study=study, tracker=tracker, split=small_split,
+                            parent_run_id=outcome.parent_run_id, arch="mlp")  # fmt: skip
+    assert {o.members for o in choice.options} >= {(f.number,) for f in finals}
+    ensembles = [t for t in study.trials if ENSEMBLE_ATTR in t.user_attrs]
+    parent = tracker._client.get_run(outcome.parent_run_id)
+    recorded = json.loads(_read(tracker, outcome.parent_run_id))
+    assert recorded["combined"] is choice.combined
+    if choice.combined:  # it beat the best final model on validation: one trial stands for it
+        (ensemble,) = ensembles
+        assert ensemble.value == pytest.approx(choice.chosen.val_accuracy)
+        assert ensemble.value > choice.best_single.val_accuracy
+        assert ensemble.user_attrs[TTA_ATTR] is choice.chosen.tta
+        assert "beats" in parent.data.tags["fmsearch.ensemble"]
+    else:
+        assert ensembles == [] and "alone" in parent.data.tags["fmsearch.ensemble"]
+
+    promotion = promote_winner(study=study, tracker=tracker, test_images=fashion.x_test[:300],
+                               test_labels=fashion.y_test[:300], model_name="planned")  # fmt: skip
+    best = max(study.trials, key=lambda t: (t.value or 0, -t.number))
+    assert promotion.trial_number == best.number
+    served = tracker.load_served_model("models:/planned@champion")
+    frame = served.predict(fashion.x_test[:8])
+    assert frame.shape == (8, 2 + len(CLASS_NAMES))
+    figures = record_outcome(tracker=tracker, parent_run_id=outcome.parent_run_id, plan=plan)
+    assert figures["plan_actual_seconds"] > 0
+    assert tracker.run_metrics(outcome.parent_run_id)["plan_estimated_seconds"] == 680
+
+
+def _read(tracker, run_id):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(tracker._client.download_artifacts(run_id, DECISION_FILE, tmp)).read_text()
+
+
+def test_an_ensemble_serves_the_mean_of_its_members_and_their_mirrors(tiny_study, tracker):
+    from search.tracking import MODEL_URI_TAG
+    from tests.search.conftest import BAD_MLP, GOOD_MLP
+
+    study, _ = tiny_study(enqueue=[GOOD_MLP, BAD_MLP], max_epochs=1)
+    uris = [tracker.run_tags(t.user_attrs[RUN_ID_ATTR])[MODEL_URI_TAG] for t in study.trials]
+    run_id = tracker.start_ensemble_run(
+        study_name="tiny", parent_run_id="none", arch="mlp", name="ensemble-0-1-tta",
+        model_uris=tuple(uris), tta=True, params={"members": "0,1"},
+    )  # fmt: skip
+    tags = tracker.run_tags(run_id)
+    assert tags[MEMBERS_TAG] == ",".join(uris) and tags[TTA_TAG] == "true"
+    served_uri = tracker.log_served_model(
+        run_id, model_uri=uris[0], flavor="keras", class_names=CLASS_NAMES,
+        members=tuple(uris), tta=True,
+    )  # fmt: skip
+    images = np.random.default_rng(0).integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    frame = tracker.load_served_model(served_uri).predict(images)
+    views = [images[..., None], images[:, :, ::-1, None]]
+    members = [tracker.load_keras_model(u) for u in uris]
+    expected = np.mean([m.predict(v, verbose=0) for m in members for v in views], axis=0)
+    np.testing.assert_allclose(frame[list(CLASS_NAMES)].to_numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert frame["class_index"].tolist() == expected.argmax(axis=1).tolist()
