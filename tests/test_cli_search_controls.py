@@ -77,7 +77,7 @@ def test_space_file_narrows_ranges_and_choices(cli, stores, tmp_path):
         (["--engine", "keras-tuner", "--workers", "2"],
          r"--engine keras-tuner: expected --workers 1 .*, got --workers 2"),
         (["--engine", "keras-tuner", "--arch", "knn"],
-         r"--engine keras-tuner: expected a Keras architecture, got --arch knn"),
+         r"--engine keras-tuner: expected one Keras architecture, got --arch knn"),
         (["--engine", "keras-tuner", "--objective", "accuracy,params"],
          r"--engine keras-tuner: expected --objective accuracy .*got --objective accuracy,params"),
         (["--objective", "accuracy,params", "--refit-epochs", "2"],

@@ -1,0 +1,110 @@
+"""Budgeted searches end to end: the plan's estimate against what the command took, and what
+it found.
+
+Each ``ARCH:HOURS`` runs ``fmsearch run --arch ARCH --budget-hours HOURS`` in a fresh directory
+(in this process), then reads the plan, the parent run's timing and the champion back.
+
+    python -m benchmarks.budget_plan [--quick] [--runs mlp:0.1,cnn:0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from benchmarks.common import add_results_dir, fmsearch_here, write
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="mlp, 45 s on 900 images")
+    parser.add_argument("--runs", default="mlp:0.1,cnn:0.2", help="ARCH:HOURS,...")
+    parser.add_argument("--seed", type=int, default=0)
+    add_results_dir(parser)
+    args = parser.parse_args()
+    runs = [(a, float(h)) for a, h in (spec.split(":") for spec in args.runs.split(","))]
+    extra: list[str] = []
+    if args.quick:
+        runs, extra = [("mlp", 45 / 3600)], ["--subset", "900", "--val-size", "300"]
+    rows = []
+    for arch, hours in runs:
+        command = ["run", "--arch", arch, "--budget-hours", f"{hours:.6f}", "--seed",
+                   str(args.seed), "-q", *extra]  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            wall, study = fmsearch_here(command, cwd=Path(tmp))
+            rows.append(_read(Path(tmp), study, arch=arch, hours=hours, wall=wall))
+    table = "\n".join(
+        [
+            "`fmsearch run --arch ARCH --budget-hours H` (all 50,000 training images, 10,000 "
+            "validation, the champion judged on the 10,000 test images), alone on the machine.",
+            "",
+            "| arch | budget | estimated | took | error | rungs (images x epochs: configurations) "
+            "| finals | kept | test accuracy |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['arch']} | {r['budget_seconds']:.0f} s | {r['estimated_seconds']:.0f} s "
+                f"| {r['actual_seconds']:.0f} s | {r['error']:+.1%} | {r['rungs']} "
+                f"| {r['finals']} x {r['final_epochs']} epochs | {r['kept']} "
+                f"| {r['test_accuracy']:.4f} |"
+                for r in rows
+            ),
+        ]
+    )
+    name = "budget_plan_quick" if args.quick else "budget_plan"
+    path = write(name, {"runs": rows}, table, directory=args.results_dir)
+    print(path.read_text())
+
+
+def _read(directory: Path, study, *, arch: str, hours: float, wall: float) -> dict:
+    from mlflow import MlflowClient
+
+    from search.budget import stored_plan
+    from search.ladder import FINAL_ATTR
+
+    plan = stored_plan(study)
+    client = MlflowClient(f"sqlite:///{directory}/mlruns/mlflow.db")
+    champion = client.get_model_version_by_alias(f"fmsearch-{arch}", "champion")
+    parent = client.get_run(_parent(client, arch))
+    metrics = parent.data.metrics
+    decision = client.download_artifacts(parent.info.run_id, "ensemble.json", str(directory))
+    ensemble = json.loads(Path(decision).read_text())
+    chosen = ensemble["chosen"]
+    return {
+        "arch": arch,
+        "budget_seconds": hours * 3600,
+        "wall_seconds": wall,
+        "estimated_seconds": metrics["plan_estimated_seconds"],
+        "actual_seconds": metrics["plan_actual_seconds"],
+        "error": metrics["plan_error"],
+        "rungs": " / ".join(f"{r.train_images}x{r.epochs}: {r.configs}" for r in plan.rungs),
+        "trials": len(study.trials),
+        "finals": sum(bool(t.user_attrs.get(FINAL_ATTR)) for t in study.trials),
+        "final_epochs": plan.final_epochs,
+        "kept": _kept(chosen),
+        "ensemble": ensemble,
+        "test_accuracy": float(champion.tags["test_accuracy"]),
+    }
+
+
+def _kept(chosen: dict) -> str:
+    size = len(chosen["members"])
+    return ("one model" if size == 1 else f"ensemble of {size}") + (
+        " + flip TTA" if chosen["tta"] else ""
+    )
+
+
+def _parent(client, arch: str) -> str:
+    experiment = client.get_experiment_by_name(arch)
+    (run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`fmsearch.role` = 'study'"
+    )
+    return run.info.run_id
+
+
+if __name__ == "__main__":
+    main()

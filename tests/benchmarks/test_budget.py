@@ -1,0 +1,24 @@
+"""Quick variants of the benchmarks of budgeted searches and of `make run`'s first search."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_first_run_against_the_plain_mlp(run_quick):
+    payload = run_quick("first_run")
+    assert len(payload["plain_mlp_test_accuracy"]) == len(payload["search_test_accuracy"]) == 1
+
+
+def test_budget_plan_records_estimate_and_outcome(run_quick):
+    (row,) = run_quick("budget_plan")["runs"]
+    assert row["estimated_seconds"] > 0 and row["actual_seconds"] > 0
+    assert row["finals"] >= 1 and 0.1 < row["test_accuracy"] <= 1
+
+
+def test_keras_tuner_tutorial_side_by_side(run_quick):
+    payload = run_quick("keras_tuner_tutorial")
+    assert payload["tutorial"]["best_epoch"] >= 1
+    assert 0.1 < payload["fmsearch"]["test_accuracy"] <= 1
