@@ -754,9 +754,9 @@ def run(
         command += ["--storage", storage, "--tracking-uri", tracker.tracking_uri]
         command += ["--heartbeat-interval", str(heartbeat_interval)]
         command += ["--data-dir", str(data_dir)] if data_dir else []
-        command += ["--budget-hours", str(budget_hours)] if budget_hours else []
-        command += ["--timeout", str(timeout)] if timeout and not hard_timeout else []
         # A planned search's workers take its deadline and ladder from the study's plan.
+        command += ["--budget-hours", str(budget_hours)] if budget_hours and not plan else []
+        command += ["--timeout", str(timeout)] if timeout and not hard_timeout else []
         command += ["--quiet"] if quiet else []
         codes = run_local_workers(
             command, n_workers=workers, threads=threads or threads_per_worker(workers)
@@ -767,6 +767,7 @@ def run(
     _echo_outcome(outcome)
     try:
         if plan is not None:
+            ladder.retire_waiting(study)
             _finals(study=study, arch=arch, settings=settings, split=split, tracker=tracker,
                     plan=plan, quiet=quiet, run_params=run_params,
                     parent_run_id=parent_run_id)  # fmt: skip

@@ -171,6 +171,26 @@ class Ladder:
             return True
         return False
 
+    def retire_waiting(self, study: optuna.Study) -> int:
+        """Fail the ladder's trials still waiting when its time is up; returns how many.
+
+        One added just before the deadline may never be popped; left waiting, it would be
+        the next trial a final training's worker takes, and run as a ladder trial in the
+        final training's time.
+        """
+        from search.study import FAIL_REASON_ATTR
+
+        retired = 0
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if RUNG_ATTR in trial.user_attrs:
+                storage = study._storage  # what Optuna's own retry callback writes through
+                storage.set_trial_user_attr(
+                    trial._trial_id, FAIL_REASON_ATTR, "the search's time ran out before it started"
+                )
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                retired += 1
+        return retired
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         try:
             self.top_up(study)

@@ -111,5 +111,11 @@ def test_top_up_adds_one_trial_to_an_empty_pool_until_the_plan_is_spent(storage_
     assert not ladder.top_up(study)  # two started: rung 0 is full, 2 // 3 = 0 promotions
     late = Ladder(plan=_plan(ends_in=-1), rungs=data)
     assert not late.searching() and not late.top_up(study)
+    study.enqueue_trial({}, user_attrs={RUNG_ATTR: 0})  # added just before the deadline
+    study.enqueue_trial({})  # not the ladder's
+    assert late.retire_waiting(study) == 1
+    retired = study.trials[-2]
+    assert retired.state == TrialState.FAIL and "time ran out" in retired.user_attrs["fail_reason"]
+    assert study.trials[-1].state == TrialState.WAITING
     with pytest.raises(ValueError, match="expected 2 rungs' data, got 1"):
         Ladder(plan=_plan(ends_in=600), rungs=data[:1])
