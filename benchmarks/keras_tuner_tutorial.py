@@ -104,7 +104,7 @@ def main() -> None:
     payload = {
         "budget_seconds": seconds,
         "tutorial": kt_result,
-        "fmsearch": {"command": " ".join(fmsearch[2:]), "seconds": ours_seconds,
+        "fmsearch": {"command": "fmsearch " + " ".join(fmsearch[3:]), "seconds": ours_seconds,
                      "test_accuracy": ours_accuracy},
     }  # fmt: skip
     table = "\n".join(

@@ -52,11 +52,11 @@ UNLOGGED_ATTR = "mlflow_unlogged"
 REFIT_ATTR = "refit_of"
 REFIT_EPOCHS_ATTR = "refit_epochs"
 TRAIN_IMAGES_ATTR = "train_images"
+TRAIN_SECONDS_ATTR = "train_seconds"
 # A trial that stands for an ensemble of finished trials (their numbers), not a training of
 # its own; TTA_ATTR: whether it averages in the mirrored images' predictions too.
 ENSEMBLE_ATTR = "ensemble_of"
 TTA_ATTR = "tta"
-TRAIN_SECONDS_ATTR = "train_seconds"
 # Stop the study when this many trials fail in a row: the cause is then the set-up, not a
 # hyperparameter, and more trials would fail the same way.
 MAX_CONSECUTIVE_FAILURES = 5
