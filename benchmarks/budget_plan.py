@@ -22,7 +22,7 @@ from benchmarks.common import add_results_dir, fmsearch_here, write
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="mlp, 45 s on 900 images")
+    parser.add_argument("--quick", action="store_true", help="mlp, 75 s on 900 images")
     parser.add_argument("--runs", default="mlp:0.1,cnn:0.2", help="ARCH:HOURS,...")
     parser.add_argument("--seed", type=int, default=0)
     add_results_dir(parser)
@@ -30,7 +30,7 @@ def main() -> None:
     runs = [(a, float(h)) for a, h in (spec.split(":") for spec in args.runs.split(","))]
     extra: list[str] = []
     if args.quick:
-        runs, extra = [("mlp", 45 / 3600)], ["--subset", "900", "--val-size", "300"]
+        runs, extra = [("mlp", 75 / 3600)], ["--subset", "900", "--val-size", "300"]
     rows = []
     for arch, hours in runs:
         command = ["run", "--arch", arch, "--budget-hours", f"{hours:.6f}", "--seed",
