@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -54,8 +55,7 @@ def measure_host(
     """
     space = resolve(arch)
     starts = space.starts() if isinstance(space, Families) else [space.DEFAULTS]
-    share = seconds / len(starts) if len(starts) > 1 else seconds
-    share = max(share, 1.0)
+    share = max(seconds / len(starts), 1.0)
     rates = [_measure(space, {**start, **fixed}, split, policy, share) for start in starts]
     if len(rates) == 1:
         return rates[0]
@@ -117,13 +117,7 @@ def record_plan(
         tracker.set_tags(parent_run_id, {f"fmsearch.{k}": v for k, v in summary.items()})
     else:
         tracker.log_params(parent_run_id, summary)
-    tracker.log_json(parent_run_id, {"arch": arch, **_as_dict(plan)}, "plan.json")
-
-
-def _as_dict(plan: Plan) -> dict[str, Any]:
-    import json
-
-    return json.loads(plan.to_json())
+    tracker.log_json(parent_run_id, {"arch": arch, **asdict(plan)}, "plan.json")
 
 
 def run_finals(

@@ -135,8 +135,6 @@ class _ArchType(click.ParamType):
         return "[" + "|".join([*sorted(ARCHITECTURES), "auto", "A,B,..."]) + "]"
 
     def convert(self, value, param, ctx):
-        from spaces import resolve
-
         try:
             resolve(value)
         except ValueError as exc:
@@ -632,10 +630,8 @@ def run(
                            enqueue=enqueue)  # fmt: skip
         sampler, pruner = "random", "none"  # Keras Tuner chooses; Optuna only records
         study_name = study_name or f"{arch}-kt-{tuner}"
-    if planned:
-        timeout, hard_timeout = None, False  # the plan sets the search's own deadline
-        if pruner != "none":
-            pruner = PLANNED_PRUNER
+    if planned and pruner != "none":
+        pruner = PLANNED_PRUNER
     if refit_epochs and len(objectives) > 1:
         raise FmsearchError(
             "--refit-epochs: expected --objective accuracy (a refit is judged on accuracy "

@@ -82,7 +82,9 @@ def combine_finals(
                 continue
             model = tracker.load_keras_model(uri)
             models[trial.number], uris[trial.number] = model, uri
-            probabilities[trial.number] = view_probabilities(_predictor(model), split.x_val)
+            probabilities[trial.number] = view_probabilities(
+                _combined([model], tta=False), split.x_val
+            )
         if not probabilities:
             return None
         choice = choose_combination(probabilities, split.y_val)
@@ -131,10 +133,6 @@ def _decision(choice: EnsembleChoice) -> str:
         f"kept {choice.chosen.describe()} ({choice.chosen.val_accuracy:.4f} on validation): "
         f"it beats {best.describe()} ({best.val_accuracy:.4f})"
     )
-
-
-def _predictor(model: Any):
-    return lambda images: model.predict(images, batch_size=512, verbose=0)
 
 
 def _combined(models: Sequence[Any], *, tta: bool):

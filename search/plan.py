@@ -16,7 +16,7 @@ How the budget is split:
 - the ladder gets the remainder. Rung ``r`` trains on ``N / eta**(R-1-r)`` images (the top
   rung on all ``N``) for ``FIRST_RUNG_EPOCHS + r`` epochs; each rung keeps the best
   ``1/eta`` of the one below, so every rung costs about the same. Rungs are dropped from the
-  top until the top rung still sees ``TOP_K`` configurations.
+  top until the top rung still gets one configuration.
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ class Plan:
 
     def epoch_seconds(self, train_images: int) -> float:
         """Estimated seconds of one epoch on ``train_images``, validation included."""
-        return train_images / self.train_images_per_s + self.val_images / self.eval_images_per_s
+        return _epoch_seconds(
+            train_images, self.val_images, self.train_images_per_s, self.eval_images_per_s
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -134,10 +136,10 @@ class Plan:
         """The plan as the CLI prints it."""
         eta = time.strftime("%H:%M", time.localtime(self.started_at + self.estimated_seconds))
         lines = [
-            f"plan for {arch} in {_span(self.budget_seconds)} (this host trains "
+            f"plan for {arch} in {span(self.budget_seconds)} (this host trains "
             f"{self.train_images_per_s:,.0f} images/s and predicts {self.eval_images_per_s:,.0f} "
             f"images/s; set-up and measurement took {self.probe_seconds:.0f} s):",
-            f"  search {_span(self.search_seconds)}: successive halving over "
+            f"  search {span(self.search_seconds)}: successive halving over "
             f"{len(self.rungs)} rung(s), each keeping the best 1/{self.reduction_factor}",
         ]
         for r, rung in enumerate(self.rungs):
@@ -147,17 +149,23 @@ class Plan:
             )
         if self.top_k:
             lines.append(
-                f"  final  {_span(self.final_seconds)}: the top {self.top_k} on all "
+                f"  final  {span(self.final_seconds)}: the top {self.top_k} on all "
                 f"{self.train_images:,} images for {self.final_epochs} epochs each "
                 "(one-cycle schedule, best epoch kept)"
             )
-        lines.append(f"  ensemble decision, promotion, report: {_span(self.reserve_seconds)}")
+        lines.append(f"  ensemble decision, promotion, report: {span(self.reserve_seconds)}")
         lines.extend(f"  note: {note}" for note in self.notes)
-        lines.append(f"  estimated {_span(self.estimated_seconds)}: done about {eta}")
+        lines.append(f"  estimated {span(self.estimated_seconds)}: done about {eta}")
         return "\n".join(lines)
 
 
-def _span(seconds: float) -> str:
+def _epoch_seconds(train: int, val: int, train_rate: float, eval_rate: float) -> float:
+    """One epoch: training on ``train`` images, then predicting ``val``."""
+    return train / train_rate + val / eval_rate
+
+
+def span(seconds: float) -> str:
+    """Seconds as people read them: seconds, minutes or hours."""
     if seconds >= 5400:
         return f"{seconds / 3600:.2f} h"
     if seconds >= 90:
@@ -210,7 +218,7 @@ def make_plan(
     # and mirrored) with each final model.
     reserve = RESERVE_SECONDS + (TEST_IMAGES + 2 * top_k * val_images) / eval_images_per_s
     available = budget_seconds - probe_seconds - reserve
-    epoch_full = train_images / train_images_per_s + val_images / eval_images_per_s
+    epoch_full = _epoch_seconds(train_images, val_images, train_images_per_s, eval_images_per_s)
     notes: list[str] = []
 
     def final_cost(k: int, epochs: int) -> float:
@@ -237,9 +245,8 @@ def make_plan(
 
     def trial_seconds(r: int, n: int) -> float:
         e = min(max_rung_epochs, FIRST_RUNG_EPOCHS + r)
-        return e * (n / train_images_per_s + val_images / eval_images_per_s) + (
-            TRIAL_OVERHEAD_SECONDS
-        )
+        epoch = _epoch_seconds(n, val_images, train_images_per_s, eval_images_per_s)
+        return e * epoch + TRIAL_OVERHEAD_SECONDS
 
     for n_rungs in range(len(sizes), 0, -1):
         ladder = sizes[:n_rungs]
@@ -320,13 +327,8 @@ def estimate_trials(
 
     An upper bound: pruning and early stopping end most trials sooner.
     """
-    epoch = train_images / train_images_per_s + val_images / eval_images_per_s
+    epoch = _epoch_seconds(train_images, val_images, train_images_per_s, eval_images_per_s)
     return n_trials * (max_epochs * epoch + TRIAL_OVERHEAD_SECONDS) / max(workers, 1)
-
-
-def span(seconds: float) -> str:
-    """Seconds as people read them: seconds, minutes or hours."""
-    return _span(seconds)
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:
