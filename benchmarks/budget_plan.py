@@ -37,7 +37,7 @@ def main() -> None:
                    str(args.seed), "-q", *extra]  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             wall, study = fmsearch_here(command, cwd=Path(tmp))
-            rows.append(_read(Path(tmp), study, arch=arch, hours=hours, wall=wall))
+            rows.append(read_planned_run(Path(tmp), study, arch=arch, hours=hours, wall=wall))
     table = "\n".join(
         [
             "`fmsearch run --arch ARCH --budget-hours H` (all 50,000 training images, 10,000 "
@@ -60,7 +60,11 @@ def main() -> None:
     print(path.read_text())
 
 
-def _read(directory: Path, study, *, arch: str, hours: float, wall: float) -> dict:
+def read_planned_run(
+    directory: Path, study, *, arch: str, hours: float, wall: float | None
+) -> dict:
+    """What a planned run in ``directory`` estimated, took, kept and reached on the test set
+    (``wall``: the command's wall time where it was measured here)."""
     from mlflow import MlflowClient
 
     from search.budget import stored_plan
@@ -69,7 +73,7 @@ def _read(directory: Path, study, *, arch: str, hours: float, wall: float) -> di
     plan = stored_plan(study)
     client = MlflowClient(f"sqlite:///{directory}/mlruns/mlflow.db")
     champion = client.get_model_version_by_alias(f"fmsearch-{arch}", "champion")
-    parent = client.get_run(_parent(client, arch))
+    parent = parent_run(client, arch)
     metrics = parent.data.metrics
     decision = client.download_artifacts(parent.info.run_id, "ensemble.json", str(directory))
     ensemble = json.loads(Path(decision).read_text())
@@ -98,12 +102,13 @@ def _kept(chosen: dict) -> str:
     )
 
 
-def _parent(client, arch: str) -> str:
+def parent_run(client, arch: str):
+    """The study's parent MLflow run."""
     experiment = client.get_experiment_by_name(arch)
     (run,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`fmsearch.role` = 'study'"
     )
-    return run.info.run_id
+    return run
 
 
 if __name__ == "__main__":
