@@ -2,8 +2,9 @@
 
 :func:`measure_host` and :func:`make_ladder` prepare; the ladder's trials run through
 :func:`search.study.run_worker` like any others; :func:`run_finals` trains the top
-configurations on all the images; :func:`record_outcome` checks the plan's estimate against
-what the command took.
+configurations on all the images; :func:`retrain_on_all_data` (``--final-on-all-data``) trains
+the chosen model again with the validation images; :func:`record_outcome` checks the plan's
+estimate against what the command took.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import IMAGE_SHAPE, NUM_CLASSES, FashionMNIST, Split, split_train_val
 from runners.precision import dtype_policy
@@ -30,9 +31,11 @@ from search.ladder import (
     final_candidates,
     final_params,
 )
-from search.plan import Plan, final_epochs, plan_summary
+from search.plan import TRIAL_OVERHEAD_SECONDS, Plan, final_epochs, plan_summary
 from search.study import (
+    ENSEMBLE_ATTR,
     EPOCHS_ATTR,
+    STANDS_IN_ATTR,
     TRAIN_IMAGES_ATTR,
     TRAIN_SECONDS_ATTR,
     Refit,
@@ -176,14 +179,96 @@ def run_finals(
     return trained
 
 
-def epoch_seconds_on_all(study: optuna.Study, plan: Plan, trial: FrozenTrial) -> float:
-    """Seconds an epoch of ``trial``'s configuration on all the training images will take.
+def with_validation_in_training(split: Split) -> Split:
+    """``split`` with its validation images added to its training images (its validation
+    images stay, so that the training loop runs as ever; what it reports on them is not a
+    validation)."""
+    return Split(
+        x_train=np.concatenate([split.x_train, split.x_val]),
+        y_train=np.concatenate([split.y_train, split.y_val]),
+        x_val=split.x_val,
+        y_val=split.y_val,
+    )
+
+
+def retrain_on_all_data(
+    *,
+    study: optuna.Study,
+    plan: Plan,
+    chosen: FrozenTrial,
+    run: Callable[[Refit, float], StudyOutcome],
+    now: Callable[[], float] = time.time,
+) -> dict[int, int]:
+    """Train the chosen model (the one promotion would pick) again with the validation
+    images, as Keras Tuner's tutorial does: each of its members (one, or an ensemble's), best
+    first, for the epoch count that was best on validation, while the plan's time holds one
+    more.
+
+    Each retraining is a refit trial that stands in for its member (``STANDS_IN_ATTR``): the
+    selection stays the one made on validation, and promotion takes the stand-in.
+
+    Args:
+        study: The searched study, its finals trained and combined.
+        plan: Its plan (``retrain_seconds`` kept for this).
+        chosen: The trial promotion would pick
+            (:func:`search.promotion.select_candidate`).
+        run: Runs one refit on the training and validation images with a time limit in
+            seconds.
+        now: The clock (Unix time).
+
+    Returns:
+        Member trial number -> the number of the trial that stands in for it.
+    """
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    members = sorted(
+        chosen.user_attrs.get(ENSEMBLE_ATTR) or [chosen.number],
+        key=lambda n: (-by_number[n].value, n),
+    )
+    images = plan.train_images + plan.val_images
+    retrained: dict[int, int] = {}
+    for number in members:
+        member = by_number[number]
+        # best_epoch counts from 0: the epochs up to and including the best one.
+        epochs = int(member.user_attrs.get("best_epoch", max(plan.final_epochs, 1) - 1)) + 1
+        needed = epochs * epoch_seconds_on_all(study, plan, member, images=images)
+        left = plan.retrain_ends_at - now()
+        if needed + TRIAL_OVERHEAD_SECONDS > left:
+            logger.warning(
+                "no retraining of trial %d on all images: it needs ~%.0f s, %.0f s are left",
+                number, needed, max(left, 0.0),
+            )  # fmt: skip
+            break
+        logger.info(
+            "retraining trial %d's configuration on %d images for %d epochs",
+            number, images, epochs,
+        )  # fmt: skip
+        run(
+            Refit(of=number, epochs=epochs, params=dict(member.params),
+                  attrs={STANDS_IN_ATTR: number}, value=member.value),
+            left,
+        )  # fmt: skip
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get(STANDS_IN_ATTR) == number
+        ]
+        if done:
+            retrained[number] = done[-1].number
+    return retrained
+
+
+def epoch_seconds_on_all(
+    study: optuna.Study, plan: Plan, trial: FrozenTrial, *, images: int | None = None
+) -> float:
+    """Seconds an epoch of ``trial``'s configuration on ``images`` training images (default:
+    all the plan's training images) will take.
 
     Fitted on the configuration's own trials (``trial`` and the lower rungs it was promoted
     from): seconds per epoch against training images, a line whose intercept is what an
     epoch costs at any size (validation, callbacks, logging). With one size only, the
     plan's measured training rate gives the slope; with none, the plan's estimate stands.
     """
+    images = plan.train_images if images is None else images
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     points = []
     current: FrozenTrial | None = trial
@@ -195,17 +280,17 @@ def epoch_seconds_on_all(study: optuna.Study, plan: Plan, trial: FrozenTrial) ->
             )
         current = by_number.get(attrs.get(PROMOTED_FROM_ATTR, -1))
     if not points:
-        return plan.epoch_seconds(plan.train_images)
+        return plan.epoch_seconds(images)
     sizes = np.array([n for n, _ in points], dtype=float)
     seconds = np.array([s for _, s in points])
     if len(set(sizes)) >= 2:
         slope, intercept = np.polyfit(sizes, seconds, 1)
         if slope > 0:
-            return max(float(intercept), 0.0) + float(slope) * plan.train_images
+            return max(float(intercept), 0.0) + float(slope) * images
     largest = int(sizes.argmax())
     slope = 1.0 / plan.train_images_per_s
     fixed = max(0.0, float(seconds[largest]) - sizes[largest] * slope)
-    return fixed + plan.train_images * slope
+    return fixed + images * slope
 
 
 def record_outcome(

@@ -510,6 +510,13 @@ def _echo_outcome(outcome) -> None:
     "promoted like the others (once per best trial).",
 )
 @click.option(
+    "--final-on-all-data",
+    is_flag=True,
+    help="A planned search (--budget-hours) trains the model it chose on validation again "
+    "with the validation images among its training images, for its best epoch count, and "
+    "promotes that one (the plan keeps the time for it).",
+)
+@click.option(
     "--engine",
     type=click.Choice(ENGINES),
     default="optuna",
@@ -560,6 +567,7 @@ def run(
     precision,
     enqueue,
     refit_epochs,
+    final_on_all_data,
     engine,
     tuner,
     workers,
@@ -632,6 +640,12 @@ def run(
         study_name = study_name or f"{arch}-kt-{tuner}"
     if planned and pruner != "none":
         pruner = PLANNED_PRUNER
+    if final_on_all_data and not planned:
+        raise FmsearchError(
+            "--final-on-all-data: expected a planned search (--budget-hours without --trials, "
+            "a Keras architecture, the Optuna engine, one objective, no --refit-epochs), got "
+            + ("no --budget-hours" if budget_hours is None else "a search that is not planned")
+        )
     if refit_epochs and len(objectives) > 1:
         raise FmsearchError(
             "--refit-epochs: expected --objective accuracy (a refit is judged on accuracy "
@@ -706,6 +720,7 @@ def run(
         plan, ladder = _make_plan(
             study=study, arch=arch, settings=settings, split=split, data=data, tracker=tracker,
             parent_run_id=parent_run_id, budget_hours=budget_hours, started_at=started_at,
+            retrain_on_all=final_on_all_data,
         )  # fmt: skip
         n_trials = sum(r.configs for r in plan.rungs)
         timeout, hard_timeout = plan.search_ends_at - time.time(), True
@@ -767,6 +782,11 @@ def run(
             _finals(study=study, arch=arch, settings=settings, split=split, tracker=tracker,
                     plan=plan, quiet=quiet, run_params=run_params,
                     parent_run_id=parent_run_id)  # fmt: skip
+            if final_on_all_data:
+                _retrain(study=study, arch=arch, settings=settings, split=split,
+                         tracker=tracker, plan=plan, quiet=quiet, run_params=run_params,
+                         parent_run_id=parent_run_id, max_params=max_params,
+                         max_latency_ms=max_latency_ms)  # fmt: skip
             outcome = summarize(study, parent_run_id="")
         if refit_epochs:
             _refit(study=study, arch=arch, settings=settings, split=split, data=data,
@@ -817,7 +837,7 @@ def _planned(*, budget_hours, trials_given, space, engine, objectives, refit_epo
 
 
 def _make_plan(*, study, arch, settings, split, data, tracker, parent_run_id, budget_hours,
-               started_at):  # fmt: skip
+               started_at, retrain_on_all):  # fmt: skip
     """Measure this host, plan the budget, print and record the plan; the plan and ladder."""
     from runners.precision import resolve_policy
     from search.budget import make_ladder, measure_host, record_plan
@@ -835,6 +855,7 @@ def _make_plan(*, study, arch, settings, split, data, tracker, parent_run_id, bu
         started_at=started_at,
         probe_seconds=time.time() - started_at,
         max_rung_epochs=settings.max_epochs,
+        retrain_on_all=retrain_on_all,
     )
     click.echo(plan.describe(arch=arch), err=True)
     record_plan(study, tracker=tracker, parent_run_id=parent_run_id, plan=plan, arch=arch)
@@ -902,6 +923,32 @@ def _finals(*, study, arch, settings, split, tracker, plan, quiet, run_params,
             f"{chosen.val_accuracy:.4f}"
             + ("" if choice.combined else " (no ensemble or flip TTA beat it)")
         )
+
+
+def _retrain(*, study, arch, settings, split, tracker, plan, quiet, run_params, parent_run_id,
+             max_params, max_latency_ms) -> None:  # fmt: skip
+    """--final-on-all-data: the chosen model's members trained again with the validation
+    images, in this process, and the model that stands in for it."""
+    from search.budget import retrain_on_all_data, with_validation_in_training
+    from search.ensemble import add_stand_in
+    from search.promotion import select_candidate
+
+    everything = with_validation_in_training(split)
+
+    def run(refit, seconds):
+        return _work(study=study, arch=arch, objectives=("accuracy",), settings=settings,
+                     split=split, tracker=tracker, timeout=seconds, hard_timeout=True,
+                     n_trials=1, quiet=quiet, run_params=run_params, refit_split=everything,
+                     refit=refit)  # fmt: skip
+
+    chosen = select_candidate(study, max_params=max_params, max_latency_ms=max_latency_ms)
+    retrained = retrain_on_all_data(study=study, plan=plan, chosen=chosen, run=run)
+    add_stand_in(study=study, tracker=tracker, chosen=chosen, retrained=retrained,
+                 parent_run_id=parent_run_id, arch=arch)  # fmt: skip
+    click.echo(
+        f"retrained on {len(everything.x_train):,} images (validation included): "
+        + (", ".join(f"trial {m} as trial {n}" for m, n in retrained.items()) or "none")
+    )
 
 
 def _check_plan(*, tracker, parent_run_id, plan) -> None:

@@ -12,7 +12,7 @@ one pyfunc model with the same input and output.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from search.study import (
     ENSEMBLE_ATTR,
     LATENCY_ATTR,
     RUN_ID_ATTR,
+    STANDS_IN_ATTR,
     TRAIN_IMAGES_ATTR,
     TTA_ATTR,
 )
@@ -204,3 +205,61 @@ def _add_trial(
     study.add_trial(trial)
     logger.info("%s added to the study", chosen.describe())
     return trial
+
+
+def add_stand_in(
+    *,
+    study: optuna.Study,
+    tracker: Tracker,
+    chosen: FrozenTrial,
+    retrained: Mapping[int, int],
+    parent_run_id: str,
+    arch: str,
+) -> FrozenTrial | None:
+    """An ensemble trial (``chosen``) again, its members retrained on all images where they
+    were (``retrained``: member -> its stand-in): a trial that stands in for ``chosen``.
+
+    Its members saw the validation images in training, so it is not validated again: its
+    value is ``chosen``'s, and its run says so. None when ``chosen`` is a single model (its
+    retraining stands in by itself) or no member was retrained.
+    """
+    members = chosen.user_attrs.get(ENSEMBLE_ATTR)
+    if not members or not retrained:
+        return None
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    numbers = [retrained.get(m, m) for m in members]
+    uris = [tracker.run_tags(by_number[n].user_attrs[RUN_ID_ATTR])[MODEL_URI_TAG] for n in numbers]
+    tta = bool(chosen.user_attrs.get(TTA_ATTR))
+    run_id = tracker.start_ensemble_run(
+        study_name=study.study_name,
+        parent_run_id=parent_run_id,
+        arch=arch,
+        name="ensemble-" + "-".join(map(str, numbers)) + ("-tta" if tta else "") + "-all-data",
+        model_uris=tuple(uris),
+        tta=tta,
+        params={**chosen.params, "members": ",".join(map(str, numbers))},
+        stands_in_for=chosen.number,
+    )
+    tracker.set_tags(
+        run_id,
+        {"fmsearch.decision": f"trial {chosen.number}'s combination, its members "
+         f"{', '.join(map(str, retrained))} retrained with the validation images"},
+    )  # fmt: skip
+    tracker.end_run(run_id, status="FINISHED")
+    trial = optuna.trial.create_trial(
+        value=chosen.value,
+        params=chosen.params,
+        distributions=chosen.distributions,
+        user_attrs={
+            **{k: v for k, v in chosen.user_attrs.items() if k != RUN_ID_ATTR},
+            ENSEMBLE_ATTR: numbers,
+            STANDS_IN_ATTR: chosen.number,
+            RUN_ID_ATTR: run_id,
+        },
+    )
+    study.add_trial(trial)
+    # The study numbers the trial as it stores it: the stored one is the one with this run.
+    return next(
+        t for t in reversed(study.get_trials(deepcopy=False))
+        if t.user_attrs.get(RUN_ID_ATTR) == run_id
+    )  # fmt: skip

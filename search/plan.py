@@ -13,6 +13,8 @@ How the budget is split:
   prediction time);
 - the final training gets up to ``FINAL_SHARE`` of the rest: ``TOP_K`` models for
   ``FINAL_EPOCHS`` epochs each, fewer models when they do not fit, then fewer epochs;
+- with ``retrain_on_all``, the same share also holds one more training of the chosen model
+  on the training and validation images together, for the final epochs;
 - the ladder gets the remainder. Rung ``r`` trains on ``N / eta**(R-1-r)`` images (the top
   rung on all ``N``) for ``FIRST_RUNG_EPOCHS + r`` epochs; each rung keeps the best
   ``1/eta`` of the one below, so every rung costs about the same. Rungs are dropped from the
@@ -89,6 +91,9 @@ class Plan:
         final_epochs: Epochs of each final training.
         final_seconds: Time for the final training.
         reserve_seconds: Time kept for the ensemble decision, promotion and the report.
+        retrain_seconds: Time kept, after the finals, to train the chosen model again on
+            the training and validation images together (``--final-on-all-data``; 0: not
+            asked for).
         estimated_seconds: What the plan expects the whole command to take.
     """
 
@@ -108,6 +113,7 @@ class Plan:
     reserve_seconds: float
     estimated_seconds: float
     notes: tuple[str, ...] = field(default=())
+    retrain_seconds: float = 0.0
 
     @property
     def search_ends_at(self) -> float:
@@ -117,6 +123,11 @@ class Plan:
     @property
     def finals_end_at(self) -> float:
         """Unix time by which the final training must be done."""
+        return self.retrain_ends_at - self.retrain_seconds
+
+    @property
+    def retrain_ends_at(self) -> float:
+        """Unix time by which the retraining on all images must be done."""
         return self.started_at + self.budget_seconds - self.reserve_seconds
 
     def epoch_seconds(self, train_images: int) -> float:
@@ -155,6 +166,12 @@ class Plan:
                 f"  final  {span(self.final_seconds)}: the top {self.top_k} on all "
                 f"{self.train_images:,} images for {self.final_epochs} epochs each "
                 "(one-cycle schedule, best epoch kept)"
+            )
+        if self.retrain_seconds:
+            lines.append(
+                f"  retrain {span(self.retrain_seconds)}: the chosen model again on all "
+                f"{self.train_images + self.val_images:,} images (validation included) for its "
+                "best epoch count"
             )
         lines.append(f"  ensemble decision, promotion, report: {span(self.reserve_seconds)}")
         lines.extend(f"  note: {note}" for note in self.notes)
@@ -197,6 +214,7 @@ def make_plan(
     max_rung_epochs: int = 10,
     top_k: int = TOP_K,
     eta: int = REDUCTION_FACTOR,
+    retrain_on_all: bool = False,
 ) -> Plan:
     """Plan a search of ``budget_seconds`` on a host with the measured rates.
 
@@ -211,6 +229,8 @@ def make_plan(
         max_rung_epochs: Epochs a ladder trial trains at most (``--max-epochs``).
         top_k: Configurations to train at full fidelity, at most.
         eta: Reduction factor between rungs.
+        retrain_on_all: Keep time to train the chosen model again on the training and
+            validation images together, after the finals.
 
     Raises:
         FmsearchError: The budget cannot hold one trial on the smallest rung.
@@ -222,17 +242,25 @@ def make_plan(
     reserve = RESERVE_SECONDS + (TEST_IMAGES + 2 * top_k * val_images) / eval_images_per_s
     available = budget_seconds - probe_seconds - reserve
     epoch_full = _epoch_seconds(train_images, val_images, train_images_per_s, eval_images_per_s)
+    epoch_all = _epoch_seconds(
+        train_images + val_images, val_images, train_images_per_s, eval_images_per_s
+    )
     notes: list[str] = []
 
+    def retrain_cost(epochs: int) -> float:
+        return epochs * epoch_all + TRIAL_OVERHEAD_SECONDS if retrain_on_all and epochs else 0.0
+
     def final_cost(k: int, epochs: int) -> float:
-        return k * (epochs * epoch_full + TRIAL_OVERHEAD_SECONDS)
+        return k * (epochs * epoch_full + TRIAL_OVERHEAD_SECONDS) + retrain_cost(epochs)
 
     share = FINAL_SHARE * max(available, 0.0)
     k, epochs = top_k, FINAL_EPOCHS
     while k > 1 and final_cost(k, epochs) > share:
         k -= 1
     if final_cost(k, epochs) > share:
-        epochs = int((share - TRIAL_OVERHEAD_SECONDS) // epoch_full)
+        per_epoch = epoch_full + (epoch_all if retrain_on_all else 0.0)
+        overhead = TRIAL_OVERHEAD_SECONDS * (2 if retrain_on_all else 1)
+        epochs = int((share - overhead) // per_epoch)
         if epochs < 1:
             k, epochs = 0, 0
             notes.append("no final training: not one epoch on all images fits the budget")
@@ -267,7 +295,8 @@ def make_plan(
         spare = (first - MAX_FIRST_RUNG_CONFIGS) * per_config
         first = MAX_FIRST_RUNG_CONFIGS
         if k:
-            more = min(MAX_FINAL_EPOCHS - epochs, int(spare // (k * epoch_full)))
+            per_epoch = k * epoch_full + (epoch_all if retrain_on_all else 0.0)
+            more = min(MAX_FINAL_EPOCHS - epochs, int(spare // per_epoch))
             epochs += more
             final = final_cost(k, epochs)
         search = first * per_config
@@ -298,10 +327,11 @@ def make_plan(
         search_seconds=search,
         top_k=k,
         final_epochs=epochs,
-        final_seconds=final,
+        final_seconds=final - retrain_cost(epochs),
         reserve_seconds=reserve,
         estimated_seconds=probe_seconds + search + final + reserve,
         notes=tuple(notes),
+        retrain_seconds=retrain_cost(epochs) if k else 0.0,
     )
 
 

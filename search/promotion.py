@@ -21,7 +21,7 @@ from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions
 from search.locks import storage_lock
 from search.storage import ARCH_ATTR, backend_of
-from search.study import LATENCY_ATTR, RUN_ID_ATTR, UNLOGGED_ATTR
+from search.study import LATENCY_ATTR, RUN_ID_ATTR, STANDS_IN_ATTR, UNLOGGED_ATTR
 from search.tracking import (
     DECISION_TAG,
     EXTRA_PACKAGES_TAG,
@@ -197,19 +197,22 @@ def _promote(
 def select_candidate(
     study: optuna.Study, *, max_params: int | None = None, max_latency_ms: float | None = None
 ) -> FrozenTrial:
-    """The most accurate completed trial within the limits.
+    """The most accurate completed trial within the limits, or the model that stands in for
+    it (the same configuration trained again with the validation images, ``STANDS_IN_ATTR``).
 
     Within limits on the study's own second objective, that trial is on the Pareto front.
 
     Raises:
         FmsearchError: No completed trial, or none within the limits.
     """
-    complete = [
+    promotable = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         # A model the tracking store missed (it was down) cannot be promoted.
         if "model" not in t.user_attrs.get(UNLOGGED_ATTR, ())
     ]
+    # A stand-in's value is borrowed from the trial it replaces: it never competes with it.
+    complete = [t for t in promotable if STANDS_IN_ATTR not in t.user_attrs]
     if not complete:
         raise FmsearchError(f"study {study.study_name!r} has no completed trial to promote")
     limits = {"n_params": max_params, LATENCY_ATTR: max_latency_ms}
@@ -228,7 +231,9 @@ def select_candidate(
         raise FmsearchError(
             f"no completed trial of {study.study_name!r} has {wanted}; the smallest: {got}"
         )
-    return max(fitting, key=lambda t: (t.values[0], -t.number))
+    best = max(fitting, key=lambda t: (t.values[0], -t.number))
+    stand_ins = [t for t in promotable if t.user_attrs.get(STANDS_IN_ATTR) == best.number]
+    return max(stand_ins, key=lambda t: t.number, default=best)
 
 
 def _decide(accuracy: float, champion: ModelVersion | None) -> tuple[str, str]:

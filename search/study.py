@@ -57,6 +57,11 @@ TRAIN_SECONDS_ATTR = "train_seconds"
 # its own; TTA_ATTR: whether it averages in the mirrored images' predictions too.
 ENSEMBLE_ATTR = "ensemble_of"
 TTA_ATTR = "tta"
+# A trial whose model replaces another's at promotion (``--final-on-all-data``): the same
+# configuration (or combination) trained again with the validation images among its
+# training images. Its value is the validated value of the trial it stands in for, since a
+# model cannot be validated on images it trained on; it never competes on that value.
+STANDS_IN_ATTR = "stands_in_for"
 # Stop the study when this many trials fail in a row: the cause is then the set-up, not a
 # hyperparameter, and more trials would fail the same way.
 MAX_CONSECUTIVE_FAILURES = 5
@@ -140,6 +145,9 @@ class Refit:
     params: dict[str, Any]
     # More user attributes for the refit trial (a planned search's final training says so).
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    # Reported instead of the refit's own validation accuracy (a retraining that sees the
+    # validation images reports the validated value of the trial it stands in for).
+    value: float | None = None
 
 
 def refit_candidate(study: optuna.Study, *, epochs: int) -> Refit | None:
@@ -562,8 +570,9 @@ class Objective:
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         refit_of = trial.user_attrs.get(REFIT_ATTR)
         refit = self._refit
+        reported = None
         if refit_of is None and refit and not self.refit_started and params == refit.params:
-            refit_of, self.refit_started = refit.of, True
+            refit_of, self.refit_started, reported = refit.of, True, refit.value
             trial.set_user_attr(REFIT_ATTR, refit.of)
             trial.set_user_attr(REFIT_EPOCHS_ATTR, refit.epochs)
             for key, value in refit.attrs.items():
@@ -580,6 +589,7 @@ class Objective:
             params=params,
             refit_of=refit_of,
             rung=rung,
+            stands_in_for=trial.user_attrs.get(STANDS_IN_ATTR),
         )
         train = self._train_sklearn if self._space.KIND == "sklearn" else self._train_keras
         try:
@@ -619,7 +629,7 @@ class Objective:
             raise
         self._close(trial, log, state="COMPLETE")
         if len(self._objectives) == 1:
-            return result.best_value
+            return result.best_value if reported is None else reported
         second = {"params": "n_params", "latency": LATENCY_ATTR}[self._objectives[1]]
         return result.best_value, float(trial.user_attrs[second])
 
@@ -724,6 +734,8 @@ class Objective:
     def _patience_for(self, trial: optuna.Trial, epochs: int) -> int | None:
         """Early-stopping patience: a refit's long schedule gets a third of its epochs, since
         its warm-up can stall the validation accuracy for longer than a short trial's."""
+        if STANDS_IN_ATTR in trial.user_attrs:
+            return None  # its validation images are training images: nothing to stop on
         if self._patience is None or REFIT_ATTR not in trial.user_attrs:
             return self._patience
         return max(self._patience, -(-epochs // 3))

@@ -47,6 +47,9 @@ STATE_TAG = "fmsearch.trial_state"
 REFIT_TAG = "fmsearch.refit_of"
 # On the run of a planned search's trial: its rung of the ladder (0: the smallest data).
 RUNG_TAG = "fmsearch.rung"
+# On a model trained with the validation images among its training images: the trial (or
+# ensemble trial) it replaces at promotion; its val_* metrics are not a validation.
+STANDS_IN_TAG = "fmsearch.stands_in_for"
 REASON_TAG = "fmsearch.reason"
 MODEL_URI_TAG = "fmsearch.model_uri"
 FLAVOR_TAG = "fmsearch.flavor"
@@ -208,9 +211,11 @@ class Tracker:
         params: dict[str, Any],
         refit_of: int | None = None,
         rung: int | None = None,
+        stands_in_for: int | None = None,
     ) -> str:
         """A nested run for one trial, holding all its params; a refit (of trial
-        ``refit_of``) and a rung of a planned search say so in its name and a tag."""
+        ``refit_of``), a rung of a planned search and a retraining on all images (standing in
+        for trial ``stands_in_for``) say so in its name and a tag."""
         tags = {
             PARENT_TAG: parent_run_id,
             ROLE_TAG: "trial",
@@ -223,11 +228,14 @@ class Tracker:
             tags[REFIT_TAG] = refit_of
         if rung is not None:
             tags[RUNG_TAG] = rung
+        if stands_in_for is not None:
+            tags[STANDS_IN_TAG] = stands_in_for
         run_id = self.start_run(
             experiment_id=experiment_id,
             run_name=f"trial-{trial_number}"
             + (f"-refit-of-{refit_of}" if refit_of is not None else "")
-            + (f"-rung-{rung}" if rung is not None else ""),
+            + (f"-rung-{rung}" if rung is not None else "")
+            + ("-all-data" if stands_in_for is not None else ""),
             tags=tags,
         )
         self._log(run_id, params=params)
@@ -243,21 +251,23 @@ class Tracker:
         model_uris: tuple[str, ...],
         tta: bool,
         params: dict[str, Any],
+        stands_in_for: int | None = None,
     ) -> str:
         """A nested run for an ensemble of trials' models (``model_uris``, best first)."""
+        tags = {
+            PARENT_TAG: parent_run_id,
+            ROLE_TAG: "ensemble",
+            STUDY_TAG: study_name,
+            ARCH_TAG: arch,
+            MODEL_URI_TAG: model_uris[0],
+            FLAVOR_TAG: "keras",
+            MEMBERS_TAG: ",".join(model_uris),
+            TTA_TAG: str(tta).lower(),
+        }
+        if stands_in_for is not None:
+            tags[STANDS_IN_TAG] = stands_in_for
         run_id = self.start_run(
-            experiment_id=self.experiment_id(study_name),
-            run_name=name,
-            tags={
-                PARENT_TAG: parent_run_id,
-                ROLE_TAG: "ensemble",
-                STUDY_TAG: study_name,
-                ARCH_TAG: arch,
-                MODEL_URI_TAG: model_uris[0],
-                FLAVOR_TAG: "keras",
-                MEMBERS_TAG: ",".join(model_uris),
-                TTA_TAG: str(tta).lower(),
-            },
+            experiment_id=self.experiment_id(study_name), run_name=name, tags=tags
         )
         self._log(run_id, params=params)
         return run_id

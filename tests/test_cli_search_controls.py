@@ -83,6 +83,10 @@ def test_space_file_narrows_ranges_and_choices(cli, stores, tmp_path):
          r"--refit-epochs: expected --objective accuracy .*got --objective accuracy,params"),
         (["--objective", "accuracy,params", "--arch", "knn"],
          r"--objective accuracy,params: expected a Keras architecture .* got --arch knn"),
+        (["--final-on-all-data"],
+         r"--final-on-all-data: expected a planned search .*got no --budget-hours"),
+        (["--final-on-all-data", "--budget-hours", "1", "--trials", "3"],
+         r"--final-on-all-data: expected a planned search .*got a search that is not planned"),
     ],
 )  # fmt: skip
 def test_bad_search_controls_are_refused_before_any_study(cli, stores, args, pattern):

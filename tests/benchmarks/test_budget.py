@@ -13,11 +13,13 @@ def test_first_run_against_the_plain_mlp(run_quick):
 
 
 def test_budget_plan_records_estimate_and_outcome(run_quick):
-    """`fmsearch run --budget-hours` end to end through the CLI (in this process): the plan,
-    its rungs, the finals on all 900 images, the ensemble decision, the estimate's check."""
+    """`fmsearch run --budget-hours --final-on-all-data` end to end through the CLI (in this
+    process): the plan, its rungs, the finals on all 900 images, the ensemble decision, the
+    chosen model trained again with the validation images and promoted, the estimate's check."""
     (row,) = run_quick("budget_plan")["runs"]
     assert row["estimated_seconds"] > 0 and row["actual_seconds"] > 0
     assert row["rungs"].startswith("100x3: ")
+    assert row["retrained"] >= 1 and row["champion_stands_in"]
     assert row["finals"] >= 1 and row["trials"] > row["finals"]
     assert row["ensemble"]["best_single"]["val_accuracy"] > 0.1
     assert 0.1 < row["test_accuracy"] <= 1

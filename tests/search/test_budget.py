@@ -11,34 +11,42 @@ import optuna
 import pytest
 
 from runners.data import CLASS_NAMES
-from search.budget import make_ladder, record_outcome, run_finals
-from search.ensemble import DECISION_FILE, combine_finals
+from search.budget import (
+    make_ladder,
+    record_outcome,
+    retrain_on_all_data,
+    run_finals,
+    with_validation_in_training,
+)
+from search.ensemble import DECISION_FILE, add_stand_in, combine_finals
 from search.ladder import FINAL_ATTR, PROMOTED_FROM_ATTR, RUNG_ATTR, RungMedianPruner
 from search.plan import Plan, Rung
-from search.promotion import promote_winner
+from search.promotion import promote_winner, select_candidate
 from search.storage import create_or_load_study, open_storage
 from search.study import (
     ENSEMBLE_ATTR,
     REFIT_ATTR,
     REFIT_EPOCHS_ATTR,
     RUN_ID_ATTR,
+    STANDS_IN_ATTR,
     TRAIN_IMAGES_ATTR,
     TTA_ATTR,
     run_worker,
 )
-from search.tracking import MEMBERS_TAG, TTA_TAG
+from search.tracking import MEMBERS_TAG, STANDS_IN_TAG, TTA_TAG
 
 pytestmark = pytest.mark.slow
 
 
 def _plan() -> Plan:
-    # Three configurations on 200 images, the best on all 600; the top two trained again.
+    # Three configurations on 200 images, the best on all 600; the top two trained again,
+    # then the chosen one with the validation images (--final-on-all-data).
     return Plan(
         budget_seconds=900, started_at=time.time(), train_images_per_s=2e3,
         eval_images_per_s=1e4, probe_seconds=0.0, train_images=600, val_images=300,
         reduction_factor=3, rungs=(Rung(200, 2, 3, 2.0), Rung(600, 2, 1, 3.0)),
         search_seconds=600, top_k=2, final_epochs=2, final_seconds=20, reserve_seconds=60,
-        estimated_seconds=680,
+        estimated_seconds=680, retrain_seconds=60,
     )  # fmt: skip
 
 
@@ -97,10 +105,41 @@ def test_a_planned_search_from_ladder_to_champion(storage_url, tracker, fashion,
     else:
         assert ensembles == [] and "alone" in parent.data.tags["fmsearch.ensemble"]
 
+    # --final-on-all-data: the chosen model's members again, with the validation images.
+    chosen = select_candidate(study)
+    members = chosen.user_attrs.get(ENSEMBLE_ATTR) or [chosen.number]
+    retrained = retrain_on_all_data(
+        study=study, plan=plan, chosen=chosen,
+        run=lambda refit, seconds: run_worker(
+            **common, refit=refit, refit_split=with_validation_in_training(small_split),
+            timeout=seconds, hard_timeout=True),
+    )  # fmt: skip
+    assert set(retrained) == set(members)
+    for member, number in retrained.items():
+        again, source = study.trials[number], study.trials[member]
+        assert again.user_attrs[STANDS_IN_ATTR] == member
+        assert again.user_attrs[TRAIN_IMAGES_ATTR] == 900  # 600 training + 300 validation
+        assert again.value == source.value  # not validated on images it trained on
+        assert again.user_attrs[REFIT_EPOCHS_ATTR] == source.user_attrs["best_epoch"] + 1
+        assert again.user_attrs["epochs"] == again.user_attrs[REFIT_EPOCHS_ATTR]  # no stopping
+        run = tracker._client.get_run(again.user_attrs[RUN_ID_ATTR])
+        assert run.info.run_name.endswith("-all-data")
+        assert run.data.tags[STANDS_IN_TAG] == str(member)
+    stand_in = add_stand_in(study=study, tracker=tracker, chosen=chosen, retrained=retrained,
+                            parent_run_id=outcome.parent_run_id, arch="mlp")  # fmt: skip
+    if ENSEMBLE_ATTR in chosen.user_attrs:
+        assert stand_in.user_attrs[ENSEMBLE_ATTR] == [retrained[m] for m in members]
+        assert stand_in.value == chosen.value
+        promoted = stand_in.number
+    else:
+        assert stand_in is None
+        promoted = retrained[chosen.number]
+    # The selection stays the one made on validation; promotion takes the stand-in.
+    assert select_candidate(study).number == promoted
+
     promotion = promote_winner(study=study, tracker=tracker, test_images=fashion.x_test[:300],
                                test_labels=fashion.y_test[:300], model_name="planned")  # fmt: skip
-    best = max(study.trials, key=lambda t: (t.value or 0, -t.number))
-    assert promotion.trial_number == best.number
+    assert promotion.trial_number == promoted
     served = tracker.load_served_model("models:/planned@champion")
     frame = served.predict(fashion.x_test[:8])
     assert frame.shape == (8, 2 + len(CLASS_NAMES))
@@ -121,8 +160,9 @@ def test_an_ensemble_serves_the_mean_of_its_members_and_their_mirrors(tiny_study
     from search.tracking import MODEL_URI_TAG
     from tests.search.conftest import BAD_MLP, GOOD_MLP
 
-    study, _ = tiny_study(enqueue=[GOOD_MLP, BAD_MLP], max_epochs=1)
+    study, _ = tiny_study(enqueue=[GOOD_MLP, BAD_MLP, GOOD_MLP], max_epochs=1)
     uris = [tracker.run_tags(t.user_attrs[RUN_ID_ATTR])[MODEL_URI_TAG] for t in study.trials]
+    uris, again_uri = uris[:2], uris[2]
     run_id = tracker.start_ensemble_run(
         study_name="tiny", parent_run_id="none", arch="mlp", name="ensemble-0-1-tta",
         model_uris=tuple(uris), tta=True, params={"members": "0,1"},
@@ -140,3 +180,22 @@ def test_an_ensemble_serves_the_mean_of_its_members_and_their_mirrors(tiny_study
     expected = np.mean([m.predict(v, verbose=0) for m in members for v in views], axis=0)
     np.testing.assert_allclose(frame[list(CLASS_NAMES)].to_numpy(), expected, rtol=1e-4, atol=1e-6)
     assert frame["class_index"].tolist() == expected.argmax(axis=1).tolist()
+
+    # --final-on-all-data: member 0 retrained (as trial 2); the combination stands in again.
+    first = study.trials[0]
+    study.add_trial(optuna.trial.create_trial(
+        value=0.95, params=first.params, distributions=first.distributions,
+        user_attrs={ENSEMBLE_ATTR: [0, 1], TTA_ATTR: True, RUN_ID_ATTR: run_id},
+    ))  # fmt: skip
+    chosen = study.trials[-1]
+    assert add_stand_in(study=study, tracker=tracker, chosen=chosen, retrained={},
+                        parent_run_id="none", arch="mlp") is None  # fmt: skip
+    stand_in = add_stand_in(study=study, tracker=tracker, chosen=chosen, retrained={0: 2},
+                            parent_run_id="none", arch="mlp")  # fmt: skip
+    assert stand_in.user_attrs[ENSEMBLE_ATTR] == [2, 1] and stand_in.user_attrs[TTA_ATTR]
+    assert stand_in.user_attrs[STANDS_IN_ATTR] == chosen.number
+    assert stand_in.value == 0.95
+    tags = tracker.run_tags(stand_in.user_attrs[RUN_ID_ATTR])
+    assert tags[MEMBERS_TAG] == f"{again_uri},{uris[1]}" and tags[TTA_TAG] == "true"
+    assert tags[STANDS_IN_TAG] == str(chosen.number)
+    assert select_candidate(study).number == stand_in.number

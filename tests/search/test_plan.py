@@ -78,3 +78,24 @@ def test_final_epochs_share_the_time_left_among_the_finals():
     assert final_epochs(plan, epoch_seconds=10, finals_left=2, now=end - 206) == 10
     assert final_epochs(plan, epoch_seconds=10, finals_left=1, now=end - 10_000) == MAX_FINAL_EPOCHS
     assert final_epochs(plan, epoch_seconds=10, finals_left=1, now=end + 5) == 1
+
+
+def test_final_on_all_data_keeps_time_for_one_more_training_after_the_finals():
+    plain, again = _plan(2), _plan(2, retrain_on_all=True)
+    assert plain.retrain_seconds == 0 and again.retrain_seconds > 0
+    # One training of the final epochs on 60,000 images (validation included) at least.
+    assert again.retrain_seconds >= again.final_epochs * 60_000 / 1500
+    assert again.finals_end_at == again.retrain_ends_at - again.retrain_seconds
+    assert again.retrain_ends_at == plain.finals_end_at  # the reserve is the same
+    assert again.search_seconds + again.final_seconds < plain.search_seconds + plain.final_seconds
+    assert again.estimated_seconds <= again.budget_seconds
+    assert "retrain" in again.describe(arch="cnn") and "retrain" not in plain.describe(arch="cnn")
+    assert Plan.from_json(again.to_json()) == again
+
+
+def test_final_on_all_data_on_a_slow_host_shortens_the_one_final_to_fit_both():
+    plain, again = _plan(2, train=200, predict=800), _plan(2, train=200, predict=800,
+                                                           retrain_on_all=True)  # fmt: skip
+    assert plain.top_k == again.top_k == 1
+    assert again.final_epochs < plain.final_epochs
+    assert again.estimated_seconds == pytest.approx(again.budget_seconds, rel=0.01)

@@ -169,3 +169,24 @@ def test_promotions_at_once_leave_one_champion_the_better(tiny_study, storage_ur
     # The loser is the challenger, or a champion that was overtaken (and lost the alias).
     assert [v.aliases for v in versions if v.version != champion.version] in ([[CHALLENGER]], [[]])
     assert all(v.tags.get("fmsearch.decision") for v in versions)
+
+
+def test_a_stand_in_replaces_the_trial_it_retrains_and_never_competes():
+    from search.promotion import select_candidate
+    from search.study import STANDS_IN_ATTR
+
+    study = optuna.create_study(direction="maximize")
+    x = optuna.distributions.FloatDistribution(0, 1)
+
+    def add(value, **attrs):
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={"x": value}, distributions={"x": x}, user_attrs=attrs))  # fmt: skip
+
+    add(0.80)
+    add(0.90)
+    assert select_candidate(study).number == 1
+    add(0.99, **{STANDS_IN_ATTR: 0})  # retrained on more images: its value is not its own
+    assert select_candidate(study).number == 1
+    add(0.90, **{STANDS_IN_ATTR: 1})
+    add(0.90, **{STANDS_IN_ATTR: 1})
+    assert select_candidate(study).number == 4  # the latest stand-in of the best trial
