@@ -179,8 +179,10 @@ def test_a_stand_in_replaces_the_trial_it_retrains_and_never_competes():
     x = optuna.distributions.FloatDistribution(0, 1)
 
     def add(value, **attrs):
-        study.add_trial(optuna.trial.create_trial(
-            value=value, params={"x": value}, distributions={"x": x}, user_attrs=attrs))  # fmt: skip
+        trial = optuna.trial.create_trial(
+            value=value, params={"x": value}, distributions={"x": x}, user_attrs=attrs
+        )
+        study.add_trial(trial)
 
     add(0.80)
     add(0.90)
