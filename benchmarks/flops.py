@@ -1,13 +1,14 @@
 """How close each Keras architecture trains to this machine's peak float32 FLOP/s.
 
-Peak: the best rate of a large float32 matmul in TensorFlow (``2 n**3`` FLOPs). Each
-architecture: its published configuration's forward FLOPs per image (counted by TensorFlow's
-profiler on the frozen graph of one image), training taken as three forward passes (the
-backward pass costs about twice the forward), times the images per second it trains here
+Peak: the best rate of a large matmul in TensorFlow (``2 n**3`` FLOPs), in float32 and, where
+``--precision auto`` picks a mixed policy on this CPU, in bfloat16. Each architecture: its
+published configuration's forward FLOPs per image (counted by TensorFlow's profiler on the
+frozen graph of one image), training taken as three forward passes (the backward pass costs
+about twice the forward), times the images per second it trains here
 (:func:`runners.throughput.measure_throughput`: the trial's own input pipeline, augmentation
-included) at its default batch size and at a larger one. The ratio to peak says where the time
-goes: a small ratio is overhead (the input pipeline, small kernels, framework time per batch),
-not arithmetic.
+included): in float32 at its default batch size, in the policy trials use here (``auto``), and
+in that policy at a larger batch. The ratio to peak says where the time goes: a small ratio is
+overhead (the input pipeline, small kernels, framework time per batch), not arithmetic.
 
     python -m benchmarks.flops [--quick] [--arch cnn --arch vggbn] [--seconds 4]
 """
@@ -28,12 +29,12 @@ LARGE_BATCH = 512
 TRAIN_FORWARDS = 3
 
 
-def peak_flops(*, n: int = 4096, seconds: float = 3.0) -> float:
-    """The best float32 FLOP/s of ``n x n`` matmuls in TensorFlow over about ``seconds``."""
+def peak_flops(*, n: int = 4096, seconds: float = 3.0, dtype: str = "float32") -> float:
+    """The best FLOP/s of ``n x n`` matmuls of ``dtype`` in TensorFlow over about ``seconds``."""
     import tensorflow as tf
 
-    a = tf.random.normal((n, n), dtype=tf.float32)
-    b = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(tf.random.normal((n, n)), dtype)
+    b = tf.cast(tf.random.normal((n, n)), dtype)
     matmul = tf.function(lambda: tf.linalg.matmul(a, b))
     matmul().numpy()  # traces, and warms oneDNN up
     best, end = 0.0, time.perf_counter() + seconds
@@ -62,23 +63,29 @@ def forward_flops(model) -> int:
     return int(profile.total_float_ops)
 
 
-def measure(arch: str, *, images, labels, peak: float, seconds: float) -> dict:
+def measure(arch: str, *, images, labels, peak: float, policy: str, seconds: float) -> dict:
     from runners.data import IMAGE_SHAPE, NUM_CLASSES
+    from runners.precision import dtype_policy
     from runners.throughput import measure_throughput
     from runners.training import free_memory
     from spaces import ARCHITECTURES
 
     space = ARCHITECTURES[arch]
     row: dict = {"arch": arch}
-    for label, batch in (("default", space.DEFAULTS["batch_size"]), ("large", LARGE_BATCH)):
+    default = space.DEFAULTS["batch_size"]
+    settings = [("float32", "float32", default), ("auto", policy, default),
+                ("large", policy, LARGE_BATCH)]  # fmt: skip
+    for label, dtype, batch in settings:
         params = {**space.DEFAULTS, "batch_size": batch}
-        model = space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
+        with dtype_policy(dtype):
+            model = space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
         if "forward_flops" not in row:
             row["forward_flops"] = forward_flops(model)
             row["params"] = model.count_params()
         rate = measure_throughput(model, params, images, labels, seconds=seconds)
         achieved = TRAIN_FORWARDS * row["forward_flops"] * rate.train_images_per_s
         row[label] = {
+            "policy": dtype,
             "batch_size": batch,
             "train_images_per_s": rate.train_images_per_s,
             "eval_images_per_s": rate.eval_images_per_s,
@@ -94,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="mlp and cnn, 1 s each")
     parser.add_argument("--arch", action="append", choices=ARCHS)
-    parser.add_argument("--seconds", type=float, default=4.0, help="timed training per setting")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed training per setting")
     add_results_dir(parser)
     args = parser.parse_args()
     archs = args.arch or list(ARCHS)
@@ -103,34 +110,45 @@ def main() -> None:
         archs, args.seconds, size = ["mlp", "cnn"], 1.0, 1024
 
     from runners.data import load_fashion_mnist
+    from runners.precision import resolve_policy
 
     data = load_fashion_mnist()
     images, labels = data.x_train[:4096], data.y_train[:4096]
+    policy = resolve_policy("auto")
     peak = peak_flops(n=size, seconds=args.seconds)
-    rows = [measure(a, images=images, labels=labels, peak=peak, seconds=args.seconds)
-            for a in archs]  # fmt: skip
+    peaks = {"float32": peak}
+    if "bfloat16" in policy:
+        peaks["bfloat16"] = peak_flops(n=size, seconds=args.seconds, dtype="bfloat16")
+    rows = [measure(a, images=images, labels=labels, peak=peak, policy=policy,
+                    seconds=args.seconds) for a in archs]  # fmt: skip
+
+    def rate(r: dict, label: str) -> float:
+        return r[label]["train_images_per_s"]
+
     lines = [
-        f"Peak float32: {peak / 1e9:.1f} GFLOP/s (best {size}x{size} matmul in TensorFlow). "
-        f"Training FLOP/s: {TRAIN_FORWARDS} x the forward FLOPs per image (TensorFlow's "
-        "profiler) x training images per second (the published configuration through the "
-        "trial's input pipeline, float32).",
+        "Peak: "
+        + ", ".join(f"{dtype} {value / 1e9:.1f} GFLOP/s" for dtype, value in peaks.items())
+        + f" (best {size}x{size} matmul in TensorFlow). Training FLOP/s: {TRAIN_FORWARDS} x "
+        "the forward FLOPs per image (TensorFlow's profiler) x training images per second "
+        "(the published configuration through the trial's input pipeline); share of the "
+        f"float32 peak. `--precision auto` here: `{policy}`.",
         "",
-        f"| arch | parameters | forward MFLOP/image | images/s (default batch) | GFLOP/s "
-        f"| of peak | images/s (batch {LARGE_BATCH}) | GFLOP/s | of peak | speed-up |",
+        f"| arch | parameters | forward MFLOP/image | float32: images/s | GFLOP/s | of peak "
+        f"| {policy}: images/s | speed-up | batch {LARGE_BATCH}: images/s | speed-up |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *(
             f"| `{r['arch']}` | {r['params']:,} | {r['forward_flops'] / 1e6:.2f} "
-            f"| {r['default']['train_images_per_s']:,.0f} (batch {r['default']['batch_size']}) "
-            f"| {r['default']['train_flops_per_s'] / 1e9:.2f} "
-            f"| {r['default']['share_of_peak']:.1%} | {r['large']['train_images_per_s']:,.0f} "
-            f"| {r['large']['train_flops_per_s'] / 1e9:.2f} | {r['large']['share_of_peak']:.1%} "
-            f"| {r['large']['train_images_per_s'] / r['default']['train_images_per_s']:.2f}x |"
+            f"| {rate(r, 'float32'):,.0f} (batch {r['float32']['batch_size']}) "
+            f"| {r['float32']['train_flops_per_s'] / 1e9:.2f} "
+            f"| {r['float32']['share_of_peak']:.1%} | {rate(r, 'auto'):,.0f} "
+            f"| {rate(r, 'auto') / rate(r, 'float32'):.2f}x | {rate(r, 'large'):,.0f} "
+            f"| {rate(r, 'large') / rate(r, 'float32'):.2f}x |"
             for r in rows
         ),
     ]
     path = write(
         "flops_quick" if args.quick else "flops",
-        {"peak_flops_per_s": peak, "matmul_size": size, "results": rows},
+        {"peak_flops_per_s": peaks, "policy": policy, "matmul_size": size, "results": rows},
         "\n".join(lines),
         directory=args.results_dir,
     )

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
         "storage_load",
         "tracking_overhead",
         "trial_speed",
+        "flops",
     ],
 )
 def test_quick_benchmark_writes_its_results(name, run_quick):
