@@ -29,3 +29,12 @@ def test_keras_tuner_tutorial_side_by_side(run_quick):
     payload = run_quick("keras_tuner_tutorial")
     assert payload["tutorial"]["best_epoch"] >= 1
     assert 0.1 < payload["fmsearch"]["test_accuracy"] <= 1
+
+
+def test_equal_budget_three_ways(run_quick):
+    payload = run_quick("equal_budget")
+    assert {r["contender"] for r in payload["results"]} == {
+        "fmsearch plan", "Keras Tuner Hyperband", "Optuna random, no pruning",
+    }  # fmt: skip
+    for row in payload["results"]:
+        assert row["trials"] >= 1 and 0.1 < row["test_accuracy"] <= 1
