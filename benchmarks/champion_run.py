@@ -130,15 +130,14 @@ def time_to_accuracy(workdir: Path, study, *, arch: str) -> dict[str, dict[str, 
     from mlflow import MlflowClient
 
     from benchmarks.budget_plan import parent_run
+    from search.promotion import select_candidate
     from search.study import ENSEMBLE_ATTR, RUN_ID_ATTR
 
     client = MlflowClient(f"sqlite:///{Path(workdir).resolve()}/mlruns/mlflow.db")
     parent = parent_run(client, arch)
     start_ms = parent.info.start_time
     by_number = {t.number: t for t in study.trials}
-    champion = max(
-        (t for t in study.trials if t.value is not None), key=lambda t: (t.value, t.number)
-    )
+    champion = select_candidate(study)
     members = champion.user_attrs.get(ENSEMBLE_ATTR) or [champion.number]
 
     def points(trial) -> list[tuple[float, float]]:
