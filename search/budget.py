@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -21,7 +21,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import IMAGE_SHAPE, NUM_CLASSES, FashionMNIST, Split, split_train_val
 from runners.precision import dtype_policy
-from runners.throughput import Throughput
 from search.ladder import (
     FINAL_ATTR,
     PLAN_ATTR,
@@ -45,6 +44,9 @@ from search.tracking import Tracker
 from spaces import resolve
 from spaces.families import Families
 
+if TYPE_CHECKING:
+    from runners.throughput import Throughput  # loads TensorFlow
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,6 +58,8 @@ def measure_host(
     For several architectures searched together, each family's is measured and the rates
     combined as the search will mix them: a trial of each as often (the mean time per image).
     """
+    from runners.throughput import Throughput
+
     space = resolve(arch)
     starts = space.starts() if isinstance(space, Families) else [space.DEFAULTS]
     share = max(seconds / len(starts), 1.0)

@@ -6,8 +6,10 @@ Environment variables are read here only (click's ``envvar=``; the flag wins). H
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import pkgutil
 import re
 import shutil
 import sys
@@ -39,6 +41,34 @@ _ENVIRONMENT = {
     # its GenAI jobs, which fmsearch never submits) made the server answer after 23 s here.
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
+
+
+# Modules that load TensorFlow when imported: a scikit-learn run does without them.
+_TENSORFLOW_MODULES = frozenset(
+    {"runners.augment", "runners.lr_find", "runners.throughput", "runners.training"}
+)
+
+
+def preload(*, keras: bool) -> list[str]:
+    """Import now every fmsearch module a search may reach later; returns their names.
+
+    A search lasts hours, and what Python imports later comes from the files as they are by
+    then: a 2-hour planned search whose checkout changed under it died at its finals, where
+    the new ``search.ensemble`` met the old ``search.study`` it had loaded at the start. The
+    TensorFlow modules are loaded only for a Keras architecture (``keras``).
+    """
+    import runners
+    import search
+
+    names = [
+        info.name
+        for package in (search, runners)
+        for info in pkgutil.iter_modules(package.__path__, f"{package.__name__}.")
+        if info.name != "search.__main__" and (keras or info.name not in _TENSORFLOW_MODULES)
+    ]
+    for name in names:
+        importlib.import_module(name)
+    return names
 
 
 class _Group(click.Group):
@@ -618,6 +648,7 @@ def run(
     # Everything that can be wrong with the input is checked before the study exists.
     timeout, hard_timeout = _time_limit(timeout, budget_hours)
     space = resolve(arch)
+    preload(keras=space.KIND == "keras")
     check_requirements(space, arch=arch)
     objectives = parse_objectives(objective, space, arch=arch)
     trials_given = click.get_current_context().get_parameter_source("n_trials") not in (
@@ -1044,6 +1075,7 @@ def worker(
         wait=wait,
         seed_offset=1000 * worker_index,
     )
+    preload(keras=resolve(arch).KIND == "keras")
     data = load_fashion_mnist(data_dir=data_dir)
     split = split_train_val(
         data.x_train, data.y_train, val_size=settings.val_size, subset=settings.subset

@@ -254,3 +254,30 @@ def test_lr_find_writes_a_space_file_that_run_accepts(cli, stores, tmp_path):
     assert 1e-4 <= narrowed.low < narrowed.high <= 1e-2
     refused = cli("lr-find", "--arch", "forest", "--tracking-uri", stores["tracking"])
     _one_line_error(refused, r"--arch must be a Keras architecture")
+
+
+@pytest.mark.parametrize("keras", [False, True])
+def test_a_search_loads_all_its_modules_before_it_starts(keras):
+    """`run` and `worker` import every fmsearch module up front (a long search must not load
+    newer files later), and a scikit-learn search still does without TensorFlow."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import json, sys; from search.cli import preload; "
+        f"names = preload(keras={keras}); "
+        "print(json.dumps([names, sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('search', 'runners', 'tensorflow'))]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    names, loaded = json.loads(out.strip().splitlines()[-1])
+    files = {f"{p.parent.name}.{p.stem}" for d in ("search", "runners")
+             for p in (root / d).glob("*.py") if p.stem != "__init__"}  # fmt: skip
+    tensorflow = {"runners.augment", "runners.lr_find", "runners.throughput", "runners.training"}
+    expected = files - {"search.__main__"} - (set() if keras else tensorflow)
+    assert set(names) == expected and expected <= set(loaded)
+    assert ("tensorflow" in loaded) is keras
