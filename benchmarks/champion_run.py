@@ -53,6 +53,9 @@ def main() -> None:
         help="Only read back the run kept in DIR (an earlier --workdir) and write the results",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--note", help="A paragraph written under the tables (what happened to a kept run)"
+    )  # fmt: skip
     add_results_dir(parser)
     args = parser.parse_args()
     extra: list[str] = []
@@ -105,10 +108,17 @@ def main() -> None:
             + " |"
             for who in ("champion", "any trial")
         ),
+        *(["", args.note] if args.note else []),
     ]
     path = write(
         "champion_run_quick" if args.quick else "champion_run",
-        {"hours": args.hours, "target": TARGET, "reached": reached, "result": result},
+        {
+            "hours": args.hours,
+            "target": TARGET,
+            "reached": reached,
+            "result": result,
+            "note": args.note,
+        },
         "\n".join(lines),
         directory=args.results_dir,
     )
