@@ -684,7 +684,8 @@ class Objective:
                 split,
                 max_epochs=plan.max_epochs,
                 reporter=reporter,
-                patience=self._patience_for(trial, plan.max_epochs),
+                patience=self._patience_for(trial, params, plan.max_epochs),
+                monitor_from=self._monitor_from(trial, params, plan.max_epochs),
                 deadline=self._deadline,
                 initial_epoch=plan.initial_epoch,
                 callbacks=plan.callbacks,
@@ -731,14 +732,26 @@ class Objective:
         trial.set_user_attr("log_seconds", time.perf_counter() - start)
         return result
 
-    def _patience_for(self, trial: optuna.Trial, epochs: int) -> int | None:
-        """Early-stopping patience: a refit's long schedule gets a third of its epochs, since
-        its warm-up can stall the validation accuracy for longer than a short trial's."""
+    def _patience_for(self, trial: optuna.Trial, params: dict[str, Any], epochs: int) -> int | None:
+        """Early-stopping patience: a refit at a constant rate gets a third of its epochs,
+        since a long run's validation accuracy can stall longer than a short trial's (one on
+        a decaying schedule is watched only once it has annealed, ``_monitor_from``)."""
         if STANDS_IN_ATTR in trial.user_attrs:
             return None  # its validation images are training images: nothing to stop on
         if self._patience is None or REFIT_ATTR not in trial.user_attrs:
             return self._patience
+        if self._monitor_from(trial, params, epochs):
+            return self._patience
         return max(self._patience, -(-epochs // 3))
+
+    def _monitor_from(self, trial: optuna.Trial, params: dict[str, Any], epochs: int) -> int:
+        """The first epoch early stopping watches: a refit's (a final's) once its schedule
+        has annealed, every epoch of a search trial (the pruner judges those)."""
+        from runners.training import annealed_from
+
+        if REFIT_ATTR not in trial.user_attrs or STANDS_IN_ATTR in trial.user_attrs:
+            return 0
+        return annealed_from(params, epochs=epochs)
 
     def _log_result(
         self,

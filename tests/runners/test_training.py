@@ -10,7 +10,16 @@ import pytest
 from runners.data import Split
 from runners.errors import TrialFailed
 from runners.metrics import predict_classes
-from runners.training import _Pruning, fit_trial, free_memory, make_optimizer, seed_everything
+from runners.training import (
+    _Pruning,
+    annealed_from,
+    best_monitored,
+    fit_trial,
+    free_memory,
+    make_learning_rate,
+    make_optimizer,
+    seed_everything,
+)
 from spaces import mlp
 
 PARAMS = {
@@ -182,3 +191,23 @@ def test_one_cycle_warms_up_then_anneals():
     assert rates[0] == pytest.approx(0.01 / 25)
     assert max(rates) == pytest.approx(0.01, rel=0.05) and rates.index(max(rates)) == 3
     assert rates[-1] < 1e-4
+
+
+def test_a_long_schedule_is_watched_only_once_it_has_annealed():
+    assert annealed_from({"lr_schedule": "constant"}, epochs=30) == 0
+    assert annealed_from({"lr_schedule": "plateau"}, epochs=30) == 0
+    assert annealed_from({"lr_schedule": "cosine"}, epochs=30) == 19  # 2/3 through: a quarter
+    # One-cycle: 30% warm-up, then the cosine's quarter at 2/3 of the rest (epoch 26 of 33).
+    assert annealed_from({"lr_schedule": "one_cycle"}, epochs=33) == 25
+    # 10 steps an epoch: the rate at the end of epoch 26 (index 25) is down to a quarter.
+    rate = make_learning_rate({**PARAMS, "lr_schedule": "one_cycle"}, total_steps=330)
+    peak = PARAMS["learning_rate"]
+    assert float(rate(26 * 10)) <= 0.25 * peak < float(rate(24 * 10))
+
+
+def test_the_best_epoch_is_the_best_watched_one():
+    values = [0.91, 0.85, 0.88, 0.90]  # the best value came before the schedule annealed
+    assert best_monitored(values, initial_epoch=0, monitor_from=0) == 0
+    assert best_monitored(values, initial_epoch=0, monitor_from=2) == 3
+    assert best_monitored(values, initial_epoch=2, monitor_from=3) == 3  # epochs 2..5
+    assert best_monitored(values, initial_epoch=0, monitor_from=9) == 3  # none: the last
