@@ -279,12 +279,22 @@ def make_plan(
         epoch = _epoch_seconds(n, val_images, train_images_per_s, eval_images_per_s)
         return e * epoch + TRIAL_OVERHEAD_SECONDS
 
-    for n_rungs in range(len(sizes), 0, -1):
-        ladder = sizes[:n_rungs]
-        per_config = sum(trial_seconds(r, n) / eta**r for r, n in enumerate(ladder))
-        first = int(search // per_config) if search > 0 else 0
-        if first // eta ** (n_rungs - 1) >= 1:
-            break
+    def fit_ladder(search: float) -> tuple[list[int], float, int]:
+        """The tallest ladder whose top rung still gets a configuration in ``search``."""
+        for n_rungs in range(len(sizes), 0, -1):
+            ladder = sizes[:n_rungs]
+            per_config = sum(trial_seconds(r, n) / eta**r for r, n in enumerate(ladder))
+            first = int(search // per_config) if search > 0 else 0
+            if first // eta ** (n_rungs - 1) >= 1:
+                break
+        return ladder, per_config, first
+
+    ladder, per_config, first = fit_ladder(search)
+    if first < 1 and k:
+        # Room for a trial but not for a trial and a final: the best trial is the result.
+        k, epochs, final, search = 0, 0, 0.0, available
+        notes = ["no final training: the budget holds one search trial, not a final too"]
+        ladder, per_config, first = fit_ladder(search)
     if first < 1:
         needed = probe_seconds + reserve + trial_seconds(0, sizes[0])
         raise FmsearchError(
