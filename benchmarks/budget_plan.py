@@ -103,6 +103,7 @@ def read_planned_run(
             STANDS_IN_ATTR in t.user_attrs and ENSEMBLE_ATTR not in t.user_attrs
             for t in study.trials
         ),
+        "final_on_all_data": parent.data.tags.get("fmsearch.final_on_all_data"),
         "champion_stands_in": STANDS_IN_ATTR
         in study.trials[int(champion.tags[SOURCE_TRIAL_TAG])].user_attrs,
         "final_epochs": plan.final_epochs,

@@ -976,10 +976,10 @@ def _retrain(*, study, arch, settings, split, tracker, plan, quiet, run_params, 
     retrained = retrain_on_all_data(study=study, plan=plan, chosen=chosen, run=run)
     add_stand_in(study=study, tracker=tracker, chosen=chosen, retrained=retrained,
                  parent_run_id=parent_run_id, arch=arch)  # fmt: skip
-    click.echo(
-        f"retrained on {len(everything.x_train):,} images (validation included): "
-        + (", ".join(f"trial {m} as trial {n}" for m, n in retrained.items()) or "none")
-    )
+    outcome = (", ".join(f"trial {m} as trial {n}" for m, n in retrained.items())
+               or "none: the time left did not hold a retraining")  # fmt: skip
+    tracker.set_tags(parent_run_id, {"fmsearch.final_on_all_data": outcome})
+    click.echo(f"retrained on {len(everything.x_train):,} images (validation included): {outcome}")
 
 
 def _check_plan(*, tracker, parent_run_id, plan) -> None:

@@ -19,7 +19,9 @@ def test_budget_plan_records_estimate_and_outcome(run_quick):
     (row,) = run_quick("budget_plan")["runs"]
     assert row["estimated_seconds"] > 0 and row["actual_seconds"] > 0
     assert row["rungs"].startswith("100x3: ")
-    assert row["retrained"] >= 1 and row["champion_stands_in"]
+    # Retrained when the time left held it (it may not on a loaded machine): recorded either way.
+    assert row["final_on_all_data"].startswith("trial " if row["retrained"] else "none: ")
+    assert row["champion_stands_in"] == bool(row["retrained"])
     assert row["finals"] >= 1 and row["trials"] > row["finals"]
     assert row["ensemble"]["best_single"]["val_accuracy"] > 0.1
     assert 0.1 < row["test_accuracy"] <= 1
