@@ -125,7 +125,7 @@ def fit_trial(
 ) -> TrialResult:
     """Train ``model`` for up to ``max_epochs``, reporting validation accuracy every epoch.
 
-    On return the model holds the weights of its best epoch.
+    On return the model holds the weights of its best epoch (from ``monitor_from`` on).
 
     Args:
         model: An uncompiled model from a space's ``build``.
