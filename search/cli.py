@@ -929,6 +929,19 @@ def _estimate(*, arch, settings, split, tracker, workers, parent_run_id, n_trial
         logger.warning("the estimate was not recorded: %s", exc)
 
 
+def _timed_refit(*, study, arch, settings, split, tracker, quiet, run_params, refit_split):
+    """``run(refit, seconds)``: one refit on ``refit_split`` in this process, ended after the
+    epoch that passes ``seconds`` (what the plan's finals and retraining call)."""
+
+    def run(refit, seconds):
+        return _work(study=study, arch=arch, objectives=("accuracy",), settings=settings,
+                     split=split, tracker=tracker, timeout=seconds, hard_timeout=True,
+                     n_trials=1, quiet=quiet, run_params=run_params, refit_split=refit_split,
+                     refit=refit)  # fmt: skip
+
+    return run
+
+
 def _finals(*, study, arch, settings, split, tracker, plan, quiet, run_params,
             parent_run_id) -> None:  # fmt: skip
     """Train the plan's top configurations on all the images, in this process, then keep
@@ -936,12 +949,8 @@ def _finals(*, study, arch, settings, split, tracker, plan, quiet, run_params,
     from search.budget import run_finals
     from search.ensemble import combine_finals
 
-    def run(refit, seconds):
-        return _work(study=study, arch=arch, objectives=("accuracy",), settings=settings,
-                     split=split, tracker=tracker, timeout=seconds, hard_timeout=True,
-                     n_trials=1, quiet=quiet, run_params=run_params, refit_split=split,
-                     refit=refit)  # fmt: skip
-
+    run = _timed_refit(study=study, arch=arch, settings=settings, split=split, tracker=tracker,
+                       quiet=quiet, run_params=run_params, refit_split=split)  # fmt: skip
     trained = run_finals(study=study, plan=plan, run=run)
     if trained:
         click.echo(f"final training of trials {', '.join(map(str, trained))} on all images")
@@ -965,13 +974,8 @@ def _retrain(*, study, arch, settings, split, tracker, plan, quiet, run_params, 
     from search.promotion import select_candidate
 
     everything = with_validation_in_training(split)
-
-    def run(refit, seconds):
-        return _work(study=study, arch=arch, objectives=("accuracy",), settings=settings,
-                     split=split, tracker=tracker, timeout=seconds, hard_timeout=True,
-                     n_trials=1, quiet=quiet, run_params=run_params, refit_split=everything,
-                     refit=refit)  # fmt: skip
-
+    run = _timed_refit(study=study, arch=arch, settings=settings, split=split, tracker=tracker,
+                       quiet=quiet, run_params=run_params, refit_split=everything)  # fmt: skip
     chosen = select_candidate(study, max_params=max_params, max_latency_ms=max_latency_ms)
     retrained = retrain_on_all_data(study=study, plan=plan, chosen=chosen, run=run)
     add_stand_in(study=study, tracker=tracker, chosen=chosen, retrained=retrained,

@@ -202,9 +202,19 @@ def _add_trial(
             TRAIN_IMAGES_ATTR: best.user_attrs.get(TRAIN_IMAGES_ATTR),
         },
     )
-    study.add_trial(trial)
+    stored = _store(study, trial, run_id=run_id)
     logger.info("%s added to the study", chosen.describe())
-    return trial
+    return stored
+
+
+def _store(study: optuna.Study, trial: FrozenTrial, *, run_id: str) -> FrozenTrial:
+    """Add ``trial`` to ``study``; the stored trial (the study numbers it as it stores it:
+    the stored one is the one holding ``run_id``)."""
+    study.add_trial(trial)
+    return next(
+        t for t in reversed(study.get_trials(deepcopy=False))
+        if t.user_attrs.get(RUN_ID_ATTR) == run_id
+    )  # fmt: skip
 
 
 def add_stand_in(
@@ -257,9 +267,4 @@ def add_stand_in(
             RUN_ID_ATTR: run_id,
         },
     )
-    study.add_trial(trial)
-    # The study numbers the trial as it stores it: the stored one is the one with this run.
-    return next(
-        t for t in reversed(study.get_trials(deepcopy=False))
-        if t.user_attrs.get(RUN_ID_ATTR) == run_id
-    )  # fmt: skip
+    return _store(study, trial, run_id=run_id)
