@@ -845,10 +845,11 @@ def run(
 def _starts(space, *, max_epochs: int, planned: bool) -> list[dict]:
     """The configurations a new study starts from: the published one, and for a short
     Keras search the same retuned for few epochs."""
-    published = space.starts() if isinstance(space, Families) else [space.DEFAULTS]
+    families = isinstance(space, Families)
+    published = space.starts() if families else [space.DEFAULTS]
     if space.KIND != "keras" or planned or max_epochs >= AUGMENTED_MIN_EPOCHS:
         return published
-    return [*published, *(short_run_start(p) for p in published)]
+    return [*published, *(space.starts(short=True) if families else [short_run_start(space)])]
 
 
 def _planned(*, budget_hours, trials_given, space, engine, objectives, refit_epochs) -> bool:

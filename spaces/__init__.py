@@ -3,7 +3,9 @@
 ``ARCHITECTURES`` is the one registry; the CLI offers exactly its keys. Each module also has
 ``KIND`` (``"keras"``: trained by epochs; ``"sklearn"``: fitted on growing data subsets) and
 ``DEFAULTS``, its published configuration (``fmsearch run --enqueue`` starts from it). A
-module with ``REQUIRES = (package, install hint)`` needs an optional extra.
+module with ``REQUIRES = (package, install hint)`` needs an optional extra; a Keras module with
+``SHORT_RUN`` has its own changes to the configuration a short search starts from
+(:func:`spaces.common.short_run_start`).
 """
 
 from __future__ import annotations

@@ -109,16 +109,21 @@ def short_search_fixes(max_epochs: int, *, named: set[str]) -> dict[str, Any]:
     return {k: v for k, v in NO_AUGMENTATION.items() if k not in named}
 
 
-def short_run_start(defaults: dict[str, Any]) -> dict[str, Any]:
-    """A published configuration retuned for a run of a few epochs: a cosine schedule that
-    anneals to zero by the last epoch, twice the learning rate and batches of 64.
+def short_run_start(space: Any) -> dict[str, Any]:
+    """``space``'s published configuration retuned for a run of a few epochs: a cosine
+    schedule that anneals to zero by the last epoch, twice the learning rate, batches of 64,
+    then the space's own ``SHORT_RUN`` changes where it has them.
 
     Measured on mlp, 5 epochs on 10,000 images (test accuracy, mixed bfloat16): 0.8498
     against the published configuration's 0.8419; cosine alone 0.8350, batches of 64
     alone 0.8424, cosine with batches of 64 0.8459.
     """
+    defaults = space.DEFAULTS
     rate = min(2 * defaults["learning_rate"], LEARNING_RATE[1])
-    return {**defaults, "lr_schedule": "cosine", "learning_rate": rate, "batch_size": 64}
+    return {
+        **defaults, "lr_schedule": "cosine", "learning_rate": rate, "batch_size": 64,
+        **getattr(space, "SHORT_RUN", {}),
+    }  # fmt: skip
 
 
 def suggest_keras_common(trial: optuna.Trial) -> dict[str, Any]:

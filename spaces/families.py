@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from spaces.common import short_run_start
+
 if TYPE_CHECKING:
     import keras
     import optuna
@@ -78,13 +80,15 @@ class Families:
         # The first family's published configuration; `starts` has all of them.
         self.DEFAULTS = self.start(self.names[0])
 
-    def start(self, family: str) -> dict[str, Any]:
-        """``family``'s published configuration, under the study's names."""
-        defaults = self._modules[family].DEFAULTS
-        return {FAMILY_PARAM: family, **{own_name(family, k): v for k, v in defaults.items()}}
+    def start(self, family: str, *, short: bool = False) -> dict[str, Any]:
+        """``family``'s published configuration, under the study's names (``short``: retuned
+        for a run of a few epochs, see :func:`spaces.common.short_run_start`)."""
+        module = self._modules[family]
+        config = short_run_start(module) if short else module.DEFAULTS
+        return {FAMILY_PARAM: family, **{own_name(family, k): v for k, v in config.items()}}
 
-    def starts(self) -> list[dict[str, Any]]:
-        return [self.start(family) for family in self.names]
+    def starts(self, *, short: bool = False) -> list[dict[str, Any]]:
+        return [self.start(family, short=short) for family in self.names]
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Suggest a family, then its configuration, under the study's names."""

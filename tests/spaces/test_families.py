@@ -40,6 +40,11 @@ def test_starts_are_each_family_s_published_configuration():
     assert starts[0]["mlp.n_units_l0"] == 256 and starts[0] == space.DEFAULTS
     rebuilt = space.suggest(optuna.trial.FixedTrial(starts[1]))
     assert rebuilt == starts[1]
+    # Retuned for few epochs, each start takes its family's own changes, under the study's names.
+    short = space.starts(short=True)
+    assert short[0]["mlp.n_units_l0"] == 512 and short[0]["lr_schedule"] == "cosine"
+    assert short[1]["lr_schedule"] == "cosine" and short[1]["batch_size"] == 64
+    assert space.suggest(optuna.trial.FixedTrial(short[0])) == short[0]
 
 
 @pytest.mark.parametrize(
