@@ -8,11 +8,13 @@ With ``--final-on-all-data`` every run trains its chosen model again with the va
 images and promotes that (the quick variant does, so that the suite runs that path too).
 
     python -m benchmarks.budget_plan [--quick] [--runs mlp:0.1,cnn:0.2] [--final-on-all-data]
+        [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -22,6 +24,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmarks.common import add_results_dir, fmsearch_here, write
 
+# --quick: mlp for 75 s on 900 training and 300 validation images (champion_run's quick run too).
+QUICK_HOURS = 75 / 3600
+QUICK_DATA = ["--subset", "900", "--val-size", "300"]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,21 +35,29 @@ def main() -> None:
     parser.add_argument("--runs", default="mlp:0.1,cnn:0.2", help="ARCH:HOURS,...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--final-on-all-data", action="store_true")
+    parser.add_argument(
+        "--workdir", type=Path, help="Keep each run's stores in DIR/ARCH (default: temporary "
+        "directories, removed afterwards)",
+    )  # fmt: skip
     add_results_dir(parser)
     args = parser.parse_args()
     runs = [(a, float(h)) for a, h in (spec.split(":") for spec in args.runs.split(","))]
     extra: list[str] = []
     if args.quick:
-        runs, extra = [("mlp", 75 / 3600)], ["--subset", "900", "--val-size", "300"]
+        runs, extra = [("mlp", QUICK_HOURS)], list(QUICK_DATA)
         args.final_on_all_data = True
     extra += ["--final-on-all-data"] if args.final_on_all_data else []
     rows = []
     for arch, hours in runs:
         command = ["run", "--arch", arch, "--budget-hours", f"{hours:.6f}", "--seed",
                    str(args.seed), "-q", *extra]  # fmt: skip
-        with tempfile.TemporaryDirectory() as tmp:
-            wall, study = fmsearch_here(command, cwd=Path(tmp))
-            rows.append(read_planned_run(Path(tmp), study, arch=arch, hours=hours, wall=wall))
+        with contextlib.ExitStack() as stack:
+            if args.workdir:
+                workdir = args.workdir / arch
+            else:
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            wall, study = fmsearch_here(command, cwd=workdir)
+            rows.append(read_planned_run(workdir, study, arch=arch, hours=hours, wall=wall))
     table = "\n".join(
         [
             "`fmsearch run --arch ARCH --budget-hours H` (all 50,000 training images, 10,000 "

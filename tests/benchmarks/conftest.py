@@ -20,9 +20,10 @@ def run_quick(tmp_path, monkeypatch):
     """Run ``benchmarks.NAME --quick`` and check the JSON and Markdown it writes."""
     from tests.services import postgres
 
-    def run(name: str) -> dict:
+    def run(name: str, *options: str) -> dict:
         module = importlib.import_module(f"benchmarks.{name}")
-        monkeypatch.setattr(sys, "argv", [name, "--quick", "--results-dir", str(tmp_path)])
+        argv = [name, "--quick", "--results-dir", str(tmp_path), *options]
+        monkeypatch.setattr(sys, "argv", argv)
         with postgres() if name == "storage_load" else contextlib.nullcontext():
             module.main()
         payload = json.loads((tmp_path / f"{name}_quick.json").read_text())

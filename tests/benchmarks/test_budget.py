@@ -12,11 +12,13 @@ def test_first_run_against_the_plain_mlp(run_quick):
     assert len(payload["plain_mlp_test_accuracy"]) == len(payload["search_test_accuracy"]) == 1
 
 
-def test_budget_plan_records_estimate_and_outcome(run_quick):
+def test_budget_plan_records_estimate_and_outcome_and_champion_run_reads_it(run_quick, tmp_path):
     """`fmsearch run --budget-hours --final-on-all-data` end to end through the CLI (in this
     process): the plan, its rungs, the finals on all 900 images, the ensemble decision, the
-    chosen model trained again with the validation images and promoted, the estimate's check."""
-    (row,) = run_quick("budget_plan")["runs"]
+    chosen model trained again with the validation images and promoted, the estimate's check.
+    champion_run reads the same run back (its own quick run is this one)."""
+    kept = tmp_path / "kept"
+    (row,) = run_quick("budget_plan", "--workdir", str(kept))["runs"]
     assert row["estimated_seconds"] > 0 and row["actual_seconds"] > 0
     assert row["rungs"].startswith("100x3: ")
     # Retrained when the time left held it (it may not on a loaded machine): recorded either way.
@@ -25,6 +27,12 @@ def test_budget_plan_records_estimate_and_outcome(run_quick):
     assert row["finals"] >= 1 and row["trials"] > row["finals"]
     assert row["ensemble"]["best_single"]["val_accuracy"] > 0.1
     assert 0.1 < row["test_accuracy"] <= 1
+    champion = run_quick("champion_run", "--summarize", str(kept / "mlp"))["result"]
+    assert champion["test_accuracy"] == row["test_accuracy"]
+    curve = champion["time_to_accuracy"]
+    assert set(curve) == {"champion", "any trial"}
+    assert set(curve["champion"]) == {"0.90", "0.92", "0.93", "0.94"}
+    assert all(s is None or s > 0 for who in curve.values() for s in who.values())
 
 
 def test_keras_tuner_tutorial_side_by_side(run_quick):
