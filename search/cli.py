@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import pkgutil
 import re
@@ -71,6 +72,17 @@ def preload(*, keras: bool) -> list[str]:
     return names
 
 
+class _Finite(click.FloatRange):
+    """A ``FloatRange`` that refuses nan, which passes every comparison, and infinities, which
+    are no limit where a limit is asked for."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"expected a finite number, got {value!r}", param, ctx)
+        return number
+
+
 class _Group(click.Group):
     """Turns fmsearch's fatal errors into one-line messages with a non-zero exit."""
 
@@ -126,13 +138,13 @@ max_params_option = click.option(
 )
 max_latency_option = click.option(
     "--max-latency-ms",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_Finite(min=0, min_open=True),
     metavar="MS",
     help="Promote only models that predict in at most MS milliseconds per image.",
 )
 timeout_option = click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_Finite(min=0, min_open=True),
     metavar="SECONDS",
     help="Start no new trial after this long.",
 )
@@ -147,7 +159,7 @@ def port_option(*, default: int):
 
 budget_option = click.option(
     "--budget-hours",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_Finite(min=0, min_open=True),
     metavar="HOURS",
     help="The time the whole command may take. Without --trials (Keras architectures): "
     "measure this host, plan a ladder of growing data subsets, train the top configurations "
@@ -210,12 +222,19 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="Only warnings a
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
 
 
+# "fmsearch-" plus the name is the default registered model name; MLflow's registry keeps
+# names of at most 256 characters, and a directory name is at most 255 bytes.
+MAX_STUDY_NAME = 128
+
+
 def _check_study_name(ctx: click.Context, param: click.Parameter, value: str | None):
     # The name is also an MLflow experiment name, a filter value and a directory name.
     if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
         raise click.BadParameter(
             f"expected letters, digits, '.', '_' or '-' (not first), got {value!r}"
         )
+    if value is not None and len(value) > MAX_STUDY_NAME:
+        raise click.BadParameter(f"expected at most {MAX_STUDY_NAME} characters, got {len(value)}")
     return value
 
 
@@ -464,7 +483,10 @@ def _echo_outcome(outcome) -> None:
 @tracking_option
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNERS), default="hyperband", show_default=True)
-@click.option("--seed", type=int, help="Seed of the sampler and of each trial's initial weights.")
+@click.option(
+    "--seed", type=click.IntRange(0, 2**32 - 1), metavar="N",
+    help="Seed of the sampler and of each trial's initial weights (0 to 2**32-1, NumPy's range).",
+)  # fmt: skip
 @timeout_option
 @budget_option
 @click.option(
@@ -1032,7 +1054,7 @@ def _refresh_report(*, study, tracker, register_as: str | None) -> None:
 @budget_option
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=_Finite(min=0),
     default=0,
     show_default=True,
     metavar="SECONDS",
@@ -1614,9 +1636,9 @@ def explain(
     show_default=True,
     help="Batches the learning rate rises over.",
 )
-@click.option("--min-lr", type=click.FloatRange(min=0, min_open=True), default=1e-6,
+@click.option("--min-lr", type=_Finite(min=0, min_open=True), default=1e-6,
               show_default=True)  # fmt: skip
-@click.option("--max-lr", type=click.FloatRange(min=0, min_open=True), default=1.0,
+@click.option("--max-lr", type=_Finite(min=0, min_open=True), default=1.0,
               show_default=True)  # fmt: skip
 @click.option(
     "--subset",

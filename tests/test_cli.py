@@ -53,6 +53,22 @@ def test_zero_trials(cli):
     assert "Invalid value for '--trials': 0 is not in the range x>=1" in result.output
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--seed", "-1", "-1 is not in the range 0<=x<=4294967295"),
+        ("--timeout", "nan", "expected a finite number, got 'nan'"),
+        ("--budget-hours", "nan", "expected a finite number, got 'nan'"),
+        ("--budget-hours", "inf", "expected a finite number, got 'inf'"),
+        ("--study-name", "s" * 300, "expected at most 128 characters, got 300"),
+    ],
+)
+def test_values_no_search_can_use_are_refused_before_it_starts(cli, option, value, message):
+    result = cli("run", "--arch", "mlp", option, value)
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}': {message}" in result.output
+
+
 def test_storage_that_does_not_parse(cli, stores):
     result = cli("run", "--arch", "mlp", "--storage", "nope", "--tracking-uri", stores["tracking"])
     _one_line_error(result, r"--storage 'nope' does not parse: expected a database URL")
