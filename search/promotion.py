@@ -177,7 +177,10 @@ def _promote(
         # Promoted before and still champion: keep the recorded decision.
         alias, decision = CHAMPION, version.tags.get(DECISION_TAG, "already the champion")
     else:
-        alias, decision = _decide(accuracy, champion)
+        incumbent = None if champion is None else _incumbent_accuracy(
+            tracker, champion, test_images=test_images, test_labels=test_labels
+        )  # fmt: skip
+        alias, decision = _decide(accuracy, champion, incumbent)
         tracker.set_alias(model_name, alias, version.version)
         tracker.set_version_tags(model_name, version.version, {DECISION_TAG: decision})
         tracker.set_tags(version.tags["promotion_run_id"], {DECISION_TAG: decision, "alias": alias})
@@ -236,11 +239,45 @@ def select_candidate(
     return max(stand_ins, key=lambda t: t.number, default=best)
 
 
-def _decide(accuracy: float, champion: ModelVersion | None) -> tuple[str, str]:
-    """The alias a candidate earns against the current champion, and why."""
+def _incumbent_accuracy(
+    tracker: Tracker, champion: ModelVersion, *, test_images: np.ndarray, test_labels: np.ndarray
+) -> float | None:
+    """``champion``'s recorded test accuracy or, for a version aliased by hand without one,
+    its accuracy on the test set now (recorded on it); None if it cannot be judged (not a
+    served model of this contract).
+
+    A champion compared as nan could never be beaten: every comparison with nan is false.
+    """
+    with contextlib.suppress(KeyError, ValueError):
+        recorded = float(champion.tags[TEST_ACCURACY_TAG])
+        if math.isfinite(recorded):
+            return recorded
+    uri = f"models:/{champion.name}/{champion.version}"
+    try:
+        predicted = tracker.load_served_model(uri).predict(test_images)["class_index"].to_numpy()
+    except Exception as exc:  # anything a foreign model raises
+        logger.warning("champion %s has no test accuracy and could not be judged: %s", uri, exc)
+        return None
+    accuracy = float(np.mean(predicted == test_labels))
+    logger.info("champion %s had no test accuracy: judged now, %.4f", uri, accuracy)
+    tracker.set_version_tags(
+        champion.name, champion.version, {TEST_ACCURACY_TAG: f"{accuracy:.6f}"}
+    )
+    return accuracy
+
+
+def _decide(
+    accuracy: float, champion: ModelVersion | None, incumbent: float | None
+) -> tuple[str, str]:
+    """The alias a candidate earns against the current champion (``incumbent``: its test
+    accuracy, None where it has none), and why."""
     if champion is None:
         return CHAMPION, f"first champion: test accuracy {accuracy:.4f}"
-    incumbent = float(champion.tags.get(TEST_ACCURACY_TAG, "nan"))
+    if incumbent is None:
+        return CHAMPION, (
+            f"champion: test accuracy {accuracy:.4f}; version {champion.version} had none "
+            "to compare and could not be judged"
+        )
     if accuracy > incumbent:
         return CHAMPION, (
             f"champion: test accuracy {accuracy:.4f} beats version {champion.version} "

@@ -49,6 +49,31 @@ def test_champion_and_challenger(tiny_study, tracker, fashion):
     promotion_run = client.get_run(version.tags["promotion_run_id"])
     assert promotion_run.data.tags["fmsearch.decision"] == third.decision
 
+    # A champion aliased by hand, as one registered elsewhere would be, has no test accuracy
+    # to compare (compared as nan, it could never be beaten): it is judged on the test set now.
+    client.delete_model_version_tag(NAME, "2", "test_accuracy")
+    again = _promote(worse, tracker, fashion)
+    assert again.alias == CHALLENGER
+    judged = float(client.get_model_version(NAME, "2").tags["test_accuracy"])
+    assert judged == pytest.approx(second.test_accuracy, abs=1e-6)
+    assert f"does not beat champion version 2 ({judged:.4f})" in again.decision
+    # A foreign model that does not serve fmsearch's contract cannot be judged: it is replaced.
+    from sklearn.dummy import DummyClassifier
+
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    flat = fashion.x_train[:50].reshape(50, -1)
+    with mlflow.start_run(experiment_id=tracker.experiment_id("foreign")):
+        dummy = DummyClassifier().fit(flat, fashion.y_train[:50])
+        # Requirements given: inferring them costs about 10 s.
+        info = mlflow.sklearn.log_model(dummy, name="m", pip_requirements=["scikit-learn"])
+    foreign = mlflow.register_model(info.model_uri, NAME)
+    client.set_registered_model_alias(NAME, CHAMPION, foreign.version)
+    replaced = _promote(worse, tracker, fashion)
+    assert (replaced.version, replaced.alias) == ("3", CHAMPION)
+    assert f"version {foreign.version} had none to compare and could not be judged" in (
+        replaced.decision
+    )
+
 
 def test_version_carries_its_test_record(tiny_study, tracker, fashion):
     study, _ = tiny_study(enqueue=[GOOD_MLP], max_epochs=2)
