@@ -101,12 +101,27 @@ def prepare_study(
             study.sampler = make_sampler(
                 settings.sampler, seed=settings.seed + len(study.trials), fixed=settings.fixed
             )
+        _check_resumable(study, settings)
         study.set_user_attr(SETTINGS_ATTR, asdict(settings))
         for params in enqueue:
             study.enqueue_trial({**params, **settings.fixed}, skip_if_exists=True)
         reap_stale_trials(study)
         add_budget(study, n_trials)
     return study
+
+
+def _check_resumable(study: optuna.Study, settings: SearchSettings) -> None:
+    """Refuse settings under which a resumed study's trials would no longer compare: its
+    values are accuracies on one validation set, which ``val_size`` chooses."""
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None or stored.get("val_size", settings.val_size) == settings.val_size:
+        return
+    raise FmsearchError(
+        f"study {study.study_name!r} validates its trials on {stored['val_size']} images: "
+        f"expected --val-size {stored['val_size']} to resume it, got {settings.val_size} "
+        "(trials judged on different validation sets cannot compete; start a new "
+        "--study-name)"
+    )
 
 
 def open_worker_study(

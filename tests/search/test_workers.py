@@ -1,0 +1,33 @@
+"""Creating and resuming a study's record of how its trials train."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from runners.errors import FmsearchError
+from search.storage import open_storage
+from search.workers import SETTINGS_ATTR, SearchSettings, prepare_study
+
+
+def _prepare(url: str, **settings):
+    return prepare_study(
+        storage=open_storage(url), storage_url=url, study_name="logreg", arch="logreg",
+        objectives=("accuracy",), settings=SearchSettings(**settings), n_trials=1,
+    )  # fmt: skip
+
+
+def test_a_study_resumes_with_new_settings_but_not_another_validation_set(tmp_path):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    _prepare(url, val_size=1000, max_epochs=3)
+    # How trials train may change between sessions: they still compare on one validation set.
+    resumed = _prepare(url, val_size=1000, max_epochs=5, sampler="random")
+    assert resumed.user_attrs[SETTINGS_ATTR]["max_epochs"] == 5
+    with pytest.raises(FmsearchError, match=(
+        r"study 'logreg' validates its trials on 1000 images: expected --val-size 1000 to "
+        r"resume it, got 20 \(trials judged on different validation sets cannot compete"
+    )):  # fmt: skip
+        _prepare(url, val_size=20)
+    study = optuna.load_study(study_name="logreg", storage=url)
+    assert study.user_attrs[SETTINGS_ATTR]["val_size"] == 1000
+    assert study.user_attrs[SETTINGS_ATTR]["max_epochs"] == 5
