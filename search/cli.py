@@ -812,7 +812,7 @@ def run(
         )
     elif workers == 0:
         click.echo(f"waiting for workers to run study {study.study_name}'s trials", err=True)
-        wait_for_pool(study, tracker=tracker)
+        wait_for_pool(study, tracker=tracker, timeout=timeout, hard=hard_timeout)
     else:
         command = [*worker_command(), "worker", "--study-name", study.study_name]
         command += ["--storage", storage, "--tracking-uri", tracker.tracking_uri]

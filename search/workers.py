@@ -207,18 +207,42 @@ def run_local_workers(command: list[str], *, n_workers: int, threads: int) -> li
         raise
 
 
-def wait_for_pool(study: optuna.Study, *, tracker: Tracker, poll_seconds: float = 5.0) -> None:
+def wait_for_pool(
+    study: optuna.Study,
+    *,
+    tracker: Tracker,
+    timeout: float | None = None,
+    hard: bool = False,
+    poll_seconds: float = 5.0,
+) -> None:
     """Wait until other workers have run every trial in the study's pool (``--workers 0``).
 
     Meanwhile this process reaps stale trials like any worker, and ends their MLflow runs.
+
+    Args:
+        timeout: Seconds after which no trial that has not started is waited for
+            (``--timeout``); None: no limit.
+        hard: Stop waiting at ``timeout`` for the running ones too (``--budget-hours``).
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     with Reaper(study, tracker):
         while True:
             reap_stale_trials(study)
-            states = (TrialState.WAITING, TrialState.RUNNING)
-            if not study.get_trials(deepcopy=False, states=states):
-                return
-            time.sleep(poll_seconds)
+            late = deadline is not None and time.monotonic() >= deadline
+            states = (TrialState.RUNNING,) if late else (TrialState.WAITING, TrialState.RUNNING)
+            left = study.get_trials(deepcopy=False, states=states)
+            if not left or (late and hard):
+                break
+            pause = poll_seconds
+            if deadline is not None and not late:  # wake at the deadline, not after it
+                pause = min(pause, max(deadline - time.monotonic(), 0.05))
+            time.sleep(pause)
+    if late:
+        unstarted = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        logger.warning(
+            "stopped waiting after %.0f s: %d trial(s) no worker started%s", timeout, unstarted,
+            f", {len(left)} still running" if left else "",
+        )  # fmt: skip
 
 
 def worker_command() -> list[str]:

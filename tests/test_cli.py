@@ -69,6 +69,16 @@ def test_values_no_search_can_use_are_refused_before_it_starts(cli, option, valu
     assert f"Invalid value for '{option}': {message}" in result.output
 
 
+def test_a_coordinator_without_workers_gives_up_at_its_timeout(cli, stores):
+    from .test_cli_search_controls import TINY
+
+    result = cli("run", "--arch", "logreg", "--trials", 2, "--workers", 0, "--timeout", 2,
+                 *_store_args(stores), *TINY)  # fmt: skip
+    _one_line_error(result, r"study 'logreg' has no completed trial to promote")
+    study = optuna.load_study(study_name="logreg", storage=stores["storage"])
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.WAITING] * 2
+
+
 def test_storage_that_does_not_parse(cli, stores):
     result = cli("run", "--arch", "mlp", "--storage", "nope", "--tracking-uri", stores["tracking"])
     _one_line_error(result, r"--storage 'nope' does not parse: expected a database URL")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from runners.errors import FmsearchError
 from search.storage import open_storage
@@ -31,3 +32,28 @@ def test_a_study_resumes_with_new_settings_but_not_another_validation_set(tmp_pa
     study = optuna.load_study(study_name="logreg", storage=url)
     assert study.user_attrs[SETTINGS_ATTR]["val_size"] == 1000
     assert study.user_attrs[SETTINGS_ATTR]["max_epochs"] == 5
+
+
+def test_waiting_for_other_workers_ends_at_the_timeout(tmp_path, tracker):
+    import threading
+
+    from search.study import add_budget
+    from search.workers import wait_for_pool
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = _prepare(url)  # one trial waits in the pool; no worker takes it
+    wait_for_pool(study, tracker=tracker, timeout=0.2, poll_seconds=0.05)
+    assert [t.state for t in study.trials] == [TrialState.WAITING]
+
+    # A trial that a worker runs is waited for past --timeout, until it ends ...
+    running = study.ask()
+    threading.Timer(1.0, lambda: study.tell(running, 0.5)).start()
+    wait_for_pool(study, tracker=tracker, timeout=0.2, poll_seconds=0.05)
+    assert study.trials[running.number].state == TrialState.COMPLETE
+    # ... but not past --budget-hours (hard): the whole command keeps to the budget.
+    add_budget(study, 2)
+    late = study.ask()
+    wait_for_pool(study, tracker=tracker, timeout=0.2, hard=True, poll_seconds=0.05)
+    assert [t.state for t in study.trials[late.number :]] == [
+        TrialState.RUNNING, TrialState.WAITING,
+    ]  # fmt: skip
