@@ -22,6 +22,7 @@ import click
 from runners.errors import FmsearchError
 from runners.precision import PRECISIONS
 from search.choices import ENGINES, OBJECTIVES, PLANNED_PRUNER, PRUNERS, SAMPLERS, TUNERS
+from search.urls import redact
 from spaces import ARCHITECTURES, resolve
 from spaces.common import AUGMENTED_MIN_EPOCHS, short_run_start, short_search_fixes
 from spaces.families import AUTO, Families
@@ -90,7 +91,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FmsearchError as exc:
-            raise click.ClickException(str(exc)) from None
+            # Its text may quote a library's error, which quotes URLs whole.
+            raise click.ClickException(redact(str(exc))) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -238,6 +240,16 @@ def _check_study_name(ctx: click.Context, param: click.Parameter, value: str | N
     return value
 
 
+def _redact_record(record: logging.LogRecord) -> bool:
+    """Every log line without the passwords of the URLs it quotes (fmsearch's own lines
+    redact them; a library's warning, a retry or a traceback may quote a URL whole)."""
+    record.msg, record.args = redact(record.getMessage()), None
+    if record.exc_info:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+    return True
+
+
 def _setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     import optuna
 
@@ -245,6 +257,8 @@ def _setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     if verbose:  # MLflow sets its loggers' level from this when it is imported
         os.environ["MLFLOW_LOGGING_LEVEL"] = "DEBUG"
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_record)
     for name in ("search", "runners", "spaces"):
         logging.getLogger(name).setLevel(level)
     # Optuna logs every failed trial's traceback at WARNING; fmsearch logs one line per trial.
@@ -655,7 +669,7 @@ def run(
     from search.choices import check_requirements, describe_space, parse_objectives
     from search.overrides import load_space_file, parse_fixed
     from search.study import open_study_run, summarize
-    from search.urls import default_storage, redact
+    from search.urls import default_storage
     from search.workers import (
         SearchSettings,
         prepare_study,
@@ -815,15 +829,16 @@ def run(
         wait_for_pool(study, tracker=tracker, timeout=timeout, hard=hard_timeout)
     else:
         command = [*worker_command(), "worker", "--study-name", study.study_name]
-        command += ["--storage", storage, "--tracking-uri", tracker.tracking_uri]
         command += ["--heartbeat-interval", str(heartbeat_interval)]
         command += ["--data-dir", str(data_dir)] if data_dir else []
         # A planned search's workers take its deadline and ladder from the study's plan.
         command += ["--budget-hours", str(budget_hours)] if budget_hours and not plan else []
         command += ["--timeout", str(timeout)] if timeout and not hard_timeout else []
         command += ["--quiet"] if quiet else []
+        # The stores go by environment, not the command line, which `ps` shows any user.
+        stores = {"FMSEARCH_STORAGE": storage, "MLFLOW_TRACKING_URI": tracker.tracking_uri}
         codes = run_local_workers(
-            command, n_workers=workers, threads=threads or threads_per_worker(workers)
+            command, n_workers=workers, threads=threads or threads_per_worker(workers), env=stores
         )
         if any(codes):
             logger.warning("worker exit codes: %s", codes)
@@ -1142,7 +1157,7 @@ def studies(storage, study_name) -> None:
 
     from search.storage import ARCH_ATTR
     from search.study import summarize
-    from search.urls import default_storage, redact
+    from search.urls import default_storage
 
     url = storage or default_storage()
     optuna_storage = _storage(url)
@@ -1186,7 +1201,7 @@ def server(backend_store_uri, artifacts_destination, host, port, server_workers)
     Point workers at it with --tracking-uri http://HOST:PORT. It listens on 127.0.0.1 unless
     --host says otherwise: it has no authentication, so put a proxy in front to expose it.
     """
-    from search.urls import DEFAULT_STORE_DIR, default_tracking_uri, redact, sqlite_path
+    from search.urls import DEFAULT_STORE_DIR, default_tracking_uri, sqlite_path
 
     uri = backend_store_uri or default_tracking_uri()
     db = sqlite_path(uri)
@@ -1332,7 +1347,7 @@ def report(study_name, storage, tracking_uri, register_as, output, quiet, verbos
 @port_option(default=5000)
 def ui(tracking_uri, host, port) -> None:
     """Serve the MLflow UI over fmsearch's tracking store."""
-    from search.urls import default_artifact_root, default_tracking_uri, redact, sqlite_path
+    from search.urls import default_artifact_root, default_tracking_uri, sqlite_path
 
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
@@ -1725,7 +1740,7 @@ def lr_find(
 @port_option(default=8080)
 def dashboard(storage, host, port) -> None:
     """Serve optuna-dashboard over the study storage (pip install 'fmsearch[dashboard]')."""
-    from search.urls import default_storage, redact
+    from search.urls import default_storage
 
     url = storage or default_storage()
     found = _executable(

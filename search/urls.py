@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_STORE_DIR = Path("mlruns")
 
@@ -44,10 +43,16 @@ def default_artifact_root(tracking_uri: str) -> Path | None:
     return (db.parent if db else DEFAULT_STORE_DIR).resolve() / "artifacts"
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe for logs, tags and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+# scheme://user:password@ -- the password up to the last "@" of the word, as broad as any
+# parser reads it: SQLAlchemy takes "hunter/2" in "bob:hunter/2@host" whole, where urlsplit
+# sees no password at all, and "hun[ter2" makes urlsplit raise.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):[^\s]*@")
+# ...?password=... as libpq and SQLAlchemy accept it.
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, or a message that holds URLs) with every password in a URL replaced
+    by ``***``: safe for logs, tags and errors."""
+    text = _USERINFO.sub(r"\g<head>:***@", text)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", text)

@@ -182,16 +182,18 @@ def threads_per_worker(n_workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, n_workers))
 
 
-def run_local_workers(command: list[str], *, n_workers: int, threads: int) -> list[int]:
+def run_local_workers(
+    command: list[str], *, n_workers: int, threads: int, env: dict[str, str] | None = None
+) -> list[int]:
     """Run ``n_workers`` copies of the ``fmsearch worker`` ``command`` and wait for them.
 
-    Each gets ``--threads`` and a ``--worker-index``; Ctrl-C reaches them all (one process
-    group), and each stops cleanly.
+    Each gets ``--threads`` and a ``--worker-index``, and ``env`` on top of this process's
+    environment; Ctrl-C reaches them all (one process group), and each stops cleanly.
 
     Returns:
         Their exit codes.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads)}
     processes = [
         subprocess.Popen([*command, "--threads", str(threads), "--worker-index", str(i)], env=env)
         for i in range(n_workers)

@@ -93,6 +93,47 @@ def test_storage_that_cannot_connect_hides_the_password(cli, stores):
     assert "hunter2" not in result.output
 
 
+def test_a_tracking_server_that_fails_never_shows_the_password(cli, stores, monkeypatch):
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(500, "boom")
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    try:
+        url = f"http://bob:hunter2@127.0.0.1:{server.server_port}"
+        result = cli("run", "--arch", "mlp", "--storage", stores["storage"], "--tracking-uri", url)
+    finally:
+        server.shutdown()
+    # MLflow's own message quotes the URL it was given: the whole line is redacted.
+    _one_line_error(result, rf"tracking URI http://bob:\*\*\*@127.0.0.1:{server.server_port} "
+                            r"does not answer: .*500")  # fmt: skip
+    assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bob:hunter/2@127.0.0.1:1/o",
+        "postgresql://bob@127.0.0.1:1/o?password=hunter2",
+        "postgresql://bob:hun[ter2@127.0.0.1:1/o",
+    ],
+)
+def test_studies_never_shows_the_password_however_the_url_is_written(cli, url):
+    result = cli("studies", "--storage", url)
+    _one_line_error(result, r"cannot connect to storage postgresql://bob")
+    assert "hunter" not in result.output and "ter2" not in result.output
+
+
 def test_tracking_uri_that_does_not_answer(cli, stores, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     result = cli("run", "--arch", "mlp", "--storage", stores["storage"], "--tracking-uri",

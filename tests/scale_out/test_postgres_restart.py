@@ -4,7 +4,9 @@ nowhere."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -23,6 +25,14 @@ from tests.services import (
 )
 
 pytestmark = pytest.mark.slow
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            lines.append(path.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return lines
 
 
 @pytest.fixture
@@ -44,6 +54,9 @@ def test_two_workers_through_a_postgres_restart(tmp_path, server):
         )  # fmt: skip
         wait_until(lambda: count(url, "mlp", (TrialState.COMPLETE,)),
               seconds=300, what="complete trial", processes=[run])  # fmt: skip
+        # What `ps` shows any user of the machine: the workers' command lines.
+        workers = [c for c in _command_lines() if "worker" in c and "--worker-index" in c]
+        assert len(workers) == 2 and not any("hunter2-secret" in c for c in workers), workers
         restart_postgres()
         assert run.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()
         study = study_of(url, "mlp")

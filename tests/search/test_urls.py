@@ -15,6 +15,15 @@ from search.urls import default_artifact_root, redact, sqlite_path
         ("mysql+pymysql://root:@127.0.0.1/test", "mysql+pymysql://root:***@127.0.0.1/test"),
         ("postgresql://bob@db/optuna", "postgresql://bob@db/optuna"),
         ("sqlite:///mlruns/optuna.db", "sqlite:///mlruns/optuna.db"),
+        # Read as SQLAlchemy reads them: a "/" or a "[" in the password, one in the query.
+        ("postgresql://bob:hunter/2@127.0.0.1:1/o", "postgresql://bob:***@127.0.0.1:1/o"),
+        ("postgresql://bob:hun[ter2@127.0.0.1:1/o", "postgresql://bob:***@127.0.0.1:1/o"),
+        ("postgresql://bob@h/o?password=hunter2&x=1", "postgresql://bob@h/o?password=***&x=1"),
+        # A message with a URL in it, as MLflow's own errors quote it.
+        (
+            "API request to http://bob:hunter2@127.0.0.1:5998/api failed (500); 'http://x:y@h'",
+            "API request to http://bob:***@127.0.0.1:5998/api failed (500); 'http://x:***@h'",
+        ),
     ],
 )
 def test_redact_hides_passwords(url, expected):
