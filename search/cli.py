@@ -1195,11 +1195,23 @@ def studies(storage, study_name) -> None:
 @port_option(default=5000)
 @click.option("--workers", "server_workers", type=click.IntRange(min=1), default=2,
               show_default=True, help="Server processes.")  # fmt: skip
-def server(backend_store_uri, artifacts_destination, host, port, server_workers) -> None:
+@click.option(
+    "--allowed-hosts",
+    envvar="FMSEARCH_SERVER_ALLOWED_HOSTS",
+    metavar="HOSTS",
+    help="Comma-separated names the server answers to (the Host header: 'mlflow', "
+    "'tracking-host:5000', wildcards 'app-*'), besides localhost and IP addresses, which it "
+    "always answers. Env: FMSEARCH_SERVER_ALLOWED_HOSTS.",
+)
+def server(
+    backend_store_uri, artifacts_destination, host, port, server_workers, allowed_hosts
+) -> None:
     """Run an MLflow tracking server over fmsearch's store, for workers on other hosts.
 
-    Point workers at it with --tracking-uri http://HOST:PORT. It listens on 127.0.0.1 unless
-    --host says otherwise: it has no authentication, so put a proxy in front to expose it.
+    Point workers at it with --tracking-uri http://HOST:PORT; reached by a name (not an IP
+    address), the name must be in --allowed-hosts: MLflow refuses other Host headers (DNS
+    rebinding). It listens on 127.0.0.1 unless --host says otherwise: it has no
+    authentication, so put a proxy in front to expose it.
     """
     from search.urls import DEFAULT_STORE_DIR, default_tracking_uri, sqlite_path
 
@@ -1208,15 +1220,30 @@ def server(backend_store_uri, artifacts_destination, host, port, server_workers)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts_destination or (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri()
-    command = [_mlflow_executable(), "server", "--backend-store-uri", uri]
-    command += ["--artifacts-destination", artifacts, "--serve-artifacts"]
-    command += ["--host", host, "--port", str(port), "--workers", str(server_workers)]
+    command = [_mlflow_executable(), "server", "--artifacts-destination", artifacts]
+    command += ["--serve-artifacts", "--host", host, "--port", str(port)]
+    command += ["--workers", str(server_workers)]
+    if allowed_hosts:
+        command += ["--allowed-hosts", _with_local_hosts(allowed_hosts)]
     click.echo(
         f"MLflow tracking server on http://{host}:{port} over {redact(uri)} (Ctrl-C stops it)",
         err=True,
     )
     sys.stdout.flush()
-    os.execv(command[0], command)
+    # The store's URL, password included, goes by environment: a command line is what `ps`
+    # shows every user of the host.
+    os.execve(command[0], command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
+
+
+def _with_local_hosts(allowed_hosts: str) -> str:
+    """``allowed_hosts`` as MLflow matches Host headers (exactly, port included: a bare name
+    also gets ``name:*``), plus what MLflow allows when not given the option (localhost and
+    private IP addresses), which the option would otherwise take away."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    names = [name.strip() for name in allowed_hosts.split(",") if name.strip()]
+    with_ports = [f"{name}:*" for name in names if ":" not in name and "*" not in name]
+    return ",".join([*names, *with_ports, *get_default_allowed_hosts()])
 
 
 @main.command()

@@ -63,3 +63,13 @@ def test_each_service_runs_a_command_fmsearch_accepts():
         assert context.params  # parsed: every option exists and every value is valid
     study_args = shlex.split(_substitute(services["study"]["command"], env))
     assert "--workers" in study_args and study_args[study_args.index("--workers") + 1] == "0"
+
+
+def test_the_tracking_server_answers_the_name_workers_use_and_keeps_its_password_off_ps():
+    services = _compose()["services"]
+    worker_uri = services["worker"]["environment"]["MLFLOW_TRACKING_URI"]
+    assert worker_uri == "http://mlflow:5000"
+    argv = shlex.split(_substitute(services["mlflow"]["command"], _env_example()))
+    assert argv[argv.index("--allowed-hosts") + 1].split(",")[0] == "mlflow"
+    assert "PASSWORD" not in services["mlflow"]["command"]
+    assert "${POSTGRES_PASSWORD}" in services["mlflow"]["environment"]["FMSEARCH_SERVER_BACKEND"]

@@ -4,15 +4,13 @@ nowhere."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.scale_out.common import count, counted, study_of, trial_runs, wait_until
+from tests.scale_out.common import command_lines, count, counted, study_of, trial_runs, wait_until
 from tests.services import (
     ENV,
     FMSEARCH,
@@ -25,14 +23,6 @@ from tests.services import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def _command_lines() -> list[str]:
-    lines = []
-    for path in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            lines.append(path.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-    return lines
 
 
 @pytest.fixture
@@ -55,7 +45,7 @@ def test_two_workers_through_a_postgres_restart(tmp_path, server):
         wait_until(lambda: count(url, "mlp", (TrialState.COMPLETE,)),
               seconds=300, what="complete trial", processes=[run])  # fmt: skip
         # What `ps` shows any user of the machine: the workers' command lines.
-        workers = [c for c in _command_lines() if "worker" in c and "--worker-index" in c]
+        workers = [c for c in command_lines() if "worker" in c and "--worker-index" in c]
         assert len(workers) == 2 and not any("hunter2-secret" in c for c in workers), workers
         restart_postgres()
         assert run.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()
