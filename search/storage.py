@@ -8,6 +8,7 @@ however many workers share a study it ends with exactly the trials asked for: Op
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -28,6 +29,8 @@ ARCH_ATTR = "fmsearch.arch"
 # A worker's heartbeat every this many seconds; a trial silent for GRACE_BEATS beats is stale.
 HEARTBEAT_INTERVAL = 10
 GRACE_BEATS = 6
+# The heartbeat interval of the worker running a trial (a trial system attribute).
+HEARTBEAT_ATTR = "fmsearch.heartbeat_interval"
 # A trial whose worker dies this many times (an out-of-memory kill, say) is not retried again.
 MAX_RETRY = 2
 SQLITE_BUSY_TIMEOUT = 60
@@ -56,32 +59,57 @@ class FmsearchStorage(RDBStorage):
             raise PoolEmpty(f"study {study_id} has no WAITING trial")
         return super()._create_new_trial(study_id, template_trial)
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """Optuna's stale trials, and RUNNING trials that never beat.
+    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        taken = super().set_trial_state_values(trial_id, state, values)
+        if taken and state == optuna.trial.TrialState.RUNNING and self.heartbeat_interval:
+            # Whoever judges this trial stale judges it by its own worker's beat, not theirs.
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, self.heartbeat_interval)
+        return taken
 
-        A worker killed after popping a trial and before its first beat leaves a trial that
-        Optuna never calls stale (it skips trials without a heartbeat row): the study would
-        wait for it forever. Such a trial's start stands in for its last beat.
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """RUNNING trials silent for ``GRACE_BEATS`` of their own worker's heartbeats.
+
+        Optuna judges every trial by the grace of the process that looks: a coordinator
+        started with ``--heartbeat-interval 1`` failed a healthy worker's trial (beating every
+        10 s) after 6 s. A trial that never beat (its worker killed between popping it and its
+        first beat), which Optuna never calls stale, is judged from its start.
         """
         from datetime import datetime, timedelta, timezone
 
+        import sqlalchemy
+        import sqlalchemy.orm
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        stale = super()._get_stale_trial_ids(study_id)
-        grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
-        # The start is stored as naive UTC from the popping worker's clock, not the database's.
-        cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - grace
+        own = self.heartbeat_interval or HEARTBEAT_INTERVAL
+        stale = []
         with _create_scoped_session(self.scoped_session) as session:
-            silent = (
-                session.query(models.TrialModel.trial_id)
+            # Beats carry the database's clock; a start, the popping worker's (naive UTC).
+            database_now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+            local_now = datetime.now(timezone.utc).replace(tzinfo=None)
+            running = (
+                session.query(models.TrialModel)
+                .options(
+                    sqlalchemy.orm.selectinload(models.TrialModel.heartbeats),
+                    sqlalchemy.orm.selectinload(models.TrialModel.system_attributes),
+                )
                 .filter(models.TrialModel.study_id == study_id)
                 .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING)
-                .filter(models.TrialModel._datetime_start_utc < cutoff)
-                .filter(~models.TrialModel.heartbeats.any())
                 .all()
             )
-        return stale + [trial_id for (trial_id,) in silent]
+            for trial in running:
+                attrs = {a.key: a.value_json for a in trial.system_attributes}
+                interval = json.loads(attrs[HEARTBEAT_ATTR]) if HEARTBEAT_ATTR in attrs else own
+                grace = timedelta(seconds=GRACE_BEATS * interval)
+                if trial.heartbeats:
+                    silent = database_now - trial.heartbeats[0].heartbeat
+                elif trial._datetime_start_utc is not None:
+                    silent = local_now - trial._datetime_start_utc
+                else:
+                    continue
+                if silent > grace:
+                    stale.append(trial.trial_id)
+        return stale
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:

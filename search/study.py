@@ -185,6 +185,31 @@ def run_study(*, study: optuna.Study, n_trials: int, **worker_args: Any) -> Stud
     return run_worker(study=study, **worker_args)
 
 
+def optimize(study: optuna.Study, objective: Callable, **kwargs: Any) -> bool:
+    """``study.optimize``, surviving a trial that another process failed under it; False then.
+
+    A worker paused past its trial's grace (SIGSTOP, a suspended VM, a stalled disk) comes
+    back to a trial the others have reaped as stale and queued again: Optuna's ``tell``
+    then raises "Cannot tell a FAIL trial", which ended the worker. Its result is dropped
+    (the retry runs the configuration again) and the worker takes the next trial.
+    """
+    try:
+        study.optimize(objective, **kwargs)
+    except (ValueError, AssertionError) as exc:
+        # Optuna 5 raises "Should not reach." from a finally block over the ValueError.
+        told = exc
+        while told is not None and not str(told).startswith("Cannot tell a FAIL trial"):
+            told = told.__context__
+        if told is None:
+            raise
+        logger.warning(
+            "a trial of this worker was failed as stale while it ran (the worker paused "
+            "past its heartbeat grace): its result is dropped, its retry runs it again"
+        )  # fmt: skip
+        return False
+    return True
+
+
 def run_worker(
     *,
     study: optuna.Study,
@@ -290,13 +315,16 @@ def run_worker(
         if refit is not None:
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 study.enqueue_trial({})
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
+            optimize(study, objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
             return objective.refit_started
         if ladder is not None:
             ladder.top_up(study)
         try:
-            study.optimize(objective, timeout=remaining, catch=(TrialFailed,), callbacks=callbacks)
-            return True  # stopped by the failure guard or the timeout
+            # True: stopped by the failure guard or the timeout; False: a trial was failed
+            # under this worker, and the pool goes on.
+            return optimize(
+                study, objective, timeout=remaining, catch=(TrialFailed,), callbacks=callbacks
+            )
         except PoolEmpty:
             pass
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

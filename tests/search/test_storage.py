@@ -142,6 +142,41 @@ def test_a_trial_that_never_beat_is_reaped(storage_url):
     assert retry.state == optuna.trial.TrialState.WAITING
 
 
+def test_a_trial_is_judged_stale_by_its_own_worker_s_heartbeat(storage_url):
+    """A coordinator beating every second must not fail a worker's trial that beats every 10 s
+    (it did after 6 s: Optuna judges every trial by the looking process's grace)."""
+    import sqlalchemy
+
+    from search.study import reap_stale_trials
+
+    worker = open_storage(storage_url, heartbeat_interval=10)
+    study = _study(worker)
+    add_budget(study, 2)
+    quiet, lost = study.ask(), study.ask()
+    for trial in (quiet, lost):
+        worker.record_heartbeat(trial._trial_id)
+
+    def beat_ago(trial, seconds: int) -> None:
+        with worker.engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text(
+                    "UPDATE trial_heartbeats SET heartbeat = datetime('now', :ago) "
+                    "WHERE trial_id = :id"
+                ),
+                {"ago": f"-{seconds} seconds", "id": trial._trial_id},
+            )
+
+    beat_ago(quiet, 20)  # two of its worker's beats: alive
+    beat_ago(lost, 70)  # seven: its worker is gone
+    coordinator = load_study(
+        storage=open_storage(storage_url, heartbeat_interval=1), study_name="s"
+    )
+    reap_stale_trials(coordinator)
+    states = {t.number: t.state for t in coordinator.get_trials()}
+    assert states[quiet.number] == optuna.trial.TrialState.RUNNING
+    assert states[lost.number] == optuna.trial.TrialState.FAIL
+
+
 @pytest.mark.parametrize("n_threads", [6])
 def test_each_waiting_trial_is_popped_once_on_sqlite(storage_url, n_threads):
     """Without BEGIN IMMEDIATE, two connections both read a trial as WAITING and both run it."""

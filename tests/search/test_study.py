@@ -275,3 +275,25 @@ def test_a_storage_outage_mid_trial_ends_its_run_and_the_trial_runs_again(
     assert runs["0"].info.status == "FAILED"
     assert "storage out of reach mid-trial" in runs["0"].data.tags["fmsearch.reason"]
     assert runs["1"].info.status == "FINISHED"
+
+
+def test_a_worker_survives_a_trial_failed_under_it(storage_url, caplog):
+    """Its trial reaped as stale while it was paused, the worker's tell used to end it."""
+    from search.study import add_budget, optimize
+
+    storage = open_storage(storage_url)
+    study = create_or_load_study(storage=storage, study_name="s", arch="logreg",
+                                 sampler=optuna.samplers.RandomSampler(),
+                                 pruner=optuna.pruners.NopPruner())  # fmt: skip
+    add_budget(study, 2)
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 0:  # what the reaper of another process does meanwhile
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return 0.5
+
+    assert optimize(study, objective, n_trials=1) is False
+    assert "failed as stale while it ran" in caplog.text
+    # The worker goes on with the pool.
+    assert optimize(study, objective, n_trials=1) is True
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
