@@ -67,6 +67,8 @@ STANDS_IN_ATTR = "stands_in_for"
 MAX_CONSECUTIVE_FAILURES = 5
 # A worker waits this long for an unreachable storage (a database restart, a failover).
 STORAGE_OUTAGE_SECONDS = 300
+# A study system attribute a worker writes to learn that the storage takes writes again.
+PROBE_ATTR = "fmsearch.storage_probe"
 STORAGE_RETRY_SECONDS = 2
 
 StudyCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -366,6 +368,15 @@ def run_worker(
     return outcome
 
 
+def _database_error(exc: BaseException) -> str:
+    """The first line of the error at the bottom of ``exc``'s chain: the database's own,
+    which Optuna's wrappers hide."""
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _await_storage(study: optuna.Study, exc: BaseException) -> None:
     """Wait for the storage to answer again, then let the worker go on.
 
@@ -375,26 +386,24 @@ def _await_storage(study: optuna.Study, exc: BaseException) -> None:
     Raises:
         FmsearchError: The storage stayed out of reach for ``STORAGE_OUTAGE_SECONDS``.
     """
-    root: BaseException = exc
-    while (root.__cause__ or root.__context__) is not None:  # Optuna's wrappers hide the cause
-        root = root.__cause__ or root.__context__
-    cause = str(root).strip().splitlines()
     logger.warning(
         "storage out of reach (%s): the trial in flight is lost and will run again; reconnecting",
-        cause[0] if cause else type(exc).__name__,
+        _database_error(exc),
     )
     deadline = time.monotonic() + STORAGE_OUTAGE_SECONDS
     while True:
         time.sleep(STORAGE_RETRY_SECONDS)
         try:
-            study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            # A write, not a read: on a full disk reads succeed and every write fails, and
+            # a read probe sent the worker back to fail again at once, forever.
+            study._storage.set_study_system_attr(study._study_id, PROBE_ATTR, time.time())
         except Exception as again:
             if not is_outage(again):
                 raise
             if time.monotonic() > deadline:
                 raise FmsearchError(
                     f"storage out of reach for {STORAGE_OUTAGE_SECONDS} s, "
-                    f"expected it back sooner: {again}"
+                    f"expected it back sooner: {_database_error(again)}"
                 ) from again
             continue
         logger.warning("storage reachable again: the worker goes on")

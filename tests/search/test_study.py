@@ -297,3 +297,43 @@ def test_a_worker_survives_a_trial_failed_under_it(storage_url, caplog):
     # The worker goes on with the pool.
     assert optimize(study, objective, n_trials=1) is True
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB filesystem (tmpfs; mounting needs root, as the multi-host tests do)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_a_worker_instead_of_looping(small_disk, monkeypatch):
+    """On a full disk reads succeed and writes fail: a worker that probed with a read went
+    back to fail at once, forever."""
+    from search.study import _await_storage
+
+    monkeypatch.setattr(search.study, "STORAGE_OUTAGE_SECONDS", 1)
+    monkeypatch.setattr(search.study, "STORAGE_RETRY_SECONDS", 0.1)
+    url = f"sqlite:///{small_disk}/optuna.db"
+    study = create_or_load_study(storage=open_storage(url), study_name="s", arch="logreg",
+                                 sampler=optuna.samplers.RandomSampler(),
+                                 pruner=optuna.pruners.NopPruner())  # fmt: skip
+    filler = small_disk / "filler"
+    with filler.open("wb", buffering=0) as f, pytest.raises(OSError):  # until the disk is full
+        while True:
+            f.write(b"\0" * 4096)
+    with pytest.raises(Exception) as full:
+        for i in range(200):  # fills what the database had left
+            study.set_user_attr(f"pad{i}", "x" * 4096)
+    assert "database or disk is full" in str(full.value.__cause__)
+    study.get_trials()  # reads still succeed
+    with pytest.raises(FmsearchError, match=r"storage out of reach for 1 s.*database or disk is full"):
+        _await_storage(study, full.value)
+    filler.unlink()  # space again: the worker goes on
+    _await_storage(study, full.value)
