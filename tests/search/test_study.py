@@ -333,7 +333,7 @@ def test_a_full_disk_stops_a_worker_instead_of_looping(small_disk, monkeypatch):
             study.set_user_attr(f"pad{i}", "x" * 4096)
     assert "database or disk is full" in str(full.value.__cause__)
     study.get_trials()  # reads still succeed
-    with pytest.raises(FmsearchError, match=r"storage out of reach for 1 s.*database or disk is full"):
+    with pytest.raises(FmsearchError, match=r"out of reach for 1 s.*database or disk is full"):
         _await_storage(study, full.value)
     filler.unlink()  # space again: the worker goes on
     _await_storage(study, full.value)
