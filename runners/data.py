@@ -130,9 +130,12 @@ def _read_dir(directory: Path) -> FashionMNIST:
     arrays = {}
     for name, (filename, magic, shape, _) in _FILES.items():
         path = directory / filename
+        # One byte more than the file should hold is enough to tell it is too long: a gzip
+        # bomb in --data-dir is not decompressed whole.
+        limit = 4 * (1 + len(shape)) + int(np.prod(shape)) + 1
         try:
             with gzip.open(path, "rb") as fh:
-                raw = fh.read()
+                raw = fh.read(limit)
         except (OSError, EOFError) as exc:
             raise DataError(f"{path} is not a readable gzip file ({exc}); {HOW_TO_GET}") from exc
         arrays[name] = _decode_idx(raw, path=path, magic=magic, shape=shape)
@@ -151,10 +154,16 @@ def _decode_idx(raw: bytes, *, path: Path, magic: int, shape: tuple[int, ...]) -
             f"{path} has IDX header {got.tolist()}, expected {expected.tolist()}; {HOW_TO_GET}"
         )
     body = np.frombuffer(raw, dtype=np.uint8, offset=header)
-    if body.size != int(np.prod(shape)):
+    size, expected_size = body.size, int(np.prod(shape))
+    if size < expected_size:
         raise DataError(
-            f"{path} holds {body.size} bytes of data, expected {int(np.prod(shape))} "
-            f"(truncated?); {HOW_TO_GET}"
+            f"{path} holds {size} bytes of data, expected {expected_size} (truncated?); "
+            f"{HOW_TO_GET}"
+        )
+    if size > expected_size:  # read no further than one byte past the end
+        raise DataError(
+            f"{path} holds more than {expected_size} bytes of data, expected {expected_size}; "
+            f"{HOW_TO_GET}"
         )
     return body.reshape(shape)
 
@@ -268,17 +277,24 @@ def read_image_files(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
     batches, names = [], []
     for path in paths:
         suffix = Path(path).suffix.lower()
-        if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-            if array.ndim == 2:
-                array = array[np.newaxis]
-            names += [f"{path}[{i}]" for i in range(len(array))] if len(array) > 1 else [str(path)]
-        elif suffix == ".png":
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("L"))[np.newaxis]
-            names.append(str(path))
-        else:
-            raise DataError(f"{path}: expected a .npy or .png file, got {suffix or 'no suffix'}")
+        try:
+            if suffix == ".npy":
+                array = np.load(path, allow_pickle=False)
+            elif suffix == ".png":
+                with Image.open(path) as image:
+                    array = np.asarray(image.convert("L"))[np.newaxis]
+            else:
+                raise DataError(
+                    f"{path}: expected a .npy or .png file, got {suffix or 'no suffix'}"
+                )
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL, np.load: corrupt or not one
+            raise DataError(f"{path}: expected a readable {suffix} image, got {exc}") from exc
+        if array.ndim == 2:
+            array = array[np.newaxis]
+        if array.ndim < 3 or len(array) == 0 or 0 in array.shape:
+            raise DataError(f"{path}: expected one image or a stack of images, got shape "
+                            f"{array.shape}")  # fmt: skip
+        names += [f"{path}[{i}]" for i in range(len(array))] if len(array) > 1 else [str(path)]
         batches.append(array)
     shapes = {b.shape[1:] for b in batches}
     if len(shapes) > 1:

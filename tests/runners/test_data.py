@@ -79,6 +79,27 @@ def test_truncated_file_is_reported(copied_dir):
         load_fashion_mnist(data_dir=copied_dir)
 
 
+def test_a_gzip_bomb_is_not_decompressed_whole(copied_dir):
+    import tracemalloc
+
+    path = copied_dir / FILES[3]
+    labels = gzip.decompress(path.read_bytes())
+    # 10 KiB of gzip that would decompress to 100 MiB.
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(labels)
+        for _ in range(100):
+            f.write(bytes(1 << 20))
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"holds more than 10000 bytes of data, expected 10000"):
+            load_fashion_mnist(data_dir=copied_dir)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * (1 << 20)  # the real files need about 55 MiB; the bomb's would add 100
+
+
 def test_not_gzip_is_reported(copied_dir):
     (copied_dir / FILES[3]).write_bytes(b"<html>not found</html>")
     with pytest.raises(DataError, match=r"not a readable gzip file"):
@@ -170,3 +191,13 @@ def test_read_image_files_rejects_other_files(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(DataError, match=r"expected a .npy or .png file, got .txt"):
         read_image_files([tmp_path / "x.txt"])
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    with pytest.raises(DataError, match=r"corrupt.png: expected a readable .png image, got"):
+        read_image_files([tmp_path / "corrupt.png"])
+    (tmp_path / "text.npy").write_text("not an array")
+    with pytest.raises(DataError, match=r"text.npy: expected a readable .npy image, got"):
+        read_image_files([tmp_path / "text.npy"])
+    np.save(tmp_path / "empty.npy", np.zeros((0, 28, 28), np.uint8))
+    with pytest.raises(DataError, match=r"expected one image or a stack of images, got shape "
+                                        r"\(0, 28, 28\)"):  # fmt: skip
+        read_image_files([tmp_path / "empty.npy"])
