@@ -101,7 +101,12 @@ def load_space_file(
     import yaml
 
     try:
-        spec = yaml.safe_load(Path(path).read_text())
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FmsearchError(
+            f"--space-file {path}: expected UTF-8 YAML, got byte {exc.object[exc.start]:#04x} "
+            f"at offset {exc.start}"
+        ) from exc
     except (OSError, yaml.YAMLError) as exc:
         raise FmsearchError(f"--space-file {path}: {exc}") from exc
     if not isinstance(spec, dict):

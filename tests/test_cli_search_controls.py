@@ -104,11 +104,12 @@ def test_bad_search_controls_are_refused_before_any_study(cli, stores, args, pat
         ("optimizer: [adam, lion]\n", r"optimizer: expected one of adam, .*got 'lion'"),
         ("learning_rate: [0.1]\n", r"learning_rate: expected \{low: ..., high: ...\}"),
         ("- learning_rate\n", r"expected a mapping of hyperparameter names, got list"),
+        (b"lr: 1\n\xff\n", r"expected UTF-8 YAML, got byte 0xff at offset 6"),
     ],
 )
 def test_bad_space_files_are_refused(cli, stores, tmp_path, text, pattern):
     spec = tmp_path / "narrow.yaml"
-    spec.write_text(text)
+    spec.write_bytes(text if isinstance(text, bytes) else text.encode())
     result = cli("run", "--arch", "mlp", "--space-file", spec, *_store_args(stores), *TINY)
     _one_line_error(result, pattern)
 
