@@ -8,6 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
 from search.cli import main
@@ -25,11 +26,17 @@ def _env_example() -> dict[str, str]:
 
 
 def _substitute(text: str, env: dict[str, str]) -> str:
-    def value(match: re.Match) -> str:
-        name, default = match.group(1), match.group(3)
-        return env.get(name, default or "")
+    """Compose's interpolation: ``${NAME}``, ``${NAME:-default}``, ``${NAME:?message}``."""
 
-    return re.sub(r"\$\{(\w+)(:-([^}]*))?\}", value, text)
+    def value(match: re.Match) -> str:
+        name, kind, word = match.groups()
+        if name in env:
+            return env[name]
+        if kind == "?":
+            raise AssertionError(f"compose refuses to start without {name}: {word}")
+        return word or ""
+
+    return re.sub(r"\$\{(\w+)(?::([-?])([^}]*))?\}", value, text)
 
 
 def test_services_and_health_checks():
@@ -46,8 +53,16 @@ def test_services_and_health_checks():
 def test_no_secret_in_the_compose_file():
     text = (ROOT / "docker-compose.yml").read_text()
     assert "change-me" not in text
-    assert re.search(r"PASSWORD:\s*[^$\s]", text) is None  # only ${POSTGRES_PASSWORD}
+    assert re.search(r"PASSWORD:\s+[^$\s]", text) is None  # a key: only ${POSTGRES_PASSWORD}
     assert "POSTGRES_PASSWORD" in _env_example()
+    # Required: without it compose refuses to start, rather than run with an empty password.
+    env = {k: v for k, v in _env_example().items() if k != "POSTGRES_PASSWORD"}
+    with pytest.raises(AssertionError, match="without POSTGRES_PASSWORD"):
+        _substitute(text, env)
+    # No URL carries a password (libpq reads PGPASSWORD), so no command line shows one.
+    assert re.search(r"://[^\s/@]*:[^\s/@]*@", text) is None
+    services = _compose()["services"]
+    assert "POSTGRES_PASSWORD" in services["worker"]["environment"]["PGPASSWORD"]
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
@@ -72,4 +87,4 @@ def test_the_tracking_server_answers_the_name_workers_use_and_keeps_its_password
     argv = shlex.split(_substitute(services["mlflow"]["command"], _env_example()))
     assert argv[argv.index("--allowed-hosts") + 1].split(",")[0] == "mlflow"
     assert "PASSWORD" not in services["mlflow"]["command"]
-    assert "${POSTGRES_PASSWORD}" in services["mlflow"]["environment"]["FMSEARCH_SERVER_BACKEND"]
+    assert "POSTGRES_PASSWORD" in services["mlflow"]["environment"]["PGPASSWORD"]
