@@ -54,6 +54,8 @@ setup(
             "ruff>=0.6",
             "xgboost-cpu>=2.1",
             "selenium>=4.20",
+            # The Kubernetes manifests, checked against the API's schemas offline.
+            "kubernetes-validate>=1.30",
         ],
     },
     entry_points={"console_scripts": ["fmsearch=search.cli:main"]},

@@ -88,3 +88,90 @@ def test_the_tracking_server_answers_the_name_workers_use_and_keeps_its_password
     assert argv[argv.index("--allowed-hosts") + 1].split(",")[0] == "mlflow"
     assert "PASSWORD" not in services["mlflow"]["command"]
     assert "POSTGRES_PASSWORD" in services["mlflow"]["environment"]["PGPASSWORD"]
+
+
+# The Kubernetes manifests: the same services, rendered here as kustomize would (resources,
+# plus the ConfigMap and Secret it generates), then checked against the API's schemas.
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+KUBERNETES_VERSION = "1.30"
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _kubernetes_objects() -> list[dict]:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    objects = [
+        doc
+        for resource in kustomization["resources"]
+        for doc in yaml.safe_load_all((KUBERNETES / resource).read_text())
+    ]
+    (settings,) = kustomization["configMapGenerator"]
+    (secret,) = kustomization["secretGenerator"]
+    objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": settings["name"]},
+                    "data": _read_env(KUBERNETES / settings["envs"][0])})  # fmt: skip
+    objects.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret["name"]},
+                    "stringData": _read_env(KUBERNETES / "secret.env.example")})  # fmt: skip
+    return objects
+
+
+def _containers(objects: list[dict]) -> dict[str, dict]:
+    return {
+        c["name"]: c
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet", "Job")
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
+
+
+def test_kubernetes_manifests_are_valid_against_the_api_schema():
+    import kubernetes_validate
+
+    objects = _kubernetes_objects()
+    kinds = {"StatefulSet", "Deployment", "Service", "Job", "ConfigMap", "Secret",
+             "PersistentVolumeClaim"}  # fmt: skip
+    assert {o["kind"] for o in objects} >= kinds
+    for o in objects:
+        kubernetes_validate.validate(o, KUBERNETES_VERSION, strict=True)
+    # Each resource a component patches exists in the base.
+    by_kind_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    for component in ("gpu", "external-database"):
+        spec = yaml.safe_load(
+            (KUBERNETES / "components" / component / "kustomization.yaml").read_text()
+        )
+        for patch in spec["patches"]:
+            target = patch.get("target") or yaml.safe_load(patch["patch"])
+            name = target.get("name") or target["metadata"]["name"]
+            assert (target["kind"], name) in by_kind_name, (component, target)
+    worker = by_kind_name[("Job", "fmsearch-worker")]["spec"]
+    assert worker["completionMode"] == "Indexed" and worker["parallelism"] == worker["completions"]
+
+
+def test_kubernetes_runs_the_commands_compose_runs_without_a_password_in_sight():
+    objects = _kubernetes_objects()
+    containers = _containers(objects)
+    settings = next(o["data"] for o in objects if o["kind"] == "ConfigMap"
+                    and o["metadata"]["name"] == "fmsearch-settings")  # fmt: skip
+    compose = _compose()["services"]
+    # Kubernetes expands $(NAME) from the container's environment; the index is 0 here.
+    env = {**settings, "JOB_COMPLETION_INDEX": "0"}
+
+    def expand(match: re.Match) -> str:
+        return env[match.group(1)]
+
+    for service, name in {"mlflow": "mlflow", "study": "study", "worker": "worker"}.items():
+        argv = [re.sub(r"\$\((\w+)\)", expand, a) for a in containers[name]["command"]]
+        compose_argv = shlex.split(_substitute(compose[service]["command"], _env_example()))
+        assert argv[:2] == compose_argv[:2]  # the same fmsearch subcommand
+        command = main.get_command(None, argv[1])
+        context = command.make_context(argv[1], argv[2:], resilient_parsing=False)
+        assert context.params
+        # The password reaches libpq from the Secret, never a URL or a command line.
+        (password,) = [e for e in containers[name]["env"] if e["name"] == "PGPASSWORD"]
+        assert password["valueFrom"]["secretKeyRef"]["key"] == "POSTGRES_PASSWORD"
+    assert "--workers=0" in containers["study"]["command"]
+    text = "".join(p.read_text() for p in KUBERNETES.rglob("*.yaml")) + str(settings)
+    assert re.search(r"://[^\s/@]*:[^\s/@]*@", text) is None
+    assert "deploy/kubernetes/secret.env" in (ROOT / ".gitignore").read_text().split()
