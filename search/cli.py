@@ -38,6 +38,9 @@ _ENVIRONMENT = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow writes "View run ... at: URL" to stdout itself, the tracking URI's password
+    # included (found by tests/scale_out/test_secrets.py); fmsearch prints its own lines.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "TF_CPP_MIN_LOG_LEVEL": "2",
     # `fmsearch ui` and `fmsearch server`: MLflow 3's job runner (seven Huey processes, for
     # its GenAI jobs, which fmsearch never submits) made the server answer after 23 s here.
