@@ -248,8 +248,9 @@ def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL) -> F
         storage = _connect(
             url,
             engine_kwargs=engine_kwargs,
+            # No grace_period: FmsearchStorage judges each trial by GRACE_BEATS of its own
+            # worker's interval, not one grace for all.
             heartbeat_interval=heartbeat_interval,
-            grace_period=heartbeat_interval * GRACE_BEATS,
             heartbeat_stale_trial_callback=on_stale,
         )
     except ImportError as exc:
