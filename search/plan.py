@@ -299,7 +299,9 @@ def make_plan(
         needed = probe_seconds + reserve + trial_seconds(0, sizes[0])
         raise FmsearchError(
             f"--budget-hours must leave room for one trial: expected at least "
-            f"{needed / 3600:.3f} h on this host, got {budget_seconds / 3600:.3f} h"
+            f"{needed / 3600:.4f} h ({needed:.0f} s, {probe_seconds:.0f} s of them already spent "
+            f"on set-up and measurement) on this host, got {budget_seconds / 3600:.4f} h "
+            f"({budget_seconds:.0f} s)"
         )
     if first > MAX_FIRST_RUNG_CONFIGS:
         spare = (first - MAX_FIRST_RUNG_CONFIGS) * per_config
