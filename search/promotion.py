@@ -19,13 +19,13 @@ from optuna.trial import FrozenTrial, TrialState
 from runners.data import CLASS_NAMES
 from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions
-from search.locks import storage_lock
-from search.storage import ARCH_ATTR, backend_of
+from search.storage import ARCH_ATTR
 from search.study import LATENCY_ATTR, RUN_ID_ATTR, STANDS_IN_ATTR, UNLOGGED_ATTR
 from search.tracking import (
     DECISION_TAG,
     EXTRA_PACKAGES_TAG,
     FLAVOR_TAG,
+    LOCK_LEASE_SECONDS,
     MEMBERS_TAG,
     MODEL_URI_TAG,
     PARENT_TAG,
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+# A waiter outlasts the lease of a holder that died on another host (then breaks its lock).
+REGISTRY_LOCK_TIMEOUT = LOCK_LEASE_SECONDS + 60.0
 CHALLENGER = "challenger"
 TEST_ACCURACY_TAG = "test_accuracy"
 TEST_MACRO_F1_TAG = "test_macro_f1"
@@ -110,11 +112,10 @@ def promote_winner(
         FmsearchError: No completed trial (within the limits), or its run or model is
             missing from the store.
     """
-    url = getattr(backend_of(study), "url", None)
-    # Registry aliases are last-writer-wins: studies finishing at once take turns, and each
-    # reads the champion only once it holds the lock.
-    lock = storage_lock(url, f"promote:{model_name}") if url else contextlib.nullcontext()
-    with lock:
+    # Registry aliases are last-writer-wins: promotions at once take turns, and each reads the
+    # champion only once it holds the lock. The lock lives in the registry, not in the study
+    # storage: studies in different storages may register one name.
+    with tracker.registry_lock(model_name, timeout=REGISTRY_LOCK_TIMEOUT):
         return _promote(
             study=study,
             tracker=tracker,

@@ -39,10 +39,11 @@ def tiny_study(storage_url, tracker, small_split):
         max_epochs=2,
         pruner=None,
         split=small_split,
+        storage=None,
         **kwargs,
     ):
         study = create_or_load_study(
-            storage=open_storage(storage_url),
+            storage=open_storage(storage or storage_url),
             study_name=name,
             arch=arch,
             sampler=optuna.samplers.RandomSampler(seed=0),

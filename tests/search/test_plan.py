@@ -59,7 +59,8 @@ def test_a_fast_host_caps_the_first_rung_and_lengthens_the_finals():
 
 def test_a_budget_without_room_for_one_trial_is_refused():
     with pytest.raises(
-        FmsearchError, match=r"expected at least 0\.\d+ h \(\d+ s, .*\) on this host, got 0\.0100 h \(36 s\)"
+        FmsearchError,
+        match=r"expected at least 0\.\d+ h \(\d+ s, .*\) on this host, got 0\.0100 h \(36 s\)",
     ):
         _plan(0.01, train=68, predict=400)
 

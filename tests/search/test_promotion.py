@@ -150,15 +150,17 @@ def test_default_model_name(tiny_study):
 
 @pytest.mark.slow
 def test_promotions_at_once_leave_one_champion_the_better(tiny_study, storage_url, tmp_path):
-    """Two `fmsearch promote` processes race on one registered model: aliases are
-    last-writer-wins, so only the lock makes the better model the champion."""
+    """Two `fmsearch promote` processes race on one registered model, from studies in two
+    different storages: aliases are last-writer-wins, so only a lock that lives in the
+    registry (not in either storage) makes the better model the champion."""
     import subprocess
 
     from mlflow import MlflowClient
 
     from tests.services import ENV, FMSEARCH
 
-    tiny_study(name="bad", enqueue=[BAD_MLP], max_epochs=1)
+    storages = {"good": storage_url, "bad": f"sqlite:///{tmp_path}/other-optuna.db"}
+    tiny_study(name="bad", enqueue=[BAD_MLP], max_epochs=1, storage=storages["bad"])
     tiny_study(name="good", enqueue=[GOOD_MLP], max_epochs=3)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     processes = [
@@ -169,7 +171,7 @@ def test_promotions_at_once_leave_one_champion_the_better(tiny_study, storage_ur
                 "--study-name",
                 name,
                 "--storage",
-                storage_url,
+                storages[name],
                 "--tracking-uri",
                 uri,
                 "--register-as",

@@ -113,3 +113,91 @@ def test_unreachable_server_fails_fast_and_clearly(monkeypatch):
         FmsearchError, match=r"tracking URI http://alice:\*\*\*@127.0.0.1:9 does not"
     ):
         tracker.check_connection()
+
+
+def test_the_registry_lock_lets_one_holder_in_at_a_time(tracker):
+    import threading
+    import time
+
+    inside, most, errors = [0], [0], []
+    guard = threading.Lock()
+
+    def promote():
+        try:
+            with tracker.registry_lock("fmsearch-x", timeout=60, poll=0.05):
+                with guard:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.2)
+                with guard:
+                    inside[0] -= 1
+        except Exception as exc:  # a failed thread must fail the test, not vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promote) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and most[0] == 1
+    # Released: no lock model is left in the registry.
+    assert [m.name for m in tracker._client.search_registered_models()] == []
+
+
+def test_a_held_registry_lock_times_out_with_its_holder(tracker):
+    held = r"'fmsearch-x\.lock' still held .* after 0\.3 s"
+    with (
+        tracker.registry_lock("fmsearch-x", timeout=5),
+        pytest.raises(FmsearchError, match=held),
+        tracker.registry_lock("fmsearch-x", timeout=0.3, poll=0.05),
+    ):
+        pass
+    with tracker.registry_lock("fmsearch-x", timeout=0.3):  # free again
+        pass
+
+
+def _stale_lock(tracker, holder, expires):
+    from search.tracking import LOCK_EXPIRES_TAG, LOCK_HOLDER_TAG
+
+    tracker._client.create_registered_model(
+        "fmsearch-x.lock", tags={LOCK_HOLDER_TAG: holder, LOCK_EXPIRES_TAG: f"{expires:.0f}"}
+    )
+
+
+def test_a_registry_lock_whose_holder_died_here_is_broken_at_once(tracker, caplog):
+    import socket
+    import subprocess
+    import time
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _stale_lock(tracker, f"{socket.gethostname()}:{dead.pid}:deadbeef", time.time() + 3600)
+    with tracker.registry_lock("fmsearch-x", timeout=5, poll=0.05):
+        names = {m.name for m in tracker._client.search_registered_models()}
+        # Renamed aside while this holder holds the lock, so that no other breaker that read
+        # the dead holder can rename this holder's lock to the same name.
+        assert names == {"fmsearch-x.lock", "fmsearch-x.lock.broken-deadbeef"}
+    assert tracker._client.search_registered_models() == []
+    assert "broke registry lock fmsearch-x.lock" in caplog.text
+
+
+def test_a_registry_lock_held_elsewhere_waits_for_its_lease(tracker):
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    _stale_lock(tracker, "other-host:1:cafe", time.time() + 3600)
+    with (
+        pytest.raises(FmsearchError, match="still held"),
+        tracker.registry_lock("fmsearch-x", timeout=0.3, poll=0.05),
+    ):
+        pass
+    tracker._client.delete_registered_model("fmsearch-x.lock")
+    _stale_lock(tracker, "other-host:1:cafe", time.time() - 1)  # its lease ran out
+    # A second breaker that read the same dead holder cannot take the new holder's live lock:
+    # the name it would rename it to is taken.
+    with (
+        tracker.registry_lock("fmsearch-x", timeout=5, poll=0.05),
+        pytest.raises(MlflowException, match="already exists"),
+    ):
+        tracker._client.rename_registered_model("fmsearch-x.lock", "fmsearch-x.lock.broken-cafe")
