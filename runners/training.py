@@ -26,9 +26,17 @@ MONITOR = "val_accuracy"
 _METRIC_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy"}
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and the backend so that a trial's initial weights repeat."""
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and the backend: a trial's initial weights, data order and random
+    augmentation repeat. ``deterministic`` also turns on TensorFlow's op determinism
+    (process-wide, and never off again): without it, threads may sum floating-point numbers
+    in another order from run to run, and augmentation drawn in parallel may reach other
+    images, so a seeded trial lands close to, not exactly on, its earlier result."""
     keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")

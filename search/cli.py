@@ -339,6 +339,7 @@ def _work(
             objectives=objectives,
             narrowed=settings.distributions(),
             precision=settings.precision,
+            deterministic=settings.deterministic,
             run_params=run_params,
             callbacks=[progress],
             on_epoch=progress.epoch,
@@ -452,6 +453,7 @@ def _work_keras_tuner(
             timeout=timeout,
             hard_timeout=hard_timeout,
             seed=settings.seed,
+            deterministic=settings.deterministic,
             fixed=settings.fixed,
             narrowed=settings.distributions(),
             precision=settings.precision,
@@ -502,7 +504,13 @@ def _echo_outcome(outcome) -> None:
 @click.option("--pruner", type=click.Choice(PRUNERS), default="hyperband", show_default=True)
 @click.option(
     "--seed", type=click.IntRange(0, 2**32 - 1), metavar="N",
-    help="Seed of the sampler and of each trial's initial weights (0 to 2**32-1, NumPy's range).",
+    help="Seed of the sampler and of each trial's initial weights, data order and augmentation "
+    "(0 to 2**32-1, NumPy's range).",
+)  # fmt: skip
+@click.option(
+    "--deterministic", is_flag=True,
+    help="With --seed: TensorFlow's op determinism, so that each trial repeats exactly on "
+    "this machine (slower: random augmentation runs serially).",
 )  # fmt: skip
 @timeout_option
 @budget_option
@@ -624,6 +632,7 @@ def run(
     sampler,
     pruner,
     seed,
+    deterministic,
     timeout,
     budget_hours,
     max_epochs,
@@ -686,6 +695,8 @@ def run(
     started_at = time.time()
     # Everything that can be wrong with the input is checked before the study exists.
     timeout, hard_timeout = _time_limit(timeout, budget_hours)
+    if deterministic and seed is None:
+        raise click.UsageError("--deterministic repeats seeded trials: expected --seed N too")
     space = resolve(arch)
     preload(keras=space.KIND == "keras")
     check_requirements(space, arch=arch)
@@ -741,6 +752,7 @@ def run(
         fixed=fixed,
         narrowed=narrowed,
         precision=precision,
+        deterministic=deterministic,
     )
     starts = _starts(space, max_epochs=max_epochs, planned=planned) if enqueue else []
     # They count toward --trials; a planned search runs them all on its lowest rung.

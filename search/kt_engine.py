@@ -147,6 +147,7 @@ def run_keras_tuner(
     timeout: float | None = None,
     hard_timeout: bool = False,
     seed: int | None = None,
+    deterministic: bool = False,
     fixed: Mapping[str, Any] | None = None,
     narrowed: Mapping[str, BaseDistribution] | None = None,
     precision: str = "float32",
@@ -169,6 +170,7 @@ def run_keras_tuner(
         timeout: Start no trial after this many seconds.
         hard_timeout: Also end the trial running then, after its current epoch.
         seed: Seed of Keras Tuner's oracle; trial ``n`` trains from seed ``seed + n``.
+        deterministic: TensorFlow's op determinism for the seeded trials.
         fixed: Hyperparameters pinned to one value (``--fix``).
         narrowed: Narrower distributions for some hyperparameters (``--space-file``).
         precision: A name in ``runners.precision.PRECISIONS``.
@@ -206,6 +208,7 @@ def run_keras_tuner(
         parent_run_id=parent_run_id,
         max_epochs=max_epochs,
         seed=seed,
+        deterministic=deterministic,
         patience=None,
         objectives=("accuracy",),
         narrowed={},  # Keras Tuner draws from the narrowed ranges itself

@@ -226,6 +226,7 @@ def run_worker(
     objectives: tuple[str, ...] = ("accuracy",),
     narrowed: Mapping[str, BaseDistribution] | None = None,
     precision: str = "float32",
+    deterministic: bool = False,
     run_params: dict[str, Any] | None = None,
     callbacks: Sequence[StudyCallback] = (),
     on_epoch: EpochCallback | None = None,
@@ -258,6 +259,9 @@ def run_worker(
         narrowed: Narrower distributions for some hyperparameters (``--space-file``).
         precision: A name in ``runners.precision.PRECISIONS``; ``auto`` picks mixed
             precision where this machine computes it natively.
+        deterministic: Turn on TensorFlow's op determinism for the seeded trials, so that
+            they repeat exactly on the same machine (slower: random augmentation then runs
+            serially).
         run_params: Settings logged as params of the study's parent run when it is created.
         callbacks: Extra Optuna callbacks, called after each trial (a progress bar).
         on_epoch: Called with the trial number, epoch and metrics after every epoch.
@@ -291,6 +295,7 @@ def run_worker(
         parent_run_id=parent_run_id,
         max_epochs=max_epochs,
         seed=seed,
+        deterministic=deterministic,
         patience=patience,
         objectives=objectives,
         narrowed=narrowed or {},
@@ -572,6 +577,7 @@ class Objective:
         patience: int | None,
         objectives: tuple[str, ...],
         narrowed: Mapping[str, BaseDistribution],
+        deterministic: bool = False,
         dtype_policy: str = "float32",
         deadline: float | None = None,
         on_epoch: EpochCallback | None = None,
@@ -597,6 +603,7 @@ class Objective:
         self._parent_run_id = parent_run_id
         self._max_epochs = max_epochs
         self._seed = seed
+        self._deterministic = deterministic
         self._patience = patience
         self.plan: FitPlan | None = None
 
@@ -706,7 +713,7 @@ class Objective:
 
         try:
             if self._seed is not None:
-                seed_everything(self._seed + trial.number)
+                seed_everything(self._seed + trial.number, deterministic=self._deterministic)
             plan = self.plan or FitPlan(max_epochs)
             with dtype_policy(self._dtype_policy):
                 model = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)

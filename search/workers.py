@@ -47,6 +47,8 @@ class SearchSettings:
         fixed: Pinned hyperparameters (``--fix``).
         narrowed: Narrowed distributions (``--space-file``), as Optuna's JSON.
         precision: A name in ``runners.precision.PRECISIONS`` (``auto`` resolves per host).
+        deterministic: TensorFlow's op determinism in every trial (``--deterministic``): a
+            seeded trial then trains to the same weights on the same machine.
     """
 
     sampler: str = "tpe"
@@ -59,6 +61,7 @@ class SearchSettings:
     fixed: dict[str, Any] = field(default_factory=dict)
     narrowed: dict[str, str] = field(default_factory=dict)
     precision: str = "auto"
+    deterministic: bool = False
 
     @classmethod
     def from_distributions(cls, *, narrowed: dict[str, Any], **kwargs: Any) -> SearchSettings:

@@ -85,6 +85,7 @@ def test_space_file_narrows_ranges_and_choices(cli, stores, tmp_path):
          r"--objective accuracy,params: expected a Keras architecture .* got --arch knn"),
         (["--final-on-all-data"],
          r"--final-on-all-data: expected a planned search .*got no --budget-hours"),
+        (["--deterministic"], r"--deterministic repeats seeded trials: expected --seed N too"),
         (["--final-on-all-data", "--budget-hours", "1", "--trials", "3"],
          r"--final-on-all-data: expected a planned search .*got a search that is not planned"),
     ],
@@ -250,3 +251,43 @@ def test_arch_auto_searches_the_families_in_one_study_and_reports_each(cli, stor
     families = json.loads(Path(path).read_text())["families"]
     assert sorted(row["family"] for row in families) == ["dnn", "mlp"]
     assert all(row["complete"] == 1 for row in families)
+
+
+@pytest.mark.slow
+def test_a_deterministic_seeded_run_repeats_its_trials_exactly(tmp_path):
+    """One seeded command in two fresh directories (two processes, as a user repeats a run):
+    with --deterministic, every trial's parameters and every epoch's validation accuracy
+    repeat exactly, random augmentation (CutMix, rotation, shift) included."""
+    import subprocess
+
+    from tests.services import ENV, FMSEARCH
+
+    command = [
+        *FMSEARCH, "run", "--arch", "cnn", "--trials", "2", "--subset", "300", "--val-size",
+        "200", "--max-epochs", "2", "--seed", "7", "--deterministic", "--pruner", "none",
+        "--fix", "mix=cutmix", "--fix", "rotation=true", "--fix", "shift=true",
+        "--threads", "1", "--no-promote", "-q",
+    ]  # fmt: skip
+    places = [tmp_path / "first", tmp_path / "again"]
+    processes = []
+    for place in places:
+        place.mkdir()
+        processes.append(
+            subprocess.Popen(
+                command, cwd=place, env=ENV, text=True, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )  # fmt: skip
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    runs = [
+        [
+            (t.params, t.intermediate_values)
+            for t in optuna.load_study(
+                study_name="cnn", storage=f"sqlite:///{place}/mlruns/optuna.db"
+            ).trials
+        ]
+        for place in places
+    ]
+    assert len(runs[0]) == 2 and all(len(values) == 2 for _, values in runs[0])
+    assert runs[0] == runs[1]
