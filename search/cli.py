@@ -230,6 +230,7 @@ verbose_option = click.option("--verbose", "-v", is_flag=True, help="Debug logs 
 # "fmsearch-" plus the name is the default registered model name; MLflow's registry keeps
 # names of at most 256 characters, and a directory name is at most 255 bytes.
 MAX_STUDY_NAME = 128
+STARTED_AT_ENV = "FMSEARCH_WORKER_STARTED_AT"
 
 
 def _check_study_name(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -319,6 +320,7 @@ def _work(
     refit_split=None,
     refit=None,
     ladder=None,
+    callbacks=(),
 ):
     """Run the study's pool (or ``refit``) in this process, with a progress bar."""
     from search.study import run_worker
@@ -341,7 +343,7 @@ def _work(
             precision=settings.precision,
             deterministic=settings.deterministic,
             run_params=run_params,
-            callbacks=[progress],
+            callbacks=[progress, *callbacks],
             on_epoch=progress.epoch,
             refit_split=refit_split,
             refit=refit,
@@ -1090,7 +1092,24 @@ def _refresh_report(*, study, tracker, register_as: str | None) -> None:
     metavar="SECONDS",
     help="Wait this long for the study to be created.",
 )
+@click.option(
+    "--max-trials-per-process",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="Start again as a new process after N trials, freeing what the old one kept (0: never).",
+)
+@click.option(
+    "--max-memory-mib",
+    type=_Finite(min=0),
+    default=0,
+    metavar="MIB",
+    help="Start again as a new process after a trial that leaves it this large (0: never).",
+)
 @click.option("--worker-index", type=click.IntRange(min=0), default=0, hidden=True)
+# When the first process of this worker started: a worker started again keeps its time limit.
+@click.option("--started-at", type=float, envvar=STARTED_AT_ENV, hidden=True)
 @quiet_option
 @verbose_option
 def worker(
@@ -1103,7 +1122,10 @@ def worker(
     timeout,
     budget_hours,
     wait,
+    max_trials_per_process,
+    max_memory_mib,
     worker_index,
+    started_at,
     quiet,
     verbose,
 ) -> None:
@@ -1111,7 +1133,9 @@ def worker(
 
     Start as many as you like, on any host that reaches the study's storage and the MLflow
     tracking store; each trial runs once. Ctrl-C stops a worker cleanly (its trial fails);
-    a killed worker's trial is run again by another worker.
+    a killed worker's trial is run again by another worker. Every --max-trials-per-process
+    trials (or past --max-memory-mib) the worker starts again as a new process, the same
+    command with the same process id, so that a long study does not grow it without bound.
 
     \b
     Example:
@@ -1119,13 +1143,19 @@ def worker(
     """
     _setup_logging(quiet=quiet, verbose=verbose)
     _set_threads(threads)
+    started_at = time.time() if started_at is None else started_at
     timeout, hard_timeout = _time_limit(timeout, budget_hours)
+    if timeout is not None:
+        timeout -= time.time() - started_at
     from runners.data import load_fashion_mnist, split_train_val
     from search.budget import make_ladder, stored_plan
     from search.urls import default_storage
-    from search.workers import open_worker_study
+    from search.workers import Recycler, open_worker_study, pool_open
 
     tracker = _tracker(tracking_uri)
+    recycler = Recycler(
+        max_trials=max_trials_per_process or None, max_memory_mib=max_memory_mib or None
+    )
     study, arch, objectives, settings = open_worker_study(
         storage=_storage(storage or default_storage(), heartbeat_interval=heartbeat_interval),
         study_name=study_name,
@@ -1158,8 +1188,31 @@ def worker(
         # A refit trial re-run after its worker died can come to any worker: all images.
         refit_split=_full_split(data, settings=settings, split=split),
         ladder=ladder,
+        callbacks=[recycler],
     )
     _echo_outcome(outcome)
+    if recycler.reason is not None and pool_open(study):
+        _start_again(recycler.reason, started_at=started_at)
+
+
+def _start_again(reason: str, *, started_at: float) -> None:
+    """Replace this worker process with a new one running the same command (``exec``: same
+    process id, so whatever supervises it sees one worker throughout)."""
+    from search.workers import worker_command
+
+    if sys.argv[1:2] != ["worker"]:
+        # Called in-process (a test's CliRunner): there is no command line to start again.
+        logger.warning("worker stopped after %s; not started from a command line", reason)
+        return
+    logger.warning("worker starts again as a new process after %s", reason)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(
+        sys.executable,
+        [*worker_command(), *sys.argv[1:]],
+        {**os.environ, STARTED_AT_ENV: repr(started_at)},
+    )
 
 
 @main.command()

@@ -250,6 +250,52 @@ def wait_for_pool(
         )  # fmt: skip
 
 
+def resident_mib() -> float | None:
+    """This process's resident memory in MiB; None where the OS does not say (no /proc)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Recycler:
+    """An Optuna callback that stops this worker once it has run ``max_trials`` trials or
+    holds ``max_memory_mib`` of memory, so that it can start again as a new process.
+
+    A long-lived process keeps memory from trial to trial (about 17 MiB per small CNN trial,
+    measured by ``benchmarks.trial_memory``, whatever Keras' own cleanup frees): a worker that
+    runs for a week would grow without bound. A new process starts from nothing.
+
+    Attributes:
+        trials: Trials this process has finished (any state).
+        reason: Why the worker stopped (None: it did not).
+    """
+
+    def __init__(self, *, max_trials: int | None, max_memory_mib: float | None) -> None:
+        self._max_trials = max_trials
+        self._max_memory_mib = max_memory_mib
+        self.trials = 0
+        self.reason: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.trials += 1
+        if self._max_trials and self.trials >= self._max_trials:
+            self.reason = f"{self.trials} trials"
+        elif self._max_memory_mib:
+            rss = resident_mib()
+            if rss is not None and rss >= self._max_memory_mib:
+                self.reason = f"{rss:.0f} MiB resident (limit {self._max_memory_mib:g})"
+        if self.reason is not None:
+            study.stop()
+
+
+def pool_open(study: optuna.Study) -> bool:
+    """Whether the study still has trials to run or running (which may come back as retries)."""
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+
+
 def worker_command() -> list[str]:
     """How to start ``fmsearch`` again with this Python."""
     return [sys.executable, "-m", "search"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -57,3 +59,31 @@ def test_waiting_for_other_workers_ends_at_the_timeout(tmp_path, tracker):
     assert [t.state for t in study.trials[late.number :]] == [
         TrialState.RUNNING, TrialState.WAITING,
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"max_trials": 2, "max_memory_mib": None}, r"2 trials"),
+        # Every Python process is over 1 MiB: the first trial already passes the ceiling.
+        ({"max_trials": None, "max_memory_mib": 1.0}, r"\d+ MiB resident \(limit 1\)"),
+    ],
+)
+def test_a_worker_stops_after_its_trials_or_past_its_memory_ceiling(limits, reason):
+    from search.workers import Recycler, resident_mib
+
+    recycler = Recycler(**limits)
+    study = optuna.create_study()
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=5, callbacks=[recycler])
+    assert len(study.trials) == recycler.trials == (limits["max_trials"] or 1)
+    assert re.fullmatch(reason, recycler.reason or "")
+    assert resident_mib() > 1
+
+
+def test_without_limits_a_worker_runs_on():
+    from search.workers import Recycler
+
+    recycler = Recycler(max_trials=None, max_memory_mib=None)
+    study = optuna.create_study()
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=5, callbacks=[recycler])
+    assert len(study.trials) == 5 and recycler.reason is None
