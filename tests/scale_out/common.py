@@ -77,3 +77,29 @@ def command_lines() -> list[str]:
         with contextlib.suppress(OSError):
             lines.append(path.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
     return lines
+
+
+def damage(study: optuna.Study, client: MlflowClient, *, asked: int) -> dict[str, int]:
+    """What a fault cost a study that was asked for ``asked`` trials, as the README's fault
+    table counts it (all 0 when fmsearch held up):
+
+    - lost: asked-for trials that never finished (a retry that finished counts for its
+      original);
+    - duplicated: trials that finished twice, the original and its retry, or that have more
+      than one finished MLflow run;
+    - running: Optuna trials left WAITING or RUNNING, and MLflow trial runs left RUNNING.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried_from = [t.system_attrs.get("failed_trial") for t in trials if t.state in FINISHED]
+    twice = sum(
+        1 for n in retried_from
+        if n is not None and study.trials[n].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    )  # fmt: skip
+    runs = trial_runs(client, study.study_name)
+    numbers = [
+        r.data.tags.get("fmsearch.trial_number") for r in runs if r.info.status == "FINISHED"
+    ]
+    twice += len(numbers) - len(set(numbers))
+    left = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+    left += sum(1 for r in runs if r.info.status == "RUNNING")
+    return {"lost": max(asked - len(counted(study)), 0), "duplicated": twice, "running": left}

@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.scale_out.common import counted, has_study, study_of, trial_runs, wait_until
+from tests.scale_out.common import counted, damage, has_study, study_of, trial_runs, wait_until
 from tests.services import FMSEARCH, start
 
 pytestmark = pytest.mark.slow
@@ -58,3 +58,4 @@ def test_a_killed_worker_s_trial_fails_and_runs_again(tmp_path):
     assert run.info.status == "FAILED"
     assert "stopped sending heartbeats" in run.data.tags["fmsearch.reason"]
     assert all(r.info.status != "RUNNING" for r in trial_runs(client, "cnn"))
+    assert damage(study, client, asked=2) == {"lost": 0, "duplicated": 0, "running": 0}

@@ -10,7 +10,15 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.scale_out.common import command_lines, count, counted, study_of, trial_runs, wait_until
+from tests.scale_out.common import (
+    command_lines,
+    count,
+    counted,
+    damage,
+    study_of,
+    trial_runs,
+    wait_until,
+)
 from tests.services import (
     ENV,
     FMSEARCH,
@@ -56,8 +64,9 @@ def test_two_workers_through_a_postgres_restart(tmp_path, server):
         assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 4
         listing = subprocess.run([*FMSEARCH, "studies", "--storage", url], env=ENV,
                                  capture_output=True, text=True, check=True).stdout  # fmt: skip
+        client = MlflowClient(tracking_uri=server, registry_uri=server)
+        assert damage(study, client, asked=6) == {"lost": 0, "duplicated": 0, "running": 0}
     assert "mlp\tmlp\t0\t0\t" in listing
-    client = MlflowClient(tracking_uri=server, registry_uri=server)
     experiment = client.get_experiment_by_name("mlp")
     (parent,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`fmsearch.role` = 'study'"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import socket
 
 import pytest
+from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.scale_out.common import TINY, has_study, study_of, wait_until
+from tests.scale_out.common import TINY, damage, has_study, study_of, wait_until
 from tests.services import FMSEARCH, start
 
 pytestmark = pytest.mark.slow
@@ -33,8 +34,11 @@ def test_a_worker_starts_again_as_a_new_process_after_its_trials(tmp_path):
     log = (tmp_path / "worker.log").read_text()
     assert log.count("worker starts again as a new process after 2 trials") == 1, log
     assert log.count("Fashion-MNIST loaded") == 2, log  # each process loads the data
-    trials = study_of(store, "logreg").trials
+    study = study_of(store, "logreg")
+    trials = study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    assert damage(study, client, asked=3) == {"lost": 0, "duplicated": 0, "running": 0}
     # exec: one process id throughout, so a supervisor (Kubernetes, `run --workers N`) sees
     # one worker that never exited.
     assert {t.user_attrs["worker"] for t in trials} == {f"{socket.gethostname()}:{worker.pid}"}

@@ -10,7 +10,15 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.scale_out.common import FINISHED, count, counted, study_of, trial_runs, wait_until
+from tests.scale_out.common import (
+    FINISHED,
+    count,
+    counted,
+    damage,
+    study_of,
+    trial_runs,
+    wait_until,
+)
 from tests.services import ENV, FMSEARCH, free_port, start, start_tracking_server, stop
 
 pytestmark = pytest.mark.slow
@@ -59,3 +67,4 @@ def test_tracking_server_down_for_part_of_a_study(tmp_path):
             assert client.get_metric_history(run.info.run_id, "val_accuracy")
     log = Path(tmp_path / "run.log").read_text()
     assert "does not answer" in log
+    assert damage(study, client, asked=3) == {"lost": 0, "duplicated": 0, "running": 0}
