@@ -27,6 +27,7 @@ from runners.data import FashionMNIST, Split, load_fashion_mnist, split_train_va
 # hands whole modules to whichever xdist worker is free (--dist loadfile): a long module
 # that starts last would stretch the run by its length. Modules not listed follow.
 SLOWEST_FIRST = (
+    "scale_out/test_multi_host.py",
     "test_cli_architectures.py",
     "benchmarks/test_measurements.py",
     "benchmarks/test_budget.py",
