@@ -698,7 +698,7 @@ def run(
     # Everything that can be wrong with the input is checked before the study exists.
     timeout, hard_timeout = _time_limit(timeout, budget_hours)
     if deterministic and seed is None:
-        raise click.UsageError("--deterministic repeats seeded trials: expected --seed N too")
+        raise FmsearchError("--deterministic repeats seeded trials: expected --seed N too")
     space = resolve(arch)
     preload(keras=space.KIND == "keras")
     check_requirements(space, arch=arch)

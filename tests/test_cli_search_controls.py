@@ -85,7 +85,6 @@ def test_space_file_narrows_ranges_and_choices(cli, stores, tmp_path):
          r"--objective accuracy,params: expected a Keras architecture .* got --arch knn"),
         (["--final-on-all-data"],
          r"--final-on-all-data: expected a planned search .*got no --budget-hours"),
-        (["--deterministic"], r"--deterministic repeats seeded trials: expected --seed N too"),
         (["--final-on-all-data", "--budget-hours", "1", "--trials", "3"],
          r"--final-on-all-data: expected a planned search .*got a search that is not planned"),
     ],
@@ -94,6 +93,13 @@ def test_bad_search_controls_are_refused_before_any_study(cli, stores, args, pat
     arch = [] if "--arch" in args else ["--arch", "mlp"]
     result = cli("run", *arch, *args, *_store_args(stores), *TINY)
     _one_line_error(result, pattern)
+    assert optuna.get_all_study_summaries(stores["storage"]) == []
+
+
+def test_deterministic_without_a_seed_is_refused(cli, stores):
+    unseeded = ["--subset", "300", "--val-size", "200", "--max-epochs", "1", "-q"]
+    result = cli("run", "--arch", "mlp", "--deterministic", *_store_args(stores), *unseeded)
+    _one_line_error(result, r"--deterministic repeats seeded trials: expected --seed N too")
     assert optuna.get_all_study_summaries(stores["storage"]) == []
 
 
