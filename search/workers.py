@@ -264,7 +264,7 @@ class Recycler:
     """An Optuna callback that stops this worker once it has run ``max_trials`` trials or
     holds ``max_memory_mib`` of memory, so that it can start again as a new process.
 
-    A long-lived process keeps memory from trial to trial (about 17 MiB per small CNN trial,
+    A long-lived process keeps memory from trial to trial (17-21 MiB per small CNN trial,
     measured by ``benchmarks.trial_memory``, whatever Keras' own cleanup frees): a worker that
     runs for a week would grow without bound. A new process starts from nothing.
 
