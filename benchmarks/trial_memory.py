@@ -33,14 +33,6 @@ PARAMS["cnn"] = {
 }  # fmt: skip
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def child(trials: int, cleanup: bool, images: int, arch: str) -> None:
     """One study in this process; prints the RSS after each trial as JSON."""
     from pathlib import Path
@@ -52,6 +44,7 @@ def child(trials: int, cleanup: bool, images: int, arch: str) -> None:
     from search.storage import create_or_load_study, open_storage
     from search.study import run_study
     from search.tracking import Tracker
+    from search.workers import resident_mib
 
     if not cleanup:
         runners.training.free_memory = lambda: None
@@ -76,7 +69,7 @@ def child(trials: int, cleanup: bool, images: int, arch: str) -> None:
             n_trials=trials,
             max_epochs=1,
             seed=0,
-            callbacks=[lambda s, t: rss.append(_rss_mib())],
+            callbacks=[lambda s, t: rss.append(resident_mib())],
         )
     print(json.dumps(rss))
 

@@ -444,7 +444,9 @@ def close_study_run(
     status: str,
     objectives: tuple[str, ...],
 ) -> None:
-    """Record the counts; the last worker out ends the parent run."""
+    """Record the counts and end the runs a tracking outage left open; the last worker out
+    ends the parent run."""
+    end_orphaned_runs(tracker, study)
     tracker.set_tags(
         outcome.parent_run_id,
         {
@@ -459,6 +461,42 @@ def close_study_run(
         tracker.log_pareto_front(outcome.parent_run_id, study, objectives=objectives)
     if outcome.n_running == 0 or status == "FAILED":
         tracker.end_run(outcome.parent_run_id, status=status)
+
+
+def end_orphaned_runs(tracker: Tracker, study: optuna.Study) -> int:
+    """End the MLflow runs that still show as running although their trial has finished:
+    the trial's end (or, when a create was sent again, a first run) never reached a tracking
+    store that was out of reach. Returns how many were ended."""
+    finished = {
+        t.number: t
+        for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+    }
+    ended = 0
+    for run_id, number in tracker.running_trial_runs(study.study_name).items():
+        trial = finished.get(number)
+        if trial is None:  # running, or waiting to run again
+            continue
+        if run_id == trial.user_attrs.get(RUN_ID_ATTR):
+            state = trial.state.name
+            reason = (
+                f"trial {number} ended as {state} while the tracking store was out of reach; "
+                "its run was ended once the store was back"
+            )
+        else:
+            # Failed rather than finished: the trial's record is its other run.
+            state = "FAIL"
+            reason = (
+                f"a second run for trial {number}, whose create was sent again when the "
+                f"tracking store did not answer; the trial's record is run "
+                f"{trial.user_attrs.get(RUN_ID_ATTR)}"
+            )
+        tracker.end_trial_run(run_id, state=state, reason=reason)
+        ended += 1
+    if ended:
+        logger.info("ended %d MLflow run(s) that a tracking outage left running", ended)
+    return ended
 
 
 class Reaper:

@@ -589,6 +589,20 @@ class Tracker:
         runs = self.find_runs(experiment.experiment_id, role="study", study_name=study_name)
         return runs[0].info.run_id if runs else None
 
+    def running_trial_runs(self, study_name: str) -> dict[str, int]:
+        """The trial runs of study ``study_name`` that MLflow shows as running: run id to
+        trial number."""
+        experiment = self._client.get_experiment_by_name(study_name)
+        if experiment is None:
+            return {}
+        runs = self._client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'trial' and tags.`{STUDY_TAG}` = '{study_name}'"
+            " and attributes.status = 'RUNNING'",
+            max_results=10_000,
+        )
+        return {r.info.run_id: int(r.data.tags[TRIAL_TAG]) for r in runs}
+
     def run_params(self, run_id: str) -> dict[str, str]:
         return dict(self._client.get_run(run_id).data.params)
 

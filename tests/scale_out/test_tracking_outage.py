@@ -68,14 +68,5 @@ def test_tracking_server_down_for_part_of_a_study(tmp_path):
     log = Path(tmp_path / "run.log").read_text()
     assert "does not answer" in log
     cost = damage(study, client, asked=3)
-    assert cost["lost"] == cost["duplicated"] == 0
-    # An MLflow run whose end never reached the server stays RUNNING there (seen once in two
-    # suite runs); only a trial that says what it missed may leave one.
-    left = [r for r in runs.values() if r.info.status == "RUNNING"]
-    assert cost["running"] == len(left)
-    unlogged = {
-        t.user_attrs.get("mlflow_run_id")
-        for t in study.trials
-        if t.user_attrs.get("mlflow_unlogged")
-    }
-    assert all(r.info.run_id in unlogged for r in left)
+    # A run whose end never reached the server is ended once the server is back.
+    assert cost == {"lost": 0, "duplicated": 0, "running": 0}

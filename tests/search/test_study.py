@@ -277,6 +277,55 @@ def test_a_storage_outage_mid_trial_ends_its_run_and_the_trial_runs_again(
     assert runs["1"].info.status == "FINISHED"
 
 
+def test_runs_a_tracking_outage_left_running_are_ended_when_the_store_is_back(
+    tiny_study, tracker, monkeypatch
+):
+    """Trial 0's end never reaches the store (every attempt refused); trial 1's create is
+    refused after the store made the run, so it is sent again and makes a second run. Neither
+    stays RUNNING once the worker ends: trial 0's run ends as its trial did, the spare run of
+    trial 1 ends FAILED and names the trial's record."""
+    from search.tracking import TrialLog
+
+    monkeypatch.setattr(TrialLog.__init__, "__kwdefaults__",
+                        {**TrialLog.__init__.__kwdefaults__, "close_wait": 0.0})  # fmt: skip
+    end, start = type(tracker).end_trial_run, type(tracker).start_trial_run
+    refused = {"end": 0, "start": 0}
+
+    def end_refused_for_trial_0(self, run_id, **kwargs):
+        number = self.run_tags(run_id)["fmsearch.trial_number"]
+        if number == "0" and kwargs["state"] == "COMPLETE" and refused["end"] < 3:
+            refused["end"] += 1
+            raise ConnectionError("tracking server down")
+        return end(self, run_id, **kwargs)
+
+    def start_lost_for_trial_1(self, **kwargs):
+        run_id = start(self, **kwargs)
+        if kwargs["trial_number"] == 1 and not refused["start"]:
+            refused["start"] += 1
+            raise ConnectionError("response lost")
+        return run_id
+
+    monkeypatch.setattr(type(tracker), "end_trial_run", end_refused_for_trial_0)
+    monkeypatch.setattr(type(tracker), "start_trial_run", start_lost_for_trial_1)
+    study, _ = tiny_study(enqueue=[GOOD_MLP, BAD_MLP], max_epochs=1)
+    assert refused == {"end": 3, "start": 1}
+    assert "end of run" in study.trials[0].user_attrs["mlflow_unlogged"]
+    runs = _runs(tracker, "tiny", "trial")
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    by_trial = {}
+    for run in runs:
+        by_trial.setdefault(run.data.tags["fmsearch.trial_number"], []).append(run)
+    (first,) = by_trial["0"]
+    assert first.info.status == "FINISHED"
+    assert "ended once the store was back" in first.data.tags["fmsearch.reason"]
+    kept = study.trials[1].user_attrs[RUN_ID_ATTR]
+    statuses = {r.info.run_id: r.info.status for r in by_trial["1"]}
+    assert len(statuses) == 2 and statuses.pop(kept) == "FINISHED"
+    ((spare, status),) = statuses.items()
+    assert status == "FAILED"
+    assert kept in tracker.run_tags(spare)["fmsearch.reason"]
+
+
 def test_a_worker_survives_a_trial_failed_under_it(storage_url, caplog):
     """Its trial reaped as stale while it was paused, the worker's tell used to end it."""
     from search.study import add_budget, optimize
