@@ -89,9 +89,7 @@ def read_planned_run(
     from mlflow import MlflowClient
 
     from search.budget import stored_plan
-    from search.ladder import FINAL_ATTR
-    from search.study import ENSEMBLE_ATTR, STANDS_IN_ATTR
-    from search.tracking import SOURCE_TRIAL_TAG
+    from search.names import ENSEMBLE_ATTR, FINAL_ATTR, SOURCE_TRIAL_TAG, STANDS_IN_ATTR
 
     plan = stored_plan(study)
     client = MlflowClient(f"sqlite:///{directory}/mlruns/mlflow.db")

@@ -142,8 +142,8 @@ def time_to_accuracy(workdir: Path, study, *, arch: str) -> dict[str, dict[str, 
     from mlflow import MlflowClient
 
     from benchmarks.budget_plan import parent_run
+    from search.names import ENSEMBLE_ATTR, RUN_ID_ATTR, STANDS_IN_ATTR
     from search.promotion import select_candidate
-    from search.study import ENSEMBLE_ATTR, RUN_ID_ATTR, STANDS_IN_ATTR
 
     client = MlflowClient(f"sqlite:///{Path(workdir).resolve()}/mlruns/mlflow.db")
     parent = parent_run(client, arch)

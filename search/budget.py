@@ -21,25 +21,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import IMAGE_SHAPE, NUM_CLASSES, FashionMNIST, Split, split_train_val
 from runners.precision import dtype_policy
-from search.ladder import (
+from search.ladder import Ladder, RungData, final_candidates, final_params
+from search.names import (
+    BEST_EPOCH_ATTR,
+    ENSEMBLE_ATTR,
+    EPOCHS_ATTR,
     FINAL_ATTR,
     PLAN_ATTR,
     PROMOTED_FROM_ATTR,
-    Ladder,
-    RungData,
-    final_candidates,
-    final_params,
-)
-from search.plan import TRIAL_OVERHEAD_SECONDS, Plan, final_epochs, plan_summary
-from search.study import (
-    ENSEMBLE_ATTR,
-    EPOCHS_ATTR,
     STANDS_IN_ATTR,
     TRAIN_IMAGES_ATTR,
     TRAIN_SECONDS_ATTR,
-    Refit,
-    StudyOutcome,
 )
+from search.plan import TRIAL_OVERHEAD_SECONDS, Plan, final_epochs, plan_summary
+from search.study import Refit, StudyOutcome
 from search.tracking import Tracker
 from spaces import resolve
 from spaces.families import Families
@@ -233,7 +228,7 @@ def retrain_on_all_data(
     for number in members:
         member = by_number[number]
         # best_epoch counts from 0: the epochs up to and including the best one.
-        epochs = int(member.user_attrs.get("best_epoch", max(plan.final_epochs, 1) - 1)) + 1
+        epochs = int(member.user_attrs.get(BEST_EPOCH_ATTR, max(plan.final_epochs, 1) - 1)) + 1
         needed = epochs * epoch_seconds_on_all(study, plan, member, images=images)
         left = plan.retrain_ends_at - now()
         if needed + TRIAL_OVERHEAD_SECONDS > left:

@@ -22,6 +22,7 @@ import click
 from runners.errors import FmsearchError
 from runners.precision import PRECISIONS
 from search.choices import ENGINES, OBJECTIVES, PLANNED_PRUNER, PRUNERS, SAMPLERS, TUNERS
+from search.names import FINAL_ON_ALL_DATA_TAG
 from search.urls import redact
 from spaces import ARCHITECTURES, resolve
 from spaces.common import AUGMENTED_MIN_EPOCHS, short_run_start, short_search_fixes
@@ -380,7 +381,8 @@ def _refit(*, study, arch, settings, split, data, tracker, epochs, quiet, run_pa
     """Train the study's best configuration again on all training images, in this process."""
     from optuna.trial import TrialState
 
-    from search.study import REFIT_ATTR, refit_candidate
+    from search.names import REFIT_ATTR
+    from search.study import refit_candidate
 
     refit = refit_candidate(study, epochs=epochs)
     if refit is None:
@@ -1037,7 +1039,7 @@ def _retrain(*, study, arch, settings, split, tracker, plan, quiet, run_params, 
                  parent_run_id=parent_run_id, arch=arch)  # fmt: skip
     outcome = (", ".join(f"trial {m} as trial {n}" for m, n in retrained.items())
                or "none: the time left did not hold a retraining")  # fmt: skip
-    tracker.set_tags(parent_run_id, {"fmsearch.final_on_all_data": outcome})
+    tracker.set_tags(parent_run_id, {FINAL_ON_ALL_DATA_TAG: outcome})
     click.echo(f"retrained on {len(everything.x_train):,} images (validation included): {outcome}")
 
 
@@ -1223,7 +1225,7 @@ def studies(storage, study_name) -> None:
     _setup_logging(quiet=True)
     import optuna
 
-    from search.storage import ARCH_ATTR
+    from search.names import ARCH_ATTR
     from search.study import summarize
     from search.urls import default_storage
 

@@ -28,16 +28,19 @@ from runners.ensemble import (
     view_probabilities,
 )
 from runners.metrics import evaluate_predictions, measure_latency
-from search.ladder import FINAL_ATTR
-from search.study import (
+from search.names import (
+    DECISION_TAG,
     ENSEMBLE_ATTR,
+    ENSEMBLE_TAG,
+    FINAL_ATTR,
     LATENCY_ATTR,
+    MODEL_URI_TAG,
     RUN_ID_ATTR,
     STANDS_IN_ATTR,
     TRAIN_IMAGES_ATTR,
     TTA_ATTR,
 )
-from search.tracking import MODEL_URI_TAG, Tracker
+from search.tracking import Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ def combine_finals(
             "; ".join(f"{o.describe()} {o.val_accuracy:.4f}" for o in choice.options),
         )
         tracker.log_json(parent_run_id, choice.to_dict(), DECISION_FILE)
-        tracker.set_tags(parent_run_id, {"fmsearch.ensemble": _decision(choice)})
+        tracker.set_tags(parent_run_id, {ENSEMBLE_TAG: _decision(choice)})
         if choice.combined:
             chosen = choice.chosen
             members = [models[m] for m in chosen.members]
@@ -182,7 +185,7 @@ def _add_trial(
         )  # fmt: skip
         tracker.log_evaluation(run_id, evaluation, class_names=CLASS_NAMES, split="val")
         tracker.log_json(run_id, choice.to_dict(), DECISION_FILE)
-        tracker.set_tags(run_id, {"fmsearch.decision": _decision(choice)})
+        tracker.set_tags(run_id, {DECISION_TAG: _decision(choice)})
     except BaseException as exc:
         tracker.end_run(run_id, status="FAILED", reason=f"{type(exc).__name__}: {exc}")
         raise
@@ -252,7 +255,7 @@ def add_stand_in(
     )
     tracker.set_tags(
         run_id,
-        {"fmsearch.decision": f"trial {chosen.number}'s combination, its members "
+        {DECISION_TAG: f"trial {chosen.number}'s combination, its members "
          f"{', '.join(map(str, retrained))} retrained with the validation images"},
     )  # fmt: skip
     tracker.end_run(run_id, status="FINISHED")

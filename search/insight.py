@@ -19,6 +19,7 @@ import numpy as np
 from runners.data import CLASS_NAMES
 from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions, measure_latency
+from search.names import ARCH_TAG, INDEX_TAG, MODEL_URI_TAG, ROLE_TAG, SOURCE_RUN_TAG, STUDY_TAG
 
 if TYPE_CHECKING:
     from runners.data import FashionMNIST, Split
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 LEADERBOARD_EXPERIMENT = "fmsearch-leaderboard"
 EDA_EXPERIMENT = "fmsearch-eda"
 EXPLAIN_EXPERIMENT = "fmsearch-explain"
-ROLE_TAG = "fmsearch.role"
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def build_leaderboard(
         evaluation = evaluate_predictions(test_labels, predicted, class_names=CLASS_NAMES)
         macro = evaluation.report["macro avg"]
         trial_metrics = {}
-        source = version.tags.get("fmsearch.source_run_id")
+        source = version.tags.get(SOURCE_RUN_TAG)
         if source:
             try:
                 trial_metrics = tracker.run_metrics(source)
@@ -105,7 +105,7 @@ def build_leaderboard(
             Entry(
                 model_name=version.name,
                 version=str(version.version),
-                study=version.tags.get("fmsearch.study", ""),
+                study=version.tags.get(STUDY_TAG, ""),
                 accuracy=evaluation.accuracy,
                 macro_precision=float(macro["precision"]),
                 macro_recall=float(macro["recall"]),
@@ -288,7 +288,7 @@ def explain(
     run_id = tracker.start_insight_run(
         experiment=EXPLAIN_EXPERIMENT,
         run_name=f"explain-{index}",
-        tags={ROLE_TAG: "explain", "fmsearch.model_uri": model_uri, "fmsearch.index": index},
+        tags={ROLE_TAG: "explain", MODEL_URI_TAG: model_uri, INDEX_TAG: index},
     )
     tracker.log_files(run_id, files)
     tracker.log_json(
@@ -379,7 +379,7 @@ def find_learning_rate_range(
     figure.savefig(plot, dpi=110)
     run_id = tracker.start_insight_run(
         experiment=LR_FIND_EXPERIMENT, run_name=f"lr-find-{arch}",
-        tags={ROLE_TAG: "lr-find", "fmsearch.arch": arch},
+        tags={ROLE_TAG: "lr-find", ARCH_TAG: arch},
     )  # fmt: skip
     tracker.log_files(run_id, [plot])
     measured = {"measured_low": found.low, "measured_high": found.high}

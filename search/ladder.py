@@ -26,16 +26,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import Split
 from search.locks import storage_lock
+from search.names import PROMOTED_FROM_ATTR, RUNG_ATTR
 from search.plan import Plan
 from search.storage import backend_of
 
 logger = logging.getLogger(__name__)
 
-RUNG_ATTR = "rung"
-PROMOTED_FROM_ATTR = "promoted_from"
-# Set on the refit trials that train the ladder's winners at full fidelity.
-FINAL_ATTR = "final"
-PLAN_ATTR = "fmsearch.plan"
 # What a final training changes in its configuration: a long run wants warm-up and annealing.
 FINAL_SCHEDULE = "one_cycle"
 
@@ -47,7 +43,7 @@ def rung_of(trial: FrozenTrial) -> int:
 
 def _search_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The trials of the ladder: neither refits (final trainings) nor ensembles."""
-    from search.study import ENSEMBLE_ATTR, REFIT_ATTR
+    from search.names import ENSEMBLE_ATTR, REFIT_ATTR
 
     return [
         t for t in trials if REFIT_ATTR not in t.user_attrs and ENSEMBLE_ATTR not in t.user_attrs
@@ -84,7 +80,7 @@ def first_rung_started(trials: Sequence[FrozenTrial]) -> int:
 def final_candidates(study: optuna.Study, *, k: int) -> list[FrozenTrial]:
     """The ``k`` configurations to train at full fidelity: the highest rung first, then the
     best value, one trial per distinct configuration, skipping those trained already."""
-    from search.study import REFIT_ATTR
+    from search.names import REFIT_ATTR
 
     trials = study.get_trials(deepcopy=False)
     done = {
@@ -178,7 +174,7 @@ class Ladder:
         the next trial a final training's worker takes, and run as a ladder trial in the
         final training's time.
         """
-        from search.study import FAIL_REASON_ATTR
+        from search.names import FAIL_REASON_ATTR
 
         retired = 0
         for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):

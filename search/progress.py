@@ -9,7 +9,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from search.study import FAIL_REASON_ATTR, most_accurate
+from search.names import FAIL_REASON_ATTR
+from search.study import most_accurate
 
 logger = logging.getLogger(__name__)
 

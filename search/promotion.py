@@ -19,24 +19,27 @@ from optuna.trial import FrozenTrial, TrialState
 from runners.data import CLASS_NAMES
 from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions
-from search.storage import ARCH_ATTR
-from search.study import LATENCY_ATTR, RUN_ID_ATTR, STANDS_IN_ATTR, UNLOGGED_ATTR
-from search.tracking import (
+from search.names import (
+    ARCH_ATTR,
     DECISION_TAG,
     EXTRA_PACKAGES_TAG,
     FLAVOR_TAG,
-    LOCK_LEASE_SECONDS,
+    LATENCY_ATTR,
     MEMBERS_TAG,
     MODEL_URI_TAG,
+    N_PARAMS_ATTR,
     PARENT_TAG,
     ROLE_TAG,
+    RUN_ID_ATTR,
     SOURCE_RUN_TAG,
     SOURCE_TRIAL_TAG,
+    STANDS_IN_ATTR,
     STUDY_TAG,
+    TEST_ACCURACY_TAG,
     TTA_TAG,
-    Tracker,
-    confusion_json,
+    UNLOGGED_ATTR,
 )
+from search.tracking import LOCK_LEASE_SECONDS, Tracker, confusion_json
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -47,7 +50,6 @@ CHAMPION = "champion"
 # A waiter outlasts the lease of a holder that died on another host (then breaks its lock).
 REGISTRY_LOCK_TIMEOUT = LOCK_LEASE_SECONDS + 60.0
 CHALLENGER = "challenger"
-TEST_ACCURACY_TAG = "test_accuracy"
 TEST_MACRO_F1_TAG = "test_macro_f1"
 PICTURES_FOLDER = "pictures"
 CURVE_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
@@ -219,7 +221,7 @@ def select_candidate(
     complete = [t for t in promotable if STANDS_IN_ATTR not in t.user_attrs]
     if not complete:
         raise FmsearchError(f"study {study.study_name!r} has no completed trial to promote")
-    limits = {"n_params": max_params, LATENCY_ATTR: max_latency_ms}
+    limits = {N_PARAMS_ATTR: max_params, LATENCY_ATTR: max_latency_ms}
     limits = {attr: limit for attr, limit in limits.items() if limit is not None}
 
     def within(trial: FrozenTrial) -> bool:

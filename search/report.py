@@ -24,9 +24,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from runners.errors import FmsearchError
-from search.storage import OBJECTIVES_ATTR
-from search.study import EPOCHS_ATTR, WORKER_ATTR, retried_numbers
-from search.workers import SETTINGS_ATTR
+from search.names import (
+    EPOCHS_ATTR,
+    OBJECTIVES_ATTR,
+    SETTINGS_ATTR,
+    SOURCE_TRIAL_TAG,
+    STUDY_TAG,
+    WORKER_ATTR,
+)
+from search.study import retried_numbers
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -381,8 +387,8 @@ def publish_report(
         champion = {
             "model_name": model_name,
             "version": version.version,
-            "trial": version.tags.get("fmsearch.source_trial"),
-            "study": version.tags.get("fmsearch.study"),
+            "trial": version.tags.get(SOURCE_TRIAL_TAG),
+            "study": version.tags.get(STUDY_TAG),
             "test_accuracy": float(version.tags.get("test_accuracy", "nan")),
             "test_macro_f1": float(version.tags.get("test_macro_f1", "nan")),
         }

@@ -20,17 +20,14 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from runners.errors import FmsearchError
+from search.names import ARCH_ATTR, HEARTBEAT_ATTR, OBJECTIVES_ATTR
 from search.urls import redact, sqlite_path
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES_ATTR = "objectives"
-ARCH_ATTR = "fmsearch.arch"
 # A worker's heartbeat every this many seconds; a trial silent for GRACE_BEATS beats is stale.
 HEARTBEAT_INTERVAL = 10
 GRACE_BEATS = 6
-# The heartbeat interval of the worker running a trial (a trial system attribute).
-HEARTBEAT_ATTR = "fmsearch.heartbeat_interval"
 # A trial whose worker dies this many times (an out-of-memory kill, say) is not retried again.
 MAX_RETRY = 2
 SQLITE_BUSY_TIMEOUT = 60

@@ -25,8 +25,29 @@ from runners.metrics import measure_latency
 from runners.precision import dtype_policy, resolve_policy
 from runners.reporting import TrialResult
 from search.choices import pinned
-from search.ladder import RUNG_ATTR, Ladder
+from search.ladder import Ladder
 from search.locks import storage_lock
+from search.names import (
+    BEST_EPOCH_ATTR,
+    DTYPE_POLICY_ATTR,
+    ENSEMBLE_ATTR,
+    EPOCHS_ATTR,
+    FAIL_REASON_ATTR,
+    LATENCY_ATTR,
+    LOG_SECONDS_ATTR,
+    N_PARAMS_ATTR,
+    OUT_OF_TIME_ATTR,
+    PROBE_ATTR,
+    REFIT_ATTR,
+    REFIT_EPOCHS_ATTR,
+    RUN_ID_ATTR,
+    RUNG_ATTR,
+    STANDS_IN_ATTR,
+    TRAIN_IMAGES_ATTR,
+    TRAIN_SECONDS_ATTR,
+    UNLOGGED_ATTR,
+    WORKER_ATTR,
+)
 from search.overrides import NarrowedTrial
 from search.storage import GRACE_BEATS, PoolEmpty, backend_of, is_outage
 from search.tracking import Tracker, TrialLog
@@ -35,40 +56,12 @@ from spaces.families import Families
 
 logger = logging.getLogger(__name__)
 
-RUN_ID_ATTR = "mlflow_run_id"
-LATENCY_ATTR = "latency_ms"
-# The Keras dtype policy the trial's model was built with (float32, mixed_bfloat16, ...).
-DTYPE_POLICY_ATTR = "dtype_policy"
-# True on a trial that the search's time budget ended before its last epoch.
-OUT_OF_TIME_ATTR = "out_of_time"
 LATENCY_BATCH = 256
-FAIL_REASON_ATTR = "fail_reason"
-WORKER_ATTR = "worker"
-EPOCHS_ATTR = "epochs"
-# What the tracking store missed for good (it was down): a list of names.
-UNLOGGED_ATTR = "mlflow_unlogged"
-# A refit trial: the search's best configuration trained again on all the training images,
-# unpruned, for its own number of epochs. REFIT_ATTR holds the number of the trial it refits.
-REFIT_ATTR = "refit_of"
-REFIT_EPOCHS_ATTR = "refit_epochs"
-TRAIN_IMAGES_ATTR = "train_images"
-TRAIN_SECONDS_ATTR = "train_seconds"
-# A trial that stands for an ensemble of finished trials (their numbers), not a training of
-# its own; TTA_ATTR: whether it averages in the mirrored images' predictions too.
-ENSEMBLE_ATTR = "ensemble_of"
-TTA_ATTR = "tta"
-# A trial whose model replaces another's at promotion (``--final-on-all-data``): the same
-# configuration (or combination) trained again with the validation images among its
-# training images. Its value is the validated value of the trial it stands in for, since a
-# model cannot be validated on images it trained on; it never competes on that value.
-STANDS_IN_ATTR = "stands_in_for"
 # Stop the study when this many trials fail in a row: the cause is then the set-up, not a
 # hyperparameter, and more trials would fail the same way.
 MAX_CONSECUTIVE_FAILURES = 5
 # A worker waits this long for an unreachable storage (a database restart, a failover).
 STORAGE_OUTAGE_SECONDS = 300
-# A study system attribute a worker writes to learn that the storage takes writes again.
-PROBE_ATTR = "fmsearch.storage_probe"
 STORAGE_RETRY_SECONDS = 2
 
 StudyCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -712,7 +705,7 @@ class Objective:
         self._close(trial, log, state="COMPLETE")
         if len(self._objectives) == 1:
             return result.best_value if reported is None else reported
-        second = {"params": "n_params", "latency": LATENCY_ATTR}[self._objectives[1]]
+        second = {"params": N_PARAMS_ATTR, "latency": LATENCY_ATTR}[self._objectives[1]]
         return result.best_value, float(trial.user_attrs[second])
 
     def _fidelity(self, trial: optuna.Trial, refit_of: int | None) -> tuple[Split, int, int | None]:
@@ -759,7 +752,7 @@ class Objective:
                 plan.prepare(model)
             trial.set_user_attr(DTYPE_POLICY_ATTR, self._dtype_policy)
             n_params = model.count_params()
-            trial.set_user_attr("n_params", n_params)
+            trial.set_user_attr(N_PARAMS_ATTR, n_params)
             result = fit_trial(
                 model,
                 params,
@@ -784,7 +777,7 @@ class Objective:
             self._log_result(trial, log, result, predicted, split,
                              {"n_params": n_params, "latency_ms": latency})  # fmt: skip
             log.log_model(lambda run_id: self._tracker.log_keras_model(run_id, model))
-            trial.set_user_attr("log_seconds", time.perf_counter() - start)
+            trial.set_user_attr(LOG_SECONDS_ATTR, time.perf_counter() - start)
             return result
         finally:
             model = None
@@ -811,7 +804,7 @@ class Objective:
         log.log_model(
             lambda run_id: self._tracker.log_sklearn_model(run_id, model, n_features=n_features)
         )
-        trial.set_user_attr("log_seconds", time.perf_counter() - start)
+        trial.set_user_attr(LOG_SECONDS_ATTR, time.perf_counter() - start)
         return result
 
     def _patience_for(self, trial: optuna.Trial, params: dict[str, Any], epochs: int) -> int | None:
@@ -862,7 +855,7 @@ class Objective:
         log.call("confusion matrix and classification report", "log_evaluation", evaluation,
                  class_names=CLASS_NAMES, split="val")  # fmt: skip
         trial.set_user_attr(TRAIN_SECONDS_ATTR, result.train_seconds)
-        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr(BEST_EPOCH_ATTR, result.best_epoch)
         trial.set_user_attr(EPOCHS_ATTR, result.epochs)
 
     def _fail(self, trial: optuna.Trial, log: TrialLog, reason: str) -> None:

@@ -31,6 +31,27 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from runners.errors import FmsearchError
+from search.names import (
+    ARCH_TAG,
+    EXTRA_PACKAGES_TAG,
+    FLAVOR_TAG,
+    LOCK_EXPIRES_TAG,
+    LOCK_HOLDER_TAG,
+    MEMBERS_TAG,
+    MODEL_URI_TAG,
+    PARENT_TAG,
+    REASON_TAG,
+    REFIT_TAG,
+    ROLE_TAG,
+    RUN_ID_ATTR,
+    RUNG_TAG,
+    SOURCE_RUN_TAG,
+    STANDS_IN_TAG,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    TTA_TAG,
+)
 from search.urls import redact
 
 if TYPE_CHECKING:
@@ -43,34 +64,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ROLE_TAG = "fmsearch.role"
-STUDY_TAG = "fmsearch.study"
-ARCH_TAG = "fmsearch.arch"
-TRIAL_TAG = "fmsearch.trial_number"
-STATE_TAG = "fmsearch.trial_state"
-# On the run of a refit trial: the number of the trial whose configuration it trains again.
-REFIT_TAG = "fmsearch.refit_of"
-# On the run of a planned search's trial: its rung of the ladder (0: the smallest data).
-RUNG_TAG = "fmsearch.rung"
-# On a model trained with the validation images among its training images: the trial (or
-# ensemble trial) it replaces at promotion; its val_* metrics are not a validation.
-STANDS_IN_TAG = "fmsearch.stands_in_for"
-REASON_TAG = "fmsearch.reason"
-MODEL_URI_TAG = "fmsearch.model_uri"
-FLAVOR_TAG = "fmsearch.flavor"
-# Packages a model needs beyond its flavor's own (xgboost), comma-separated.
-EXTRA_PACKAGES_TAG = "fmsearch.extra_packages"
-# On an ensemble's run: its members' model URIs (comma-separated), and whether each also
-# predicts the mirrored images (flip test-time augmentation).
-MEMBERS_TAG = "fmsearch.members"
-TTA_TAG = "fmsearch.tta"
-SOURCE_RUN_TAG = "fmsearch.source_run_id"
-SOURCE_TRIAL_TAG = "fmsearch.source_trial"
-DECISION_TAG = "fmsearch.decision"
-PARENT_TAG = "mlflow.parentRunId"
 LOCK_SUFFIX = ".lock"
-LOCK_HOLDER_TAG = "fmsearch.lock_holder"
-LOCK_EXPIRES_TAG = "fmsearch.lock_expires"
 # Longer than any promotion (judging an ensemble on the test set on a slow CPU: minutes), so
 # that a live holder never loses the lock to the lease; a dead one on this host loses it at
 # once (its process is gone), elsewhere when the lease runs out.
@@ -397,7 +391,7 @@ class Tracker:
             {
                 "trial": t.number,
                 **dict(zip(objectives, t.values, strict=True)),
-                "run_id": t.user_attrs.get("mlflow_run_id"),
+                "run_id": t.user_attrs.get(RUN_ID_ATTR),
             }
             for t in front
         ]

@@ -23,13 +23,12 @@ from optuna.trial import TrialState
 
 from runners.errors import FmsearchError
 from search.locks import storage_lock
-from search.storage import ARCH_ATTR, OBJECTIVES_ATTR, create_or_load_study, load_study
+from search.names import ARCH_ATTR, OBJECTIVES_ATTR, SETTINGS_ATTR
+from search.storage import create_or_load_study, load_study
 from search.study import Reaper, add_budget, reap_stale_trials
 from search.tracking import Tracker
 
 logger = logging.getLogger(__name__)
-
-SETTINGS_ATTR = "fmsearch.settings"
 
 
 @dataclass(frozen=True)

@@ -19,21 +19,26 @@ from search.budget import (
     with_validation_in_training,
 )
 from search.ensemble import DECISION_FILE, add_stand_in, combine_finals
-from search.ladder import FINAL_ATTR, PROMOTED_FROM_ATTR, RUNG_ATTR, RungMedianPruner
-from search.plan import Plan, Rung
-from search.promotion import promote_winner, select_candidate
-from search.storage import create_or_load_study, open_storage
-from search.study import (
+from search.ladder import RungMedianPruner
+from search.names import (
     ENSEMBLE_ATTR,
+    FINAL_ATTR,
+    MEMBERS_TAG,
+    PROMOTED_FROM_ATTR,
     REFIT_ATTR,
     REFIT_EPOCHS_ATTR,
     RUN_ID_ATTR,
+    RUNG_ATTR,
     STANDS_IN_ATTR,
+    STANDS_IN_TAG,
     TRAIN_IMAGES_ATTR,
     TTA_ATTR,
-    run_worker,
+    TTA_TAG,
 )
-from search.tracking import MEMBERS_TAG, STANDS_IN_TAG, TTA_TAG
+from search.plan import Plan, Rung
+from search.promotion import promote_winner, select_candidate
+from search.storage import create_or_load_study, open_storage
+from search.study import run_worker
 
 pytestmark = pytest.mark.slow
 
@@ -157,7 +162,7 @@ def _read(tracker, run_id):
 
 
 def test_an_ensemble_serves_the_mean_of_its_members_and_their_mirrors(tiny_study, tracker):
-    from search.tracking import MODEL_URI_TAG
+    from search.names import MODEL_URI_TAG
     from tests.search.conftest import BAD_MLP, GOOD_MLP
 
     study, _ = tiny_study(enqueue=[GOOD_MLP, BAD_MLP, GOOD_MLP], max_epochs=1)

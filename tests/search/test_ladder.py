@@ -9,17 +9,9 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.ladder import (
-    PROMOTED_FROM_ATTR,
-    RUNG_ATTR,
-    Ladder,
-    RungData,
-    RungMedianPruner,
-    final_candidates,
-    next_promotion,
-)
+from search.ladder import Ladder, RungData, RungMedianPruner, final_candidates, next_promotion
+from search.names import ENSEMBLE_ATTR, PROMOTED_FROM_ATTR, REFIT_ATTR, RUNG_ATTR
 from search.plan import Plan, Rung
-from search.study import ENSEMBLE_ATTR, REFIT_ATTR
 
 
 def _add(study, value=None, *, x, rung=0, state=TrialState.COMPLETE, steps=None, **attrs):

@@ -199,8 +199,8 @@ def test_promotions_at_once_leave_one_champion_the_better(tiny_study, storage_ur
 
 
 def test_a_stand_in_replaces_the_trial_it_retrains_and_never_competes():
+    from search.names import STANDS_IN_ATTR
     from search.promotion import select_candidate
-    from search.study import STANDS_IN_ATTR
 
     study = optuna.create_study(direction="maximize")
     x = optuna.distributions.FloatDistribution(0, 1)

@@ -12,9 +12,9 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search.names import SETTINGS_ATTR
 from search.report import build_report, publish_report
 from search.storage import create_or_load_study, open_storage
-from search.workers import SETTINGS_ATTR
 
 START = dt.datetime(2026, 11, 1, 12, 0)
 LR = FloatDistribution(1e-4, 1e-1, log=True)

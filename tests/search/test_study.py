@@ -13,14 +13,9 @@ from optuna.trial import TrialState
 import search.study
 from runners.data import Split
 from runners.errors import FmsearchError
+from search.names import RUN_ID_ATTR
 from search.storage import create_or_load_study, open_storage
-from search.study import (
-    MAX_CONSECUTIVE_FAILURES,
-    RUN_ID_ATTR,
-    add_budget,
-    refit_candidate,
-    run_worker,
-)
+from search.study import MAX_CONSECUTIVE_FAILURES, add_budget, refit_candidate, run_worker
 from tests.search.conftest import BAD_MLP, GOOD_MLP
 
 

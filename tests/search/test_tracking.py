@@ -157,7 +157,7 @@ def test_a_held_registry_lock_times_out_with_its_holder(tracker):
 
 
 def _stale_lock(tracker, holder, expires):
-    from search.tracking import LOCK_EXPIRES_TAG, LOCK_HOLDER_TAG
+    from search.names import LOCK_EXPIRES_TAG, LOCK_HOLDER_TAG
 
     tracker._client.create_registered_model(
         "fmsearch-x.lock", tags={LOCK_HOLDER_TAG: holder, LOCK_EXPIRES_TAG: f"{expires:.0f}"}

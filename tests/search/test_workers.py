@@ -9,8 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from runners.errors import FmsearchError
+from search.names import SETTINGS_ATTR
 from search.storage import open_storage
-from search.workers import SETTINGS_ATTR, SearchSettings, prepare_study
+from search.workers import SearchSettings, prepare_study
 
 
 def _prepare(url: str, **settings):
