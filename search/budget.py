@@ -33,8 +33,8 @@ from search.names import (
     TRAIN_IMAGES_ATTR,
     TRAIN_SECONDS_ATTR,
 )
+from search.outcome import Refit, StudyOutcome
 from search.plan import TRIAL_OVERHEAD_SECONDS, Plan, final_epochs, plan_summary
-from search.study import Refit, StudyOutcome
 from search.tracking import Tracker
 from spaces import resolve
 from spaces.families import Families

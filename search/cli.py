@@ -382,7 +382,7 @@ def _refit(*, study, arch, settings, split, data, tracker, epochs, quiet, run_pa
     from optuna.trial import TrialState
 
     from search.names import REFIT_ATTR
-    from search.study import refit_candidate
+    from search.outcome import refit_candidate
 
     refit = refit_candidate(study, epochs=epochs)
     if refit is None:
@@ -683,8 +683,9 @@ def run(
     _set_threads(threads)
     from runners.data import load_fashion_mnist, split_train_val
     from search.choices import check_requirements, describe_space, parse_objectives
+    from search.outcome import summarize
     from search.overrides import load_space_file, parse_fixed
-    from search.study import open_study_run, summarize
+    from search.study import open_study_run
     from search.urls import default_storage
     from search.workers import (
         SearchSettings,
@@ -1226,7 +1227,7 @@ def studies(storage, study_name) -> None:
     import optuna
 
     from search.names import ARCH_ATTR
-    from search.study import summarize
+    from search.outcome import summarize
     from search.urls import default_storage
 
     url = storage or default_storage()

@@ -29,17 +29,15 @@ from optuna.distributions import (
 from runners.errors import FmsearchError, TrialFailed
 from runners.precision import resolve_policy
 from search.choices import TUNERS, describe_space
+from search.objective import FitPlan, Objective
+from search.outcome import StudyOutcome, summarize
 from search.study import (
     MAX_CONSECUTIVE_FAILURES,
     FailureGuard,
-    FitPlan,
-    Objective,
     ParentRunProgress,
     StudyCallback,
-    StudyOutcome,
     close_study_run,
     open_study_run,
-    summarize,
 )
 from search.tracking import Tracker
 from spaces import ARCHITECTURES

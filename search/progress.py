@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from search.names import FAIL_REASON_ATTR
-from search.study import most_accurate
+from search.outcome import most_accurate
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from search.names import (
     STUDY_TAG,
     WORKER_ATTR,
 )
-from search.study import retried_numbers
+from search.outcome import retried_numbers
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

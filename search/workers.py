@@ -24,8 +24,9 @@ from optuna.trial import TrialState
 from runners.errors import FmsearchError
 from search.locks import storage_lock
 from search.names import ARCH_ATTR, OBJECTIVES_ATTR, SETTINGS_ATTR
+from search.outages import Reaper, reap_stale_trials
 from search.storage import create_or_load_study, load_study
-from search.study import Reaper, add_budget, reap_stale_trials
+from search.study import add_budget
 from search.tracking import Tracker
 
 logger = logging.getLogger(__name__)

@@ -120,7 +120,7 @@ def test_a_trial_that_never_beat_is_reaped(storage_url):
     """A worker killed between popping a trial and its first heartbeat."""
     import sqlalchemy
 
-    from search.study import reap_stale_trials
+    from search.outages import reap_stale_trials
 
     storage = open_storage(storage_url, heartbeat_interval=1)
     study = _study(storage)
@@ -147,7 +147,7 @@ def test_a_trial_is_judged_stale_by_its_own_worker_s_heartbeat(storage_url):
     (it did after 6 s: Optuna judges every trial by the looking process's grace)."""
     import sqlalchemy
 
-    from search.study import reap_stale_trials
+    from search.outages import reap_stale_trials
 
     worker = open_storage(storage_url, heartbeat_interval=10)
     study = _study(worker)

@@ -10,12 +10,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import search.outages
 import search.study
 from runners.data import Split
 from runners.errors import FmsearchError
 from search.names import RUN_ID_ATTR
+from search.outcome import refit_candidate
 from search.storage import create_or_load_study, open_storage
-from search.study import MAX_CONSECUTIVE_FAILURES, add_budget, refit_candidate, run_worker
+from search.study import MAX_CONSECUTIVE_FAILURES, add_budget, run_worker
 from tests.search.conftest import BAD_MLP, GOOD_MLP
 
 
@@ -261,7 +263,7 @@ def test_a_storage_outage_mid_trial_ends_its_run_and_the_trial_runs_again(
                         lambda *a, **k: refuse("attr", attr, *a, **k))  # fmt: skip
     monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values",
                         lambda *a, **k: refuse("tell", tell, *a, **k))  # fmt: skip
-    monkeypatch.setattr(search.study, "STORAGE_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(search.outages, "STORAGE_RETRY_SECONDS", 0.1)
     run_worker(study=study, arch="mlp", split=small_split, tracker=tracker, max_epochs=1, seed=0)
     lost, again = study.trials
     assert down == ["run created", "tell"] and lost.state == TrialState.FAIL
@@ -360,10 +362,10 @@ def small_disk(tmp_path):
 def test_a_full_disk_stops_a_worker_instead_of_looping(small_disk, monkeypatch):
     """On a full disk reads succeed and writes fail: a worker that probed with a read went
     back to fail at once, forever."""
-    from search.study import _await_storage
+    from search.outages import await_storage
 
     monkeypatch.setattr(search.study, "STORAGE_OUTAGE_SECONDS", 1)
-    monkeypatch.setattr(search.study, "STORAGE_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(search.outages, "STORAGE_RETRY_SECONDS", 0.1)
     url = f"sqlite:///{small_disk}/optuna.db"
     study = create_or_load_study(storage=open_storage(url), study_name="s", arch="logreg",
                                  sampler=optuna.samplers.RandomSampler(),
@@ -378,6 +380,6 @@ def test_a_full_disk_stops_a_worker_instead_of_looping(small_disk, monkeypatch):
     assert "database or disk is full" in str(full.value.__cause__)
     study.get_trials()  # reads still succeed
     with pytest.raises(FmsearchError, match=r"out of reach for 1 s.*database or disk is full"):
-        _await_storage(study, full.value)
+        await_storage(study, full.value)
     filler.unlink()  # space again: the worker goes on
-    _await_storage(study, full.value)
+    await_storage(study, full.value)
