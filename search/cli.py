@@ -811,6 +811,10 @@ def run(
         )  # fmt: skip
         n_trials = sum(r.configs for r in plan.rungs)
         timeout, hard_timeout = plan.search_ends_at - time.time(), True
+    elif budget_hours is not None:
+        # Set-up counts against the budget here as it does for a plan: a 30-minute budget
+        # otherwise bought 30 minutes of trials after a minute or more of set-up.
+        timeout = budget_hours * 3600 - (time.time() - started_at)
     elif space.KIND == "keras" and not quiet and timeout is None:
         _estimate(arch=arch, settings=settings, split=split, tracker=tracker, workers=workers,
                   parent_run_id=parent_run_id, n_trials=n_trials)  # fmt: skip
