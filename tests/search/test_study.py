@@ -364,7 +364,7 @@ def test_a_full_disk_stops_a_worker_instead_of_looping(small_disk, monkeypatch):
     back to fail at once, forever."""
     from search.outages import await_storage
 
-    monkeypatch.setattr(search.study, "STORAGE_OUTAGE_SECONDS", 1)
+    monkeypatch.setattr(search.outages, "STORAGE_OUTAGE_SECONDS", 1)
     monkeypatch.setattr(search.outages, "STORAGE_RETRY_SECONDS", 0.1)
     url = f"sqlite:///{small_disk}/optuna.db"
     study = create_or_load_study(storage=open_storage(url), study_name="s", arch="logreg",
