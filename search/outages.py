@@ -87,7 +87,8 @@ def end_orphaned_runs(tracker: Tracker, study: optuna.Study) -> int:
         trial = finished.get(number)
         if trial is None:  # running, or waiting to run again
             continue
-        if run_id == trial.user_attrs.get(RUN_ID_ATTR):
+        record = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id == record:
             state = trial.state.name
             reason = (
                 f"trial {number} ended as {state} while the tracking store was out of reach; "
@@ -98,8 +99,7 @@ def end_orphaned_runs(tracker: Tracker, study: optuna.Study) -> int:
             state = "FAIL"
             reason = (
                 f"a second run for trial {number}, whose create was sent again when the "
-                f"tracking store did not answer; the trial's record is run "
-                f"{trial.user_attrs.get(RUN_ID_ATTR)}"
+                f"tracking store did not answer; the trial's record is run {record}"
             )
         tracker.end_trial_run(run_id, state=state, reason=reason)
         ended += 1

@@ -19,9 +19,7 @@ from runners.precision import resolve_policy
 from search.choices import pinned
 from search.ladder import Ladder
 from search.locks import storage_lock
-from search.names import (
-    FAIL_REASON_ATTR,
-)
+from search.names import FAIL_REASON_ATTR
 from search.objective import EpochCallback, Objective
 from search.outages import Reaper, await_storage, end_orphaned_runs, reap_stale_trials
 from search.outcome import Refit, StudyOutcome, summarize

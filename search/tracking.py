@@ -589,11 +589,8 @@ class Tracker:
         experiment = self._client.get_experiment_by_name(study_name)
         if experiment is None:
             return {}
-        runs = self._client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'trial' and tags.`{STUDY_TAG}` = '{study_name}'"
-            " and attributes.status = 'RUNNING'",
-            max_results=10_000,
+        runs = self.find_runs(
+            experiment.experiment_id, role="trial", study_name=study_name, status="RUNNING"
         )
         return {r.info.run_id: int(r.data.tags[TRIAL_TAG]) for r in runs}
 
@@ -603,13 +600,15 @@ class Tracker:
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self._client.get_run(run_id).data.tags)
 
-    def find_runs(self, experiment_id: str, *, role: str, study_name: str) -> list:
-        """All runs of one role (``trial``, ``promotion``, ``study``) in a study."""
-        return self._client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = '{role}' and tags.`{STUDY_TAG}` = '{study_name}'",
-            max_results=10_000,
-        )
+    def find_runs(
+        self, experiment_id: str, *, role: str, study_name: str, status: str | None = None
+    ) -> list:
+        """All runs of one role (``trial``, ``promotion``, ``study``) in a study; with
+        ``status`` (``RUNNING``, ...), only those."""
+        query = f"tags.`{ROLE_TAG}` = '{role}' and tags.`{STUDY_TAG}` = '{study_name}'"
+        if status is not None:
+            query += f" and attributes.status = '{status}'"
+        return self._client.search_runs([experiment_id], filter_string=query, max_results=10_000)
 
     # Registry --------------------------------------------------------------------------------
 
