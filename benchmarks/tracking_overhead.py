@@ -27,6 +27,7 @@ import optuna
 from benchmarks.common import add_results_dir, write
 from runners.data import CLASS_NAMES, load_fashion_mnist, split_train_val
 from runners.metrics import evaluate_predictions, predict_classes
+from search.kinds import RUNNERS
 from search.tracking import Tracker
 from spaces import ARCHITECTURES
 
@@ -74,7 +75,7 @@ def measure(arch: str, *, repeats: int, epochs: int, split, tracker: Tracker) ->
         tracker.log_evaluation(run_id, evaluation, class_names=CLASS_NAMES, split="val")
         t["evaluation_artifacts"] = time.perf_counter() - start
         start = time.perf_counter()
-        tracker.log_keras_model(run_id, model)
+        RUNNERS["keras"].log_model(tracker, run_id, model)
         t["keras_model"] = time.perf_counter() - start
         start = time.perf_counter()
         tracker.end_trial_run(run_id, state="COMPLETE")

@@ -36,7 +36,9 @@ def parse_objectives(text: str, space: ModuleType, *, arch: str) -> tuple[str, .
     if text not in OBJECTIVES:
         raise FmsearchError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {text!r}")
     objectives = tuple(text.split(","))
-    if "params" in objectives and space.KIND != "keras":
+    from search.kinds import runner_for
+
+    if "params" in objectives and not runner_for(space).counts_params:
         raise FmsearchError(
             f"--objective {text}: expected a Keras architecture (a scikit-learn model has no "
             f"parameter count), got --arch {arch}; use accuracy,latency"

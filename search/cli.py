@@ -413,7 +413,9 @@ def _refit(*, study, arch, settings, split, data, tracker, epochs, quiet, run_pa
 
 def _check_keras_tuner(*, arch, space, objectives, workers, enqueue) -> None:
     """What --engine keras-tuner cannot do, refused before the study exists."""
-    if space.KIND != "keras" or isinstance(space, Families):
+    from search.kinds import runner_for
+
+    if not runner_for(space).trains_in_epochs or isinstance(space, Families):
         raise FmsearchError(
             f"--engine keras-tuner: expected one Keras architecture, got --arch {arch}"
         )
@@ -678,6 +680,8 @@ def run(
       fmsearch run --arch resnet --trials 100 --workers 2
       fmsearch run --arch cnn --trials 30 --engine keras-tuner --tuner bayesian
     """
+    from search.kinds import runner_for
+
     _setup_logging(quiet=quiet, verbose=verbose)
 
     _set_threads(threads)
@@ -703,7 +707,7 @@ def run(
     if deterministic and seed is None:
         raise FmsearchError("--deterministic repeats seeded trials: expected --seed N too")
     space = resolve(arch)
-    preload(keras=space.KIND == "keras")
+    preload(keras=runner_for(space).uses_tensorflow)
     check_requirements(space, arch=arch)
     objectives = parse_objectives(objective, space, arch=arch)
     trials_given = click.get_current_context().get_parameter_source("n_trials") not in (
@@ -715,7 +719,7 @@ def run(
     distributions = describe_space(space) if fixes or space_file else {}
     fixed = parse_fixed(fixes, distributions)
     narrowed = load_space_file(space_file, distributions) if space_file else {}
-    if space.KIND == "keras" and not planned:
+    if runner_for(space).trains_in_epochs and not planned:
         fixed = {**short_search_fixes(max_epochs, named={*fixed, *narrowed}), **fixed}
     if enqueue is None:
         enqueue = engine != "keras-tuner" and space_file is None
@@ -815,7 +819,7 @@ def run(
         # Set-up counts against the budget here as it does for a plan: a 30-minute budget
         # otherwise bought 30 minutes of trials after a minute or more of set-up.
         timeout = budget_hours * 3600 - (time.time() - started_at)
-    elif space.KIND == "keras" and not quiet and timeout is None:
+    elif runner_for(space).trains_in_epochs and not quiet and timeout is None:
         _estimate(arch=arch, settings=settings, split=split, tracker=tracker, workers=workers,
                   parent_run_id=parent_run_id, n_trials=n_trials)  # fmt: skip
     if engine == "keras-tuner":
@@ -906,19 +910,23 @@ def run(
 def _starts(space, *, max_epochs: int, planned: bool) -> list[dict]:
     """The configurations a new study starts from: the published one, and for a short
     Keras search the same retuned for few epochs."""
+    from search.kinds import runner_for
+
     families = isinstance(space, Families)
     published = space.starts() if families else [space.DEFAULTS]
-    if space.KIND != "keras" or planned or max_epochs >= AUGMENTED_MIN_EPOCHS:
+    if not runner_for(space).trains_in_epochs or planned or max_epochs >= AUGMENTED_MIN_EPOCHS:
         return published
     return [*published, *(space.starts(short=True) if families else [short_run_start(space)])]
 
 
 def _planned(*, budget_hours, trials_given, space, engine, objectives, refit_epochs) -> bool:
     """Whether ``run`` plans its search from --budget-hours (see the option's help)."""
+    from search.kinds import runner_for
+
     if budget_hours is None or trials_given:
         return False
     why_not = (
-        "a scikit-learn architecture" if space.KIND != "keras"
+        "a scikit-learn architecture" if not runner_for(space).trains_in_epochs
         else "--engine keras-tuner" if engine != "optuna"
         else "a multi-objective search" if len(objectives) > 1
         else "--refit-epochs (the plan trains its winners on all images itself)"
@@ -1148,6 +1156,8 @@ def worker(
     Example:
       fmsearch worker --study-name resnet --storage postgresql://optuna@db/optuna
     """
+    from search.kinds import runner_for
+
     _setup_logging(quiet=quiet, verbose=verbose)
     _set_threads(threads)
     started_at = time.time() if started_at is None else started_at
@@ -1169,7 +1179,7 @@ def worker(
         wait=wait,
         seed_offset=1000 * worker_index,
     )
-    preload(keras=resolve(arch).KIND == "keras")
+    preload(keras=runner_for(resolve(arch)).uses_tensorflow)
     data = load_fashion_mnist(data_dir=data_dir)
     split = split_train_val(
         data.x_train, data.y_train, val_size=settings.val_size, subset=settings.subset

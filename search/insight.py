@@ -19,6 +19,7 @@ import numpy as np
 from runners.data import CLASS_NAMES
 from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions, measure_latency
+from search.kinds import runner_for
 from search.names import ARCH_TAG, INDEX_TAG, MODEL_URI_TAG, ROLE_TAG, SOURCE_RUN_TAG, STUDY_TAG
 
 if TYPE_CHECKING:
@@ -356,7 +357,7 @@ def find_learning_rate_range(
     from spaces import ARCHITECTURES
 
     space = ARCHITECTURES[arch]
-    if space.KIND != "keras":
+    if not runner_for(space).trains_in_epochs:
         raise FmsearchError(
             f"--arch must be a Keras architecture (it has a learning rate), got {arch}"
         )

@@ -15,7 +15,7 @@ again resumes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,11 @@ from optuna.distributions import (
 )
 
 from runners.errors import FmsearchError, TrialFailed
-from runners.precision import resolve_policy
 from search.choices import TUNERS, describe_space
-from search.objective import FitPlan, Objective
-from search.outcome import StudyOutcome, summarize
-from search.study import (
-    MAX_CONSECUTIVE_FAILURES,
-    FailureGuard,
-    ParentRunProgress,
-    StudyCallback,
-    close_study_run,
-    open_study_run,
-)
+from search.kinds import FitPlan, runner_for
+from search.names import KT_TRIAL_ATTR
+from search.outcome import StudyOutcome
+from search.study import MAX_CONSECUTIVE_FAILURES, Engine, FailureGuard, Session, run_engine
 from search.tracking import Tracker
 from spaces import ARCHITECTURES
 
@@ -132,6 +125,92 @@ def _tuner_class(kind: str):
     return Tuner
 
 
+class KerasTunerEngine(Engine):
+    """Keras Tuner's engine: its tuner asks for each trial; fmsearch enqueues it into the
+    study with the values Keras Tuner chose and runs it through the study's objective.
+
+    Args:
+        tuner: One of :data:`TUNERS`.
+        max_epochs: Epochs a trial trains at most (Hyperband's ``max_epochs``).
+        n_trials: Trials to add to the ones Keras Tuner has run before in ``directory``.
+        directory: Where Keras Tuner keeps its state, one folder per study.
+        distributions: The space's distributions, narrowed (Keras Tuner draws from them).
+        fixed: Hyperparameters pinned to one value.
+        seed: Seed of Keras Tuner's oracle.
+    """
+
+    def __init__(
+        self,
+        *,
+        tuner: str,
+        max_epochs: int,
+        n_trials: int,
+        directory: Path,
+        distributions: Mapping[str, BaseDistribution],
+        fixed: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if tuner not in TUNERS:
+            raise ValueError(f"tuner must be one of {', '.join(TUNERS)}, got {tuner!r}")
+        self._tuner = tuner
+        self._max_epochs = max_epochs
+        self._n_trials = n_trials
+        self._directory = directory
+        self._distributions = distributions
+        self._fixed = fixed
+        self._seed = seed
+        self._plans: dict[str, FitPlan] = {}
+
+    def fit_plan(self, trial: optuna.Trial) -> FitPlan | None:
+        return self._plans.get(trial.user_attrs.get(KT_TRIAL_ATTR))
+
+    def run(self, session: Session) -> None:
+        import keras_tuner as kt
+
+        study = session.study
+        finished: list[optuna.trial.FrozenTrial] = []
+        callbacks = [*session.callbacks, lambda _study, trial: finished.append(trial)]
+
+        def run_one(values: dict[str, Any], plan: FitPlan, kt_trial_id: str) -> float | None:
+            self._plans[kt_trial_id] = plan
+            study.enqueue_trial(values, user_attrs={KT_TRIAL_ATTR: kt_trial_id})
+            study.optimize(session.objective, n_trials=1, catch=(TrialFailed,),
+                           callbacks=callbacks)  # fmt: skip
+            trial = finished[-1]
+            return trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+
+        tuner_args = {
+            "hypermodel": None,
+            "objective": kt.Objective("val_accuracy", direction="max"),
+            "hyperparameters": hyperparameters(self._distributions, fixed=self._fixed),
+            "tune_new_entries": False,
+            "allow_new_entries": False,
+            "seed": self._seed,
+            "directory": str(self._directory),
+            "project_name": study.study_name,
+            "overwrite": False,
+            "max_consecutive_failed_trials": MAX_CONSECUTIVE_FAILURES,
+        }
+        if self._tuner == "hyperband":
+            tuner_args |= {"max_epochs": self._max_epochs, "factor": HYPERBAND_FACTOR}
+        else:
+            tuner_args["max_trials"] = self._n_trials
+        search = _tuner_class(self._tuner)(
+            run_one=run_one,
+            epochs=self._max_epochs,
+            deadline=session.deadline,
+            guard=session.guard,
+            **tuner_args,
+        )
+        # Trials run before (a resumed search) count toward Keras Tuner's budget: add n_trials.
+        search.oracle.max_trials = len(search.oracle.trials) + self._n_trials
+        try:
+            search.search(verbose=0)
+        except RuntimeError as exc:
+            # Keras Tuner's own stop after too many failed trials in a row.
+            raise FmsearchError(f"Keras Tuner stopped: {exc}") from exc
+
+
 def run_keras_tuner(
     *,
     study: optuna.Study,
@@ -142,16 +221,10 @@ def run_keras_tuner(
     max_epochs: int,
     n_trials: int,
     directory: Path,
-    timeout: float | None = None,
-    hard_timeout: bool = False,
     seed: int | None = None,
-    deterministic: bool = False,
     fixed: Mapping[str, Any] | None = None,
     narrowed: Mapping[str, BaseDistribution] | None = None,
-    precision: str = "float32",
-    run_params: dict[str, Any] | None = None,
-    callbacks: Sequence[StudyCallback] = (),
-    on_epoch=None,
+    **lifecycle: Any,
 ) -> StudyOutcome:
     """Search ``arch`` with Keras Tuner's ``tuner``, each trial recorded in ``study``.
 
@@ -165,113 +238,38 @@ def run_keras_tuner(
         max_epochs: Epochs a trial trains at most (Hyperband's ``max_epochs``).
         n_trials: Trials to add to the ones Keras Tuner has run before in ``directory``.
         directory: Where Keras Tuner keeps its state, one folder per study.
-        timeout: Start no trial after this many seconds.
-        hard_timeout: Also end the trial running then, after its current epoch.
         seed: Seed of Keras Tuner's oracle; trial ``n`` trains from seed ``seed + n``.
-        deterministic: TensorFlow's op determinism for the seeded trials.
         fixed: Hyperparameters pinned to one value (``--fix``).
         narrowed: Narrower distributions for some hyperparameters (``--space-file``).
-        precision: A name in ``runners.precision.PRECISIONS``.
-        run_params: Settings logged as params of the study's parent run when it is created.
-        callbacks: Extra Optuna callbacks, called after each trial (a progress bar).
-        on_epoch: Called with the trial number, epoch and metrics after every epoch.
+        **lifecycle: ``timeout``, ``hard_timeout``, ``deterministic``, ``precision``,
+            ``run_params``, ``callbacks`` and ``on_epoch``, as
+            :func:`search.study.run_engine` takes them.
 
     Raises:
         FmsearchError: ``arch`` is not a Keras architecture, or ``MAX_CONSECUTIVE_FAILURES``
             trials failed in a row.
     """
-    import keras_tuner as kt
-
     space = ARCHITECTURES[arch]
-    if space.KIND != "keras":
+    if not runner_for(space).trains_in_epochs:
         raise FmsearchError(f"--engine keras-tuner: expected a Keras architecture, got {arch}")
-    if tuner not in TUNERS:
-        raise ValueError(f"tuner must be one of {', '.join(TUNERS)}, got {tuner!r}")
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     if waiting:
         raise FmsearchError(
             f"study {study.study_name!r}: expected no waiting trials for Keras Tuner, got "
             f"{len(waiting)} (an Optuna search's pool; use another --study-name)"
         )
-    params = {"arch": arch, "engine": "keras-tuner", "tuner": tuner, **(run_params or {})}
-    experiment_id, parent_run_id = open_study_run(study, arch=arch, tracker=tracker, params=params)
-    policy = resolve_policy(precision)  # before the clock starts, as in run_worker
-    deadline = None if timeout is None else time.monotonic() + timeout
-    objective = Objective(
-        space=space,
-        arch=arch,
-        split=split,
-        tracker=tracker,
-        experiment_id=experiment_id,
-        parent_run_id=parent_run_id,
+    engine = KerasTunerEngine(
+        tuner=tuner,
         max_epochs=max_epochs,
+        n_trials=n_trials,
+        directory=directory,
+        distributions={**describe_space(space), **(narrowed or {})},
+        fixed=fixed,
         seed=seed,
-        deterministic=deterministic,
-        patience=None,
-        objectives=("accuracy",),
-        narrowed={},  # Keras Tuner draws from the narrowed ranges itself
-        dtype_policy=policy,
-        deadline=deadline if hard_timeout else None,
-        on_epoch=on_epoch,
     )
-    guard = FailureGuard(MAX_CONSECUTIVE_FAILURES)
-    finished: list[optuna.trial.FrozenTrial] = []
-    study_callbacks = [
-        ParentRunProgress(tracker, parent_run_id),
-        guard,
-        lambda _study, trial: finished.append(trial),
-        *callbacks,
-    ]
-
-    def run_one(values: dict[str, Any], plan: FitPlan, kt_trial_id: str) -> float | None:
-        study.enqueue_trial(values, user_attrs={"keras_tuner_trial": kt_trial_id})
-        objective.plan = plan
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=study_callbacks)
-        trial = finished[-1]
-        return trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
-
-    distributions = {**describe_space(space), **(narrowed or {})}
-    tuner_args = {
-        "hypermodel": None,
-        "objective": kt.Objective("val_accuracy", direction="max"),
-        "hyperparameters": hyperparameters(distributions, fixed=fixed),
-        "tune_new_entries": False,
-        "allow_new_entries": False,
-        "seed": seed,
-        "directory": str(directory),
-        "project_name": study.study_name,
-        "overwrite": False,
-        "max_consecutive_failed_trials": MAX_CONSECUTIVE_FAILURES,
-    }
-    if tuner == "hyperband":
-        tuner_args |= {"max_epochs": max_epochs, "factor": HYPERBAND_FACTOR}
-    else:
-        tuner_args["max_trials"] = n_trials
-    search = _tuner_class(tuner)(
-        run_one=run_one,
-        epochs=max_epochs,
-        deadline=deadline,
-        guard=guard,
-        **tuner_args,
-    )
-    # Trials run before (a resumed search) count toward Keras Tuner's budget: add n_trials.
-    search.oracle.max_trials = len(search.oracle.trials) + n_trials
-    status = "FAILED"
-    try:
-        search.search(verbose=0)
-        status = "FAILED" if guard.tripped else "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except RuntimeError as exc:
-        # Keras Tuner's own stop after too many failed trials in a row.
-        raise FmsearchError(f"Keras Tuner stopped: {exc}") from exc
-    finally:
-        outcome = summarize(study, parent_run_id=parent_run_id)
-        close_study_run(tracker, study, outcome, status=status, objectives=("accuracy",))
-    if guard.tripped:
-        raise FmsearchError(
-            f"stopped after {MAX_CONSECUTIVE_FAILURES} trials in a row failed; "
-            f"the last one: {guard.last_reason}"
-        )
-    return outcome
+    given = lifecycle.pop("run_params", None) or {}
+    run_params = {"engine": "keras-tuner", "tuner": tuner, **given}
+    # Keras Tuner decides the epochs (no patience) and draws from the narrowed ranges itself.
+    return run_engine(engine, study=study, arch=arch, split=split, tracker=tracker,
+                      max_epochs=max_epochs, seed=seed, run_params=run_params,
+                      **lifecycle)  # fmt: skip

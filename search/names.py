@@ -34,6 +34,8 @@ OUT_OF_TIME_ATTR = "out_of_time"
 FAIL_REASON_ATTR = "fail_reason"
 # host:pid of the worker that ran the trial.
 WORKER_ATTR = "worker"
+# The Keras Tuner trial (its id) that an --engine keras-tuner trial ran for.
+KT_TRIAL_ATTR = "keras_tuner_trial"
 EPOCHS_ATTR = "epochs"
 BEST_EPOCH_ATTR = "best_epoch"
 N_PARAMS_ATTR = "n_params"

@@ -6,8 +6,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -15,21 +14,19 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 
-from runners.data import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES, Split
+from runners.data import CLASS_NAMES, Split
 from runners.errors import TrialFailed
 from runners.metrics import measure_latency
-from runners.precision import dtype_policy
 from runners.reporting import TrialResult
+from search.kinds import FitPlan, FitRequest, runner_for
 from search.ladder import Ladder
 from search.names import (
     BEST_EPOCH_ATTR,
-    DTYPE_POLICY_ATTR,
     EPOCHS_ATTR,
     FAIL_REASON_ATTR,
     LATENCY_ATTR,
     LOG_SECONDS_ATTR,
     N_PARAMS_ATTR,
-    OUT_OF_TIME_ATTR,
     REFIT_ATTR,
     REFIT_EPOCHS_ATTR,
     RUN_ID_ATTR,
@@ -48,7 +45,6 @@ from spaces.families import Families
 
 logger = logging.getLogger(__name__)
 
-LATENCY_BATCH = 256
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 
@@ -81,30 +77,13 @@ class _Reporter:
             self._on_epoch(self._trial.number, epoch, metrics)
 
 
-@dataclass(frozen=True)
-class FitPlan:
-    """How the next Keras trial trains when another engine schedules it (Keras Tuner).
-
-    Attributes:
-        max_epochs: The epoch to train to.
-        initial_epoch: Epochs its starting weights already carry.
-        prepare: Called with the built model before training (loads those weights).
-        callbacks: More Keras callbacks for ``fit``.
-    """
-
-    max_epochs: int
-    initial_epoch: int = 0
-    prepare: Callable[[Any], None] | None = None
-    callbacks: Sequence[Any] = ()
-
-
 class Objective:
     """One trial: suggest, train, record in MLflow; the value Optuna optimizes.
 
-    ``plan``, when set, overrides the epochs of the next Keras trials (an engine other than
-    Optuna's pruner decides them). A refit trial (``REFIT_ATTR``; with ``refit``, the first
-    trial whose params are the refit's) trains on ``refit_split`` for its own epochs and is
-    never pruned.
+    ``fit_plan(trial)``, when it returns a plan, overrides the trial's epochs (an engine
+    other than Optuna's pruner decides them). A refit trial (``REFIT_ATTR``; with ``refit``,
+    the first trial whose params are the refit's) trains on ``refit_split`` for its own
+    epochs and is never pruned.
     """
 
     def __init__(
@@ -128,18 +107,21 @@ class Objective:
         refit_split: Split | None = None,
         refit: Refit | None = None,
         ladder: Ladder | None = None,
+        fit_plan: Callable[[optuna.Trial], FitPlan | None] | None = None,
     ) -> None:
         self._dtype_policy = dtype_policy
         self._ladder = ladder
         self._refit_split = refit_split
         self._refit = refit
-        self.refit_started = False
+        self._refit_started = False
+        self._fit_plan = fit_plan
         # A time.monotonic() value after which running trials end (a hard time budget).
         self._deadline = deadline
         self._on_epoch = on_epoch
         self._objectives = objectives
         self._narrowed = narrowed
         self._space = space
+        self._runner = runner_for(space)
         self._arch = arch
         self._split = split
         self._tracker = tracker
@@ -149,7 +131,11 @@ class Objective:
         self._seed = seed
         self._deterministic = deterministic
         self._patience = patience
-        self.plan: FitPlan | None = None
+
+    @property
+    def refit_started(self) -> bool:
+        """Whether a trial of this objective took on the refit (``refit``)."""
+        return self._refit_started
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = self._space.suggest(
@@ -159,8 +145,8 @@ class Objective:
         refit_of = trial.user_attrs.get(REFIT_ATTR)
         refit = self._refit
         reported = None
-        if refit_of is None and refit and not self.refit_started and params == refit.params:
-            refit_of, self.refit_started, reported = refit.of, True, refit.value
+        if refit_of is None and refit and not self._refit_started and params == refit.params:
+            refit_of, self._refit_started, reported = refit.of, True, refit.value
             trial.set_user_attr(REFIT_ATTR, refit.of)
             trial.set_user_attr(REFIT_EPOCHS_ATTR, refit.epochs)
             for key, value in refit.attrs.items():
@@ -179,7 +165,6 @@ class Objective:
             rung=rung,
             stands_in_for=trial.user_attrs.get(STANDS_IN_ATTR),
         )
-        train = self._train_sklearn if self._space.KIND == "sklearn" else self._train_keras
         try:
             if run_id is not None:
                 trial.set_user_attr(RUN_ID_ATTR, run_id)
@@ -189,7 +174,7 @@ class Objective:
                 prunable=len(self._objectives) == 1 and refit_of is None,
                 on_epoch=self._on_epoch,
             )
-            result = train(trial, params, split, log, reporter, max_epochs)
+            result = self._train(trial, params, split, log, reporter, max_epochs)
         except optuna.TrialPruned as exc:
             self._close(trial, log, state="PRUNED", reason=str(exc))
             raise
@@ -243,7 +228,7 @@ class Objective:
         if unlogged:
             trial.set_user_attr(UNLOGGED_ATTR, unlogged)
 
-    def _train_keras(
+    def _train(
         self,
         trial: optuna.Trial,
         params: dict[str, Any],
@@ -252,73 +237,39 @@ class Objective:
         reporter: _Reporter,
         max_epochs: int,
     ) -> TrialResult:
-        from runners.metrics import predict_classes
-        from runners.training import fit_trial, free_memory, seed_everything
-
-        try:
-            if self._seed is not None:
-                seed_everything(self._seed + trial.number, deterministic=self._deterministic)
-            plan = self.plan or FitPlan(max_epochs)
-            with dtype_policy(self._dtype_policy):
-                model = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
-            if plan.prepare is not None:
-                plan.prepare(model)
-            trial.set_user_attr(DTYPE_POLICY_ATTR, self._dtype_policy)
-            n_params = model.count_params()
-            trial.set_user_attr(N_PARAMS_ATTR, n_params)
-            result = fit_trial(
-                model,
-                params,
-                split,
-                max_epochs=plan.max_epochs,
-                reporter=reporter,
-                patience=self._patience_for(trial, params, plan.max_epochs),
-                monitor_from=self._monitor_from(trial, params, plan.max_epochs),
-                deadline=self._deadline,
-                initial_epoch=plan.initial_epoch,
-                callbacks=plan.callbacks,
-            )
-            if result.out_of_time:
-                trial.set_user_attr(OUT_OF_TIME_ATTR, True)
-            start = time.perf_counter()
-            predicted = predict_classes(model, split.x_val)
-            latency = measure_latency(
-                lambda images: model.predict(images, batch_size=LATENCY_BATCH, verbose=0),
-                split.x_val,
-            )
-            trial.set_user_attr(LATENCY_ATTR, latency)
-            self._log_result(trial, log, result, predicted, split,
-                             {"n_params": n_params, "latency_ms": latency})  # fmt: skip
-            log.log_model(lambda run_id: self._tracker.log_keras_model(run_id, model))
-            trial.set_user_attr(LOG_SECONDS_ATTR, time.perf_counter() - start)
-            return result
-        finally:
-            model = None
-            free_memory()
-
-    def _train_sklearn(
-        self,
-        trial: optuna.Trial,
-        params: dict[str, Any],
-        split: Split,
-        log: TrialLog,
-        reporter: _Reporter,
-        max_epochs: int,
-    ) -> TrialResult:
-        from runners.estimators import fit_estimator_trial, to_features
-
-        estimator = self._space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
-        model, result, predicted = fit_estimator_trial(estimator, split, reporter=reporter)
-        start = time.perf_counter()
-        latency = measure_latency(lambda images: model.predict(to_features(images)), split.x_val)
-        trial.set_user_attr(LATENCY_ATTR, latency)
-        self._log_result(trial, log, result, predicted, split, {"latency_ms": latency})
-        n_features = int(np.prod(IMAGE_SHAPE))
-        log.log_model(
-            lambda run_id: self._tracker.log_sklearn_model(run_id, model, n_features=n_features)
+        plan = (self._fit_plan and self._fit_plan(trial)) or FitPlan(max_epochs)
+        request = FitRequest(
+            params=params,
+            split=split,
+            reporter=reporter,
+            plan=plan,
+            seed=None if self._seed is None else self._seed + trial.number,
+            deterministic=self._deterministic,
+            dtype_policy=self._dtype_policy,
+            patience=self._patience_for(trial, params, plan.max_epochs),
+            monitor_from=self._monitor_from(trial, params, plan.max_epochs),
+            deadline=self._deadline,
         )
-        trial.set_user_attr(LOG_SECONDS_ATTR, time.perf_counter() - start)
-        return result
+        try:
+            fitted = self._runner.fit(self._space, request, trial)
+            start = time.perf_counter()
+            model = fitted.model
+            predicted = fitted.predicted
+            if predicted is None:
+                predicted = self._runner.predict(model, split.x_val)
+            latency = measure_latency(lambda images: self._runner.predict(model, images),
+                                      split.x_val)  # fmt: skip
+            trial.set_user_attr(LATENCY_ATTR, latency)
+            extra = {"latency_ms": latency}
+            if fitted.n_params is not None:
+                extra["n_params"] = fitted.n_params
+            self._log_result(trial, log, fitted.result, predicted, split, extra)
+            log.log_model(lambda run_id: self._runner.log_model(self._tracker, run_id, model))
+            trial.set_user_attr(LOG_SECONDS_ATTR, time.perf_counter() - start)
+            return fitted.result
+        finally:
+            fitted = model = None
+            self._runner.release()
 
     def _patience_for(self, trial: optuna.Trial, params: dict[str, Any], epochs: int) -> int | None:
         """Early-stopping patience: a refit at a constant rate gets a third of its epochs,

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -15,8 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import Split
 from runners.errors import FmsearchError, TrialFailed
-from runners.precision import resolve_policy
 from search.choices import pinned
+from search.kinds import FitPlan, runner_for
 from search.ladder import Ladder
 from search.locks import storage_lock
 from search.names import FAIL_REASON_ATTR
@@ -81,7 +82,47 @@ def optimize(study: optuna.Study, objective: Callable, **kwargs: Any) -> bool:
     return True
 
 
-def run_worker(
+@dataclass(frozen=True)
+class Session:
+    """A study being run in this process, as the lifecycle hands it to an engine.
+
+    Attributes:
+        study: The study.
+        objective: Runs one trial (``study.optimize(session.objective, ...)``).
+        callbacks: Optuna callbacks every trial must go through: the parent run's progress,
+            the failure guard, the caller's.
+        guard: Trips after too many failures in a row; the engine then starts nothing more.
+        deadline: A ``time.monotonic()`` after which no trial starts (None: none).
+        tracker: The MLflow store.
+    """
+
+    study: optuna.Study
+    objective: Objective
+    callbacks: list[StudyCallback]
+    guard: FailureGuard
+    deadline: float | None
+    tracker: Tracker
+
+    def remaining(self) -> float | None:
+        """Seconds to the deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+class Engine:
+    """What decides which trials a study runs (Optuna's pool, Keras Tuner): plugged into
+    :func:`run_engine`, which owns the rest of a study's lifecycle in this process."""
+
+    def fit_plan(self, trial: optuna.Trial) -> FitPlan | None:
+        """How ``trial`` trains when the engine decides its epochs (None: the objective's)."""
+        return None
+
+    def run(self, session: Session) -> None:
+        """Run trials through ``session.objective`` until the engine is done."""
+        raise NotImplementedError
+
+
+def run_engine(
+    engine: Engine,
     *,
     study: optuna.Study,
     arch: str,
@@ -99,50 +140,15 @@ def run_worker(
     run_params: dict[str, Any] | None = None,
     callbacks: Sequence[StudyCallback] = (),
     on_epoch: EpochCallback | None = None,
-    poll_seconds: float = 2.0,
     refit_split: Split | None = None,
     refit: Refit | None = None,
     ladder: Ladder | None = None,
 ) -> StudyOutcome:
-    """Run trials from the study's pool until it is empty and no other worker's trial runs.
+    """One study's life in this process, whichever ``engine`` picks its trials: open (or
+    join) the study's parent run, build the objective, let the engine run trials, guard
+    against a failing set-up, record the counts and close what this process opened.
 
-    Any number of workers, in this process or others, on this host or others, may run this on
-    the same study at once: each trial is popped by one worker, tracked as a nested MLflow run
-    under the study's one parent run.
-
-    Args:
-        study: A study from :func:`search.storage.create_or_load_study`, with a budget from
-            :func:`add_budget`.
-        arch: A key of ``spaces.ARCHITECTURES``.
-        split: Training and validation data.
-        tracker: The MLflow store to record into.
-        max_epochs: Epochs a trial trains at most (the pruner's maximum resource).
-        timeout: Start no trial after this many seconds.
-        hard_timeout: Also end the Keras trials running then, after their current epoch;
-            they complete with their best epoch (``out_of_time`` user attribute).
-        seed: Seed of trial ``n`` is ``seed + n``, for repeatable initial weights.
-        patience: End a trial after this many epochs without improvement (None: never).
-        objectives: ``("accuracy",)``, or accuracy and ``"params"`` or ``"latency"`` (ms per
-            image) for a multi-objective study; Optuna cannot prune those, so their trials
-            report nothing to it and train to the end.
-        narrowed: Narrower distributions for some hyperparameters (``--space-file``).
-        precision: A name in ``runners.precision.PRECISIONS``; ``auto`` picks mixed
-            precision where this machine computes it natively.
-        deterministic: Turn on TensorFlow's op determinism for the seeded trials, so that
-            they repeat exactly on the same machine (slower: random augmentation then runs
-            serially).
-        run_params: Settings logged as params of the study's parent run when it is created.
-        callbacks: Extra Optuna callbacks, called after each trial (a progress bar).
-        on_epoch: Called with the trial number, epoch and metrics after every epoch.
-        poll_seconds: How often a worker with nothing to run checks for retried trials.
-        refit_split: All the training images and the same validation images, for refit
-            trials; None: ``split`` is all of them already.
-        refit: Run this refit (:func:`refit_candidate`) instead of the pool's trials: the
-            next trial the pool hands out (one is added if it is empty) gets the refit's
-            params, and the worker stops after it. A trial the pool had enqueued with params
-            of its own (``--enqueue``, a retry) runs as a search trial first.
-        ladder: A planned search's ladder: it keeps the pool fed with rungs and promotions,
-            and each rung's trials train on its data for its epochs.
+    Takes the arguments of :func:`run_worker` but ``poll_seconds``.
 
     Raises:
         FmsearchError: ``MAX_CONSECUTIVE_FAILURES`` trials failed in a row.
@@ -153,7 +159,7 @@ def run_worker(
     # before the clock starts, so that set-up never eats a short --timeout, and only for
     # Keras trials (scikit-learn ones never import TensorFlow).
     space = resolve(arch)
-    policy = resolve_policy(precision) if space.KIND == "keras" else "float32"
+    policy = runner_for(space).resolve_policy(precision)
     deadline = None if timeout is None else time.monotonic() + timeout
     objective = Objective(
         space=space,
@@ -174,27 +180,92 @@ def run_worker(
         refit_split=refit_split,
         refit=refit,
         ladder=ladder,
+        fit_plan=engine.fit_plan,
     )
-    base_sampler = study.sampler
-    if refit is not None:
-        # The trial the pool hands out next gets the refit's params; the pool's order (oldest
-        # first, Optuna's) stays as it is.
-        study.sampler = pinned(base_sampler, refit.params)
     guard = FailureGuard(MAX_CONSECUTIVE_FAILURES)
+    session = Session(
+        study=study,
+        objective=objective,
+        callbacks=[ParentRunProgress(tracker, parent_run_id), guard, *callbacks],
+        guard=guard,
+        deadline=deadline,
+        tracker=tracker,
+    )
     status = "FAILED"
-    callbacks = [ParentRunProgress(tracker, parent_run_id), guard, *callbacks]
-    if ladder is not None and refit is None:
-        callbacks.append(ladder)
+    try:
+        engine.run(session)
+        status = "FAILED" if guard.tripped else "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        outcome = summarize(study, parent_run_id=parent_run_id)
+        try:
+            close_study_run(tracker, study, outcome, status=status, objectives=objectives)
+        except Exception as exc:  # the trials are safe in Optuna; say what MLflow missed
+            logger.warning("the study's parent run was not updated: %s", exc)
+    if guard.tripped:
+        raise FmsearchError(
+            f"stopped after {MAX_CONSECUTIVE_FAILURES} trials in a row failed; "
+            f"the last one: {guard.last_reason}"
+        )
+    return outcome
 
-    def run_pool(remaining: float | None) -> bool:
-        """Run trials until the pool is empty; True when this worker is done."""
+
+class PoolEngine(Engine):
+    """Optuna's engine: trials come from the study's pool of WAITING trials, which any
+    number of workers (in this process, others, other hosts) share; a worker dead mid-trial
+    has its trial failed by heartbeat and queued again.
+
+    Args:
+        refit: Run this refit instead of the pool's trials (see :func:`run_worker`).
+        ladder: A planned search's ladder, which keeps the pool fed with rungs.
+        poll_seconds: How often a worker with nothing to run checks for retried trials.
+    """
+
+    def __init__(
+        self, *, refit: Refit | None = None, ladder: Ladder | None = None, poll_seconds: float = 2.0
+    ) -> None:
+        self._refit = refit
+        self._ladder = ladder
+        self._poll_seconds = poll_seconds
+
+    def run(self, session: Session) -> None:
+        study, refit = session.study, self._refit
+        callbacks = list(session.callbacks)
+        if self._ladder is not None and refit is None:
+            callbacks.append(self._ladder)
+        base_sampler = study.sampler
         if refit is not None:
+            # The trial the pool hands out next gets the refit's params; the pool's order
+            # (oldest first, Optuna's) stays as it is.
+            study.sampler = pinned(base_sampler, refit.params)
+        try:
+            with Reaper(study, session.tracker):
+                while not session.guard.tripped:
+                    remaining = session.remaining()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    try:
+                        if self._run_pool(session, callbacks, remaining):
+                            break
+                    except Exception as exc:
+                        if not is_outage(exc):
+                            raise
+                        await_storage(study, exc)
+        finally:
+            study.sampler = base_sampler
+
+    def _run_pool(self, session: Session, callbacks: list, remaining: float | None) -> bool:
+        """Run trials until the pool is empty; True when this worker is done."""
+        study, objective = session.study, session.objective
+        if self._refit is not None:
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 study.enqueue_trial({})
             optimize(study, objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
             return objective.refit_started
-        if ladder is not None:
-            ladder.top_up(study)
+        if self._ladder is not None:
+            self._ladder.top_up(study)
         try:
             # True: stopped by the failure guard or the timeout; False: a trial was failed
             # under this worker, and the pool goes on.
@@ -206,40 +277,68 @@ def run_worker(
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return True
         # Other workers' trials still run; one whose worker dies comes back as a retry.
-        time.sleep(poll_seconds)
+        time.sleep(self._poll_seconds)
         reap_stale_trials(study)
         return False
 
-    with Reaper(study, tracker):
-        try:
-            while not guard.tripped:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                try:
-                    if run_pool(remaining):
-                        break
-                except Exception as exc:
-                    if not is_outage(exc):
-                        raise
-                    await_storage(study, exc)
-            status = "FAILED" if guard.tripped else "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            study.sampler = base_sampler
-            outcome = summarize(study, parent_run_id=parent_run_id)
-            try:
-                close_study_run(tracker, study, outcome, status=status, objectives=objectives)
-            except Exception as exc:  # the trials are safe in Optuna; say what MLflow missed
-                logger.warning("the study's parent run was not updated: %s", exc)
-    if guard.tripped:
-        raise FmsearchError(
-            f"stopped after {MAX_CONSECUTIVE_FAILURES} trials in a row failed; "
-            f"the last one: {guard.last_reason}"
-        )
-    return outcome
+
+def run_worker(
+    *,
+    study: optuna.Study,
+    arch: str,
+    split: Split,
+    tracker: Tracker,
+    max_epochs: int,
+    poll_seconds: float = 2.0,
+    refit: Refit | None = None,
+    ladder: Ladder | None = None,
+    **lifecycle: Any,
+) -> StudyOutcome:
+    """Run trials from the study's pool until it is empty and no other worker's trial runs.
+
+    Any number of workers, in this process or others, on this host or others, may run this on
+    the same study at once: each trial is popped by one worker, tracked as a nested MLflow run
+    under the study's one parent run.
+
+    Args:
+        study: A study from :func:`search.storage.create_or_load_study`, with a budget from
+            :func:`add_budget`.
+        arch: A key of ``spaces.ARCHITECTURES``.
+        split: Training and validation data.
+        tracker: The MLflow store to record into.
+        max_epochs: Epochs a trial trains at most (the pruner's maximum resource).
+        poll_seconds: How often a worker with nothing to run checks for retried trials.
+        refit: Run this refit (:func:`refit_candidate`) instead of the pool's trials: the
+            next trial the pool hands out (one is added if it is empty) gets the refit's
+            params, and the worker stops after it. A trial the pool had enqueued with params
+            of its own (``--enqueue``, a retry) runs as a search trial first.
+        ladder: A planned search's ladder: it keeps the pool fed with rungs and promotions,
+            and each rung's trials train on its data for its epochs.
+        **lifecycle: The rest, as :func:`run_engine` takes them:
+
+            - ``timeout``: start no trial after this many seconds;
+            - ``hard_timeout``: also end the Keras trials running then, after their current
+              epoch; they complete with their best epoch (``out_of_time`` user attribute);
+            - ``seed``: trial ``n`` is seeded ``seed + n``, for repeatable initial weights;
+            - ``patience``: end a trial after this many epochs without improvement;
+            - ``objectives``: ``("accuracy",)``, or accuracy and ``"params"`` or
+              ``"latency"`` (ms per image): a multi-objective study, which Optuna cannot
+              prune, so its trials report nothing to it and train to the end;
+            - ``narrowed``: narrower distributions for some hyperparameters (``--space-file``);
+            - ``precision``: a name in ``runners.precision.PRECISIONS``;
+            - ``deterministic``: TensorFlow's op determinism for the seeded trials;
+            - ``run_params``: settings logged as params of the parent run when it is created;
+            - ``callbacks``: extra Optuna callbacks, called after each trial;
+            - ``on_epoch``: called with the trial number, epoch and metrics after each epoch;
+            - ``refit_split``: all the training images and the same validation images, for
+              refit trials (None: ``split`` is all of them already).
+
+    Raises:
+        FmsearchError: ``MAX_CONSECUTIVE_FAILURES`` trials failed in a row.
+    """
+    engine = PoolEngine(refit=refit, ladder=ladder, poll_seconds=poll_seconds)
+    return run_engine(engine, study=study, arch=arch, split=split, tracker=tracker,
+                      max_epochs=max_epochs, refit=refit, ladder=ladder, **lifecycle)  # fmt: skip
 
 
 def open_study_run(

@@ -81,15 +81,13 @@ def _requirements(*packages: str) -> list[str]:
     return [f"{p}=={version(p)}" for p in packages]
 
 
-def _extra_packages(model: Any) -> tuple[str, ...]:
-    """Distributions a scikit-learn pipeline needs beyond scikit-learn (its final step's)."""
-    from importlib.metadata import packages_distributions
-
-    module = type(model[-1]).__module__.split(".")[0]
-    if module == "sklearn":
-        return ()
-    # ``xgboost`` may come from the ``xgboost`` or the ``xgboost-cpu`` distribution.
-    return tuple(packages_distributions().get(module, [module])[:1])
+# Each MLflow flavor fmsearch logs: its keyword for the model in ``Model.log``, its other
+# options, and what a model of it needs installed to be served. cloudpickle would tie a
+# scikit-learn model to this Python; pickle is what scikit-learn documents.
+_FLAVORS = {
+    "keras": ("model", {}, ("keras", "tensorflow")),
+    "sklearn": ("sk_model", {"serialization_format": "pickle"}, ("scikit-learn",)),
+}
 
 
 class _DropRecords(logging.Filter):
@@ -407,58 +405,44 @@ class Tracker:
         finally:
             plt.close(axes.figure)
 
-    def log_keras_model(self, run_id: str, model: keras.Model) -> str:
-        """Log ``model`` with the Keras flavor into ``run_id``; returns its model URI."""
-        import mlflow.keras
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        *,
+        flavor: str,
+        input_shape: tuple[int, ...],
+        output: tuple[type, tuple[int, ...]],
+        extra_packages: tuple[str, ...] = (),
+    ) -> str:
+        """Log a trial's ``model`` with MLflow's ``flavor`` (``keras`` or ``sklearn``) into
+        ``run_id``; returns its model URI.
+
+        Its signature: float32 ``(-1, *input_shape)`` in, ``output`` (a dtype and the shape
+        after the batch) out. ``extra_packages``: distributions the model needs beyond its
+        flavor's (XGBoost's), pinned in its requirements and recorded for the served model.
+        """
+        import importlib
+
         from mlflow.models import Model, ModelSignature
         from mlflow.types import Schema, TensorSpec
 
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.output_shape[-1]))]),
-        )
+        model_arg, options, _ = _FLAVORS[flavor]
+        dtype, shape = output
         info = Model.log(
             artifact_path=None,
             name="model",
-            flavor=mlflow.keras,
+            flavor=importlib.import_module(f"mlflow.{flavor}"),
             run_id=run_id,
-            model=model,
-            signature=signature,
-            pip_requirements=_requirements("mlflow", "keras", "tensorflow", "numpy"),
+            signature=ModelSignature(
+                inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape))]),
+                outputs=Schema([TensorSpec(np.dtype(dtype), (-1, *shape))]),
+            ),
+            pip_requirements=self.served_requirements(flavor, extra=extra_packages),
+            **{model_arg: model, **options},
         )
-        self._log(run_id, tags={MODEL_URI_TAG: info.model_uri, FLAVOR_TAG: "keras"})
-        return info.model_uri
-
-    def log_sklearn_model(self, run_id: str, model: Any, *, n_features: int) -> str:
-        """Log a fitted scikit-learn ``model`` into ``run_id``; returns its model URI."""
-        import mlflow.sklearn
-        from mlflow.models import Model, ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        extra = _extra_packages(model)
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_features))]),
-            outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
-        )
-        info = Model.log(
-            artifact_path=None,
-            name="model",
-            flavor=mlflow.sklearn,
-            run_id=run_id,
-            sk_model=model,
-            signature=signature,
-            # cloudpickle would tie the model to this Python; pickle is what scikit-learn documents.
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
-            pip_requirements=self.served_requirements("sklearn", extra=extra),
-        )
-        self._log(
-            run_id,
-            tags={
-                MODEL_URI_TAG: info.model_uri,
-                FLAVOR_TAG: "sklearn",
-                EXTRA_PACKAGES_TAG: ",".join(extra),
-            },
-        )
+        tags = {MODEL_URI_TAG: info.model_uri, FLAVOR_TAG: flavor}
+        self._log(run_id, tags={**tags, EXTRA_PACKAGES_TAG: ",".join(extra_packages)})
         return info.model_uri
 
     def log_served_model(
@@ -514,10 +498,7 @@ class Tracker:
     @staticmethod
     def served_requirements(flavor: str, *, extra: tuple[str, ...] = ()) -> list[str]:
         """What the served model of ``flavor`` needs installed, pinned to this environment."""
-        base = ("mlflow", "numpy", "pandas")
-        if flavor == "keras":
-            return _requirements(*base, "keras", "tensorflow", *extra)
-        return _requirements(*base, "scikit-learn", *extra)
+        return _requirements("mlflow", "numpy", "pandas", *_FLAVORS[flavor][2], *extra)
 
     def load_keras_model(self, model_uri: str) -> keras.Model:
         """A Keras model a trial logged (fmsearch's own: never load one from elsewhere)."""

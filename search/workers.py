@@ -174,10 +174,10 @@ def open_worker_study(
 
 def _steps(arch: str, settings: SearchSettings) -> int:
     """What the pruner counts: epochs, or the growing data shares of scikit-learn trials."""
-    from runners.estimators import FRACTIONS
+    from search.kinds import runner_for
     from spaces import resolve
 
-    return len(FRACTIONS) if resolve(arch).KIND == "sklearn" else settings.max_epochs
+    return runner_for(resolve(arch)).steps(settings.max_epochs)
 
 
 def threads_per_worker(n_workers: int) -> int:

@@ -10,6 +10,8 @@ import mlflow
 import optuna
 import pytest
 
+from search.names import KT_TRIAL_ATTR
+
 from .test_cli import _one_line_error, _store_args
 
 TINY = ["--subset", "300", "--val-size", "200", "--max-epochs", "1", "--seed", "0", "-q"]
@@ -177,7 +179,7 @@ def test_keras_tuner_engine_tracks_refits_and_promotes_like_optuna(cli, stores, 
     assert "fmsearch-mlp version 1 from trial" in result.output
     study = optuna.load_study(study_name="mlp-kt-random", storage=stores["storage"])
     *searched, refit = study.trials
-    assert all("keras_tuner_trial" in t.user_attrs for t in searched)
+    assert all(KT_TRIAL_ATTR in t.user_attrs for t in searched)
     assert refit.user_attrs["refit_of"] in (0, 1) and refit.user_attrs["train_images"] == 59_800
     _, runs, all_runs = _trial_runs(stores, "mlp-kt-random")
     (parent,) = [r for r in all_runs if r.data.tags["fmsearch.role"] == "study"]

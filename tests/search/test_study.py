@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import search.kinds
 import search.outages
 import search.study
 from runners.data import Split
@@ -111,9 +112,10 @@ def test_resume_adds_trials_under_the_same_parent(tiny_study, tracker):
 def test_timeout_stops_starting_trials(tiny_study, monkeypatch):
     # Set-up slower than the timeout (TensorFlow's device discovery on a loaded machine) must
     # not use up the budget: the clock starts when trials can.
-    resolve = search.study.resolve_policy
+    keras = search.kinds.RUNNERS["keras"]
+    resolve = keras.resolve_policy
     monkeypatch.setattr(
-        search.study, "resolve_policy", lambda precision: time.sleep(0.5) or resolve(precision)
+        keras, "resolve_policy", lambda precision: time.sleep(0.5) or resolve(precision)
     )
     study, outcome = tiny_study(n_trials=20, max_epochs=1, timeout=0.2)
     assert outcome.n_complete == 1

@@ -87,13 +87,14 @@ def test_evaluation_artifacts(tracker, tmp_path, rng):
 
 
 def test_keras_model_round_trips(tracker, small_split):
+    from search.kinds import RUNNERS
     from spaces import mlp
     from tests.search.conftest import GOOD_MLP
 
     model = mlp.build(GOOD_MLP)
     exp = tracker.experiment_id("s")
     run_id = tracker.start_run(experiment_id=exp, run_name="r", tags={})
-    uri = tracker.log_keras_model(run_id, model)
+    uri = RUNNERS["keras"].log_model(tracker, run_id, model)
     assert tracker.run_tags(run_id)["fmsearch.model_uri"] == uri
     loaded = mlflow.keras.load_model(uri)
     x = small_split.x_val[:8]
