@@ -334,7 +334,7 @@ def test_a_search_loads_all_its_modules_before_it_starts(keras):
 
     root = Path(__file__).resolve().parent.parent
     code = (
-        "import json, sys; from search.cli import preload; "
+        "import json, sys; from search.api import preload; "
         f"names = preload(keras={keras}); "
         "print(json.dumps([names, sorted(m for m in sys.modules "
         "if m.split('.')[0] in ('search', 'runners', 'tensorflow'))]))"
@@ -342,9 +342,13 @@ def test_a_search_loads_all_its_modules_before_it_starts(keras):
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     names, loaded = json.loads(out.strip().splitlines()[-1])
+    # Modules and subpackages (search.cli), whose own modules load with them.
     files = {f"{p.parent.name}.{p.stem}" for d in ("search", "runners")
              for p in (root / d).glob("*.py") if p.stem != "__init__"}  # fmt: skip
+    files |= {f"{p.parent.parent.name}.{p.parent.name}" for d in ("search", "runners")
+              for p in (root / d).glob("*/__init__.py")}  # fmt: skip
     tensorflow = {"runners.augment", "runners.lr_find", "runners.throughput", "runners.training"}
     expected = files - {"search.__main__"} - (set() if keras else tensorflow)
     assert set(names) == expected and expected <= set(loaded)
+    assert {"search.cli.search_commands", "search.cli.options"} <= set(loaded)
     assert ("tensorflow" in loaded) is keras

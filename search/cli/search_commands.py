@@ -1,0 +1,436 @@
+"""``fmsearch run``, ``worker``, ``studies``, ``promote`` and ``report``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from runners.precision import PRECISIONS
+from search.choices import ENGINES, OBJECTIVES, PRUNERS, SAMPLERS, TUNERS
+from search.cli.options import (
+    STARTED_AT_ENV,
+    ArchType,
+    Finite,
+    budget_option,
+    data_dir_option,
+    heartbeat_option,
+    max_latency_option,
+    max_params_option,
+    quiet_option,
+    register_as_option,
+    setup_logging,
+    storage_option,
+    study_name_option,
+    threads_option,
+    timeout_option,
+    tracking_option,
+    val_size_option,
+    verbose_option,
+    workers_option,
+)
+from search.urls import redact
+from spaces.families import AUTO
+
+logger = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option(
+    "--arch",
+    type=ArchType(),
+    required=True,
+    help="Architecture to search; 'auto' or several Keras ones comma-separated "
+    f"(resnet,vggbn,cnn) search the families in one study. 'auto': {','.join(AUTO)}.",
+)
+@click.option(
+    "--trials",
+    "n_trials",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Trials to add to the study.",
+)
+@study_name_option(
+    required=False, help="Study (and MLflow experiment) name.  [default: the --arch]"
+)
+@storage_option
+@tracking_option
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNERS), default="hyperband", show_default=True)
+@click.option(
+    "--seed", type=click.IntRange(0, 2**32 - 1), metavar="N",
+    help="Seed of the sampler and of each trial's initial weights, data order and augmentation "
+    "(0 to 2**32-1, NumPy's range).",
+)  # fmt: skip
+@click.option(
+    "--deterministic", is_flag=True,
+    help="With --seed: TensorFlow's op determinism, so that each trial repeats exactly on "
+    "this machine (slower: random augmentation runs serially).",
+)  # fmt: skip
+@timeout_option
+@budget_option
+@click.option(
+    "--max-epochs",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Epochs a trial trains at most (the pruner's full budget).",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="End a trial after this many epochs without a better validation accuracy (0: never).",
+)
+@click.option(
+    "--subset",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Train trials on N training images (stratified) instead of all 50,000.",
+)
+@val_size_option(help="Validation images, split off the 60k training images.")
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="accuracy",
+    show_default=True,
+    help="What to optimise: validation accuracy, or accuracy against the parameter count or "
+    "the latency per image (multi-objective: a Pareto front, no pruning).",
+)
+@click.option(
+    "--fix",
+    "fixes",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Pin a hyperparameter (repeatable), e.g. --fix optimizer=adam --fix mix=none.",
+)
+@click.option(
+    "--space-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file narrowing ranges or choices, e.g. 'learning_rate: {low: 0.001, high: 0.005}'.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="Keras models compute in float32, or in mixed bfloat16/float16 (weights and the "
+    "softmax stay float32); auto: mixed bfloat16 on CPUs with native bfloat16 (AMX, "
+    "AVX512-BF16) and Ampere+ GPUs, mixed float16 on older GPUs, else float32. Each worker "
+    "resolves auto on its own host.",
+)
+@click.option(
+    "--enqueue/--no-enqueue",
+    default=None,
+    help="Start with the architecture's published configuration (once per study; a Keras "
+    "search of under 10 epochs also with it retuned for few epochs).  "
+    "[default: on, unless --space-file narrows the space or --engine keras-tuner]",
+)
+@click.option(
+    "--refit-epochs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="After the search, train its best configuration again on all training images (not "
+    "only --subset) for up to N epochs, unpruned: a trial of the study, tracked and "
+    "promoted like the others (once per best trial).",
+)
+@click.option(
+    "--final-on-all-data",
+    is_flag=True,
+    help="A planned search (--budget-hours) trains the model it chose on validation again "
+    "with the validation images among its training images, for its best epoch count, and "
+    "promotes that one (the plan keeps the time for it).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="optuna",
+    show_default=True,
+    help="Who picks the trials: Optuna (--sampler, --pruner, --workers), or Keras Tuner "
+    "(--tuner) over the same space, trained and tracked the same way.",
+)
+@click.option(
+    "--tuner",
+    type=click.Choice(TUNERS),
+    default="hyperband",
+    show_default=True,
+    help="Keras Tuner's algorithm with --engine keras-tuner.",
+)
+@workers_option
+@threads_option
+@heartbeat_option
+@data_dir_option
+@register_as_option
+@max_params_option
+@max_latency_option
+@click.option(
+    "--promote/--no-promote",
+    default=True,
+    show_default=True,
+    help="Judge the best trial on the test set and register it when the study ends.",
+)
+@quiet_option
+@verbose_option
+def run(
+    arch,
+    n_trials,
+    study_name,
+    storage,
+    tracking_uri,
+    sampler,
+    pruner,
+    seed,
+    deterministic,
+    timeout,
+    budget_hours,
+    max_epochs,
+    patience,
+    subset,
+    val_size,
+    objective,
+    fixes,
+    space_file,
+    precision,
+    enqueue,
+    refit_epochs,
+    final_on_all_data,
+    engine,
+    tuner,
+    workers,
+    threads,
+    heartbeat_interval,
+    data_dir,
+    register_as,
+    max_params,
+    max_latency_ms,
+    promote,
+    quiet,
+    verbose,
+) -> None:
+    """Search ARCH: add --trials trials to a study, then promote the best model.
+
+    Re-running the same command resumes the study and adds trials.
+
+    \b
+    Examples:
+      fmsearch run --arch resnet --trials 100
+      fmsearch run --arch cnn --trials 10 --subset 10000 --max-epochs 5
+      fmsearch run --arch resnet --trials 100 --subset 5000 --refit-epochs 20
+      fmsearch run --arch mlp --storage postgresql://user@db/optuna --study-name mlp-big
+      fmsearch run --arch vggbn --enqueue --fix optimizer=adamw --space-file narrow.yaml
+      fmsearch run --arch cnn --objective accuracy,latency --max-latency-ms 0.05
+      fmsearch run --arch resnet --trials 100 --workers 2
+      fmsearch run --arch cnn --trials 30 --engine keras-tuner --tuner bayesian
+    """
+
+    setup_logging(quiet=quiet, verbose=verbose)
+    from search import api
+
+    source = click.get_current_context().get_parameter_source("n_trials")
+    given = source not in (click.core.ParameterSource.DEFAULT, None)
+    api.search(
+        arch=arch, trials=n_trials if given else None, study_name=study_name, storage=storage,
+        tracking_uri=tracking_uri, sampler=sampler, pruner=pruner, seed=seed,
+        deterministic=deterministic, timeout=timeout, budget_hours=budget_hours,
+        max_epochs=max_epochs, patience=patience, subset=subset, val_size=val_size,
+        objective=objective, fixes=fixes, space_file=space_file, precision=precision,
+        enqueue=enqueue, refit_epochs=refit_epochs, final_on_all_data=final_on_all_data,
+        engine=engine, tuner=tuner, workers=workers, threads=threads,
+        heartbeat_interval=heartbeat_interval, data_dir=data_dir, register_as=register_as,
+        max_params=max_params, max_latency_ms=max_latency_ms, promote=promote, quiet=quiet,
+    )  # fmt: skip
+
+
+@click.command()
+@study_name_option(help="The study to work on (made by `fmsearch run`).")
+@storage_option
+@tracking_option
+@data_dir_option
+@threads_option
+@heartbeat_option
+@timeout_option
+@budget_option
+@click.option(
+    "--wait",
+    type=Finite(min=0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for the study to be created.",
+)
+@click.option(
+    "--max-trials-per-process",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="Start again as a new process after N trials, freeing what the old one kept (0: never).",
+)
+@click.option(
+    "--max-memory-mib",
+    type=Finite(min=0),
+    default=0,
+    metavar="MIB",
+    help="Start again as a new process after a trial that leaves it this large (0: never).",
+)
+@click.option("--worker-index", type=click.IntRange(min=0), default=0, hidden=True)
+# When the first process of this worker started: a worker started again keeps its time limit.
+@click.option("--started-at", type=float, envvar=STARTED_AT_ENV, hidden=True)
+@quiet_option
+@verbose_option
+def worker(
+    study_name,
+    storage,
+    tracking_uri,
+    data_dir,
+    threads,
+    heartbeat_interval,
+    timeout,
+    budget_hours,
+    wait,
+    max_trials_per_process,
+    max_memory_mib,
+    worker_index,
+    started_at,
+    quiet,
+    verbose,
+) -> None:
+    """Run trials of an existing study until its budget is spent, then exit.
+
+    Start as many as you like, on any host that reaches the study's storage and the MLflow
+    tracking store; each trial runs once. Ctrl-C stops a worker cleanly (its trial fails);
+    a killed worker's trial is run again by another worker. Every --max-trials-per-process
+    trials (or past --max-memory-mib) the worker starts again as a new process, the same
+    command with the same process id, so that a long study does not grow it without bound.
+
+    \b
+    Example:
+      fmsearch worker --study-name resnet --storage postgresql://optuna@db/optuna
+    """
+
+    setup_logging(quiet=quiet, verbose=verbose)
+    from search import api
+
+    started_at = time.time() if started_at is None else started_at
+    result = api.work(
+        study_name=study_name, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
+        threads=threads, heartbeat_interval=heartbeat_interval, timeout=timeout,
+        budget_hours=budget_hours, wait=wait, max_trials_per_process=max_trials_per_process,
+        max_memory_mib=max_memory_mib, worker_index=worker_index, started_at=started_at,
+    )  # fmt: skip
+    if result.restart_reason is not None:
+        _start_again(result.restart_reason, started_at=started_at)
+
+
+def _start_again(reason: str, *, started_at: float) -> None:
+    """Replace this worker process with a new one running the same command (``exec``: same
+    process id, so whatever supervises it sees one worker throughout)."""
+    from search.workers import worker_command
+
+    if sys.argv[1:2] != ["worker"]:
+        # Called in-process (a test's CliRunner): there is no command line to start again.
+        logger.warning("worker stopped after %s; not started from a command line", reason)
+        return
+    logger.warning("worker starts again as a new process after %s", reason)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(
+        sys.executable,
+        [*worker_command(), *sys.argv[1:]],
+        {**os.environ, STARTED_AT_ENV: repr(started_at)},
+    )
+
+
+@click.command()
+@storage_option
+@study_name_option(required=False, help="Only this study.")
+def studies(storage, study_name) -> None:
+    """List the studies in a storage: trials waiting/running/complete/pruned/failed, best."""
+    setup_logging(quiet=True)
+    from search import api
+    from search.names import ARCH_ATTR
+    from search.urls import default_storage
+
+    found = api.studies(storage=storage, study_name=study_name)
+    click.echo(f"storage {redact(storage or default_storage())}: {len(found)} studies")
+    header = ("study", "arch", "waiting", "running", "complete", "pruned", "failed", "best")
+    click.echo("\t".join(header))
+    for study, o in found:
+        best = f"{o.best_value:.4f} (trial {o.best_trial})" if o.best_trial is not None else "-"
+        row = (study.study_name, study.user_attrs.get(ARCH_ATTR, "?"), o.n_waiting,
+               o.n_running, o.n_complete, o.n_pruned, o.n_failed, best)  # fmt: skip
+        click.echo("\t".join(map(str, row)))
+
+
+@click.command()
+@study_name_option(help="The study whose best trial to promote.")
+@storage_option
+@tracking_option
+@data_dir_option
+@register_as_option
+@max_params_option
+@max_latency_option
+@quiet_option
+@verbose_option
+def promote(
+    study_name,
+    storage,
+    tracking_uri,
+    data_dir,
+    register_as,
+    max_params,
+    max_latency_ms,
+    quiet,
+    verbose,
+) -> None:
+    """Judge a study's best trial on the test set and register it.
+
+    It becomes the `champion` alias only if it beats the current champion's test accuracy;
+    otherwise it is the `challenger`. The decision is recorded on the model version.
+    """
+    setup_logging(quiet=quiet, verbose=verbose)
+    from search import api
+
+    api.promote(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
+                data_dir=data_dir, register_as=register_as, max_params=max_params,
+                max_latency_ms=max_latency_ms)  # fmt: skip
+
+
+@click.command()
+@study_name_option(help="The study to report on.")
+@storage_option
+@tracking_option
+@register_as_option
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the report as one HTML file here.  [default: report-STUDY.html]",
+)
+@quiet_option
+@verbose_option
+def report(study_name, storage, tracking_uri, register_as, output, quiet, verbose) -> None:
+    """Draw a study's report and attach it to its MLflow parent run.
+
+    Optimization history, hyperparameter importances, parallel coordinates, intermediate
+    values, trials per worker, the Pareto front (multi-objective), the best 10 trials, the
+    epochs pruning saved and the champion's test result; also one self-contained HTML file.
+    """
+    setup_logging(quiet=quiet, verbose=verbose)
+    from search import api
+
+    output = output or Path(f"report-{study_name}.html")
+    result = api.report(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
+                        register_as=register_as, output=output)  # fmt: skip
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items())
+    click.echo(f"study {study_name}: {counts}; {result.epochs_saved} epochs saved by pruning")
+    click.echo(f"report: {output} and the parent run's artifacts under report/")
+
+
+COMMANDS = (run, worker, studies, promote, report)

@@ -1,0 +1,540 @@
+"""One ``fmsearch run``, phase by phase: check the options, open the study, run its trials
+(Optuna's pool here or in worker processes, or Keras Tuner), then the refit or a plan's
+finals, promotion and the report. :func:`search.api.search` is its entry point.
+
+It prints what the command prints (through ``click.echo``: results to standard output,
+progress to standard error), so a notebook sees what a terminal sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import click
+import optuna
+
+from runners.data import FashionMNIST, Split
+from runners.errors import FmsearchError
+from search.choices import PLANNED_PRUNER
+from search.kinds import runner_for
+from search.names import FINAL_ON_ALL_DATA_TAG, REFIT_ATTR
+from search.outcome import StudyOutcome
+from search.plan import Plan
+from search.tracking import Tracker
+from search.urls import redact
+from search.workers import SearchSettings
+from spaces import resolve
+from spaces.common import AUGMENTED_MIN_EPOCHS, short_run_start, short_search_fixes
+from spaces.families import Families
+
+logger = logging.getLogger(__name__)
+
+# Longer than this and `run --trials` suggests a --budget-hours command instead.
+LONG_SEARCH_SECONDS = 2 * 3600
+DEFAULT_TRIALS = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """What ``fmsearch run`` is asked (its options, by the same names; see ``fmsearch run
+    --help`` for each). ``trials=None`` is the default 20, or a plan from ``budget_hours``."""
+
+    arch: str
+    trials: int | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    seed: int | None = None
+    deterministic: bool = False
+    timeout: float | None = None
+    budget_hours: float | None = None
+    max_epochs: int = 10
+    patience: int = 3
+    subset: int | None = None
+    val_size: int = 10_000
+    objective: str = "accuracy"
+    fixes: Sequence[str] = ()
+    space_file: Path | None = None
+    precision: str = "auto"
+    enqueue: bool | None = None
+    refit_epochs: int | None = None
+    final_on_all_data: bool = False
+    engine: str = "optuna"
+    tuner: str = "hyperband"
+    workers: int = 1
+    threads: int | None = None
+    heartbeat_interval: int = 10
+    data_dir: Path | None = None
+    register_as: str | None = None
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+    promote: bool = True
+    quiet: bool = False
+
+
+def time_limit(timeout: float | None, budget_hours: float | None) -> tuple[float | None, bool]:
+    """Seconds to the end of the search, and whether running trials end then too."""
+    if timeout is not None and budget_hours is not None:
+        raise FmsearchError(
+            f"expected --timeout or --budget-hours, got both (--timeout {timeout:g}, "
+            f"--budget-hours {budget_hours:g})"
+        )
+    if budget_hours is not None:
+        return budget_hours * 3600, True
+    return timeout, False
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The options as the search will use them, checked before anything is created."""
+
+    options: SearchOptions
+    space: Any
+    objectives: tuple[str, ...]
+    planned: bool
+    fixed: dict[str, Any]
+    narrowed: dict[str, Any]
+    n_trials: int
+    timeout: float | None
+    hard_timeout: bool
+
+
+def check(options: SearchOptions) -> Checked:
+    """Everything that can be wrong with the options, refused before the study exists;
+    the engine's and the plan's adjustments (sampler, pruner, study name) made."""
+    from search.choices import check_requirements, describe_space, parse_objectives
+    from search.overrides import load_space_file, parse_fixed
+
+    o = options
+    timeout, hard_timeout = time_limit(o.timeout, o.budget_hours)
+    if o.deterministic and o.seed is None:
+        raise FmsearchError("--deterministic repeats seeded trials: expected --seed N too")
+    space = resolve(o.arch)
+    runner = runner_for(space)
+    check_requirements(space, arch=o.arch)
+    objectives = parse_objectives(o.objective, space, arch=o.arch)
+    planned = _planned(o, space=space, objectives=objectives)
+    distributions = describe_space(space) if o.fixes or o.space_file else {}
+    fixed = parse_fixed(o.fixes, distributions)
+    narrowed = load_space_file(o.space_file, distributions) if o.space_file else {}
+    if runner.trains_in_epochs and not planned:
+        fixed = {**short_search_fixes(o.max_epochs, named={*fixed, *narrowed}), **fixed}
+    changes: dict[str, Any] = {}
+    if o.enqueue is None:
+        changes["enqueue"] = o.engine != "keras-tuner" and o.space_file is None
+    if o.engine == "keras-tuner":
+        _check_keras_tuner(o, space=space, objectives=objectives,
+                           enqueue=changes.get("enqueue", o.enqueue))  # fmt: skip
+        # Keras Tuner chooses; Optuna only records.
+        changes |= {"sampler": "random", "pruner": "none"}
+        changes["study_name"] = o.study_name or f"{o.arch}-kt-{o.tuner}"
+    if planned and changes.get("pruner", o.pruner) != "none":
+        changes["pruner"] = PLANNED_PRUNER
+    if o.final_on_all_data and not planned:
+        raise FmsearchError(
+            "--final-on-all-data: expected a planned search (--budget-hours without --trials, "
+            "a Keras architecture, the Optuna engine, one objective, no --refit-epochs), got "
+            + ("no --budget-hours" if o.budget_hours is None else "a search that is not planned")
+        )
+    if o.refit_epochs and len(objectives) > 1:
+        raise FmsearchError(
+            "--refit-epochs: expected --objective accuracy (a refit is judged on accuracy "
+            f"alone), got --objective {o.objective}"
+        )
+    if len(objectives) > 1 and changes.get("pruner", o.pruner) != "none":
+        logger.info("pruning is off: Optuna cannot prune multi-objective studies")
+        changes["pruner"] = "none"
+    return Checked(
+        options=replace(o, **changes),
+        space=space,
+        objectives=objectives,
+        planned=planned,
+        fixed=fixed,
+        narrowed=narrowed,
+        n_trials=o.trials or DEFAULT_TRIALS,
+        timeout=timeout,
+        hard_timeout=hard_timeout,
+    )
+
+
+def _planned(options: SearchOptions, *, space, objectives: tuple[str, ...]) -> bool:
+    """Whether the search is planned from --budget-hours (see the option's help)."""
+    if options.budget_hours is None or options.trials is not None:
+        return False
+    why_not = (
+        "a scikit-learn architecture" if not runner_for(space).trains_in_epochs
+        else "--engine keras-tuner" if options.engine != "optuna"
+        else "a multi-objective search" if len(objectives) > 1
+        else "--refit-epochs (the plan trains its winners on all images itself)"
+        if options.refit_epochs else None
+    )  # fmt: skip
+    if why_not:
+        logger.info("--budget-hours bounds the trials, no plan: %s", why_not)
+    return why_not is None
+
+
+def _check_keras_tuner(options: SearchOptions, *, space, objectives, enqueue) -> None:
+    """What --engine keras-tuner cannot do."""
+    if not runner_for(space).trains_in_epochs or isinstance(space, Families):
+        raise FmsearchError(
+            f"--engine keras-tuner: expected one Keras architecture, got --arch {options.arch}"
+        )
+    if len(objectives) > 1:
+        raise FmsearchError(
+            "--engine keras-tuner: expected --objective accuracy (Keras Tuner optimises one "
+            f"objective), got --objective {','.join(objectives)}"
+        )
+    if options.workers != 1:
+        raise FmsearchError(
+            f"--engine keras-tuner: expected --workers 1 (Keras Tuner runs its trials in one "
+            f"process), got --workers {options.workers}"
+        )
+    if enqueue:
+        raise FmsearchError(
+            "--engine keras-tuner: expected no --enqueue (Keras Tuner picks every trial), "
+            "got --enqueue"
+        )
+
+
+def starts(space, *, max_epochs: int, planned: bool) -> list[dict]:
+    """The configurations a new study starts from: the published one, and for a short
+    Keras search the same retuned for few epochs."""
+    families = isinstance(space, Families)
+    published = space.starts() if families else [space.DEFAULTS]
+    short = runner_for(space).trains_in_epochs and max_epochs < AUGMENTED_MIN_EPOCHS
+    if planned or not short:
+        return published
+    return [*published, *(space.starts(short=True) if families else [short_run_start(space)])]
+
+
+@dataclass
+class Opened:
+    """A search's study and what it runs on, once set up."""
+
+    checked: Checked
+    tracker: Tracker
+    storage: str
+    data: FashionMNIST
+    split: Split
+    settings: SearchSettings
+    study: optuna.Study
+    run_params: dict[str, Any]
+    parent_run_id: str
+    started_at: float
+
+    @property
+    def options(self) -> SearchOptions:
+        return self.checked.options
+
+
+def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: str,
+                started_at: float) -> Opened:  # fmt: skip
+    """Load the data, create (or resume) the study with its starting configurations, and
+    open its MLflow parent run."""
+    from runners.data import load_fashion_mnist, split_train_val
+    from search.study import open_study_run
+    from search.workers import prepare_study
+
+    o = checked.options
+    data = load_fashion_mnist(data_dir=o.data_dir)
+    # Split before the study exists, so that an impossible --subset creates nothing.
+    split = split_train_val(data.x_train, data.y_train, val_size=o.val_size, subset=o.subset)
+    settings = SearchSettings.from_distributions(
+        sampler=o.sampler, pruner=o.pruner, max_epochs=o.max_epochs, patience=o.patience,
+        subset=o.subset, val_size=o.val_size, seed=o.seed, fixed=checked.fixed,
+        narrowed=checked.narrowed, precision=o.precision, deterministic=o.deterministic,
+    )  # fmt: skip
+    first = starts(checked.space, max_epochs=o.max_epochs, planned=checked.planned)
+    # They count toward --trials; a planned search runs them all on its lowest rung.
+    first = (first if checked.planned else first[: checked.n_trials]) if o.enqueue else []
+    pool = max(o.workers, 1) if checked.planned else checked.n_trials
+    study = prepare_study(
+        storage=optuna_storage,
+        storage_url=storage,
+        study_name=o.study_name or o.arch.replace(",", "-"),
+        arch=o.arch,
+        objectives=checked.objectives,
+        settings=settings,
+        # Keras Tuner, not the pool, decides what runs: it enqueues each trial itself. A
+        # planned search's ladder adds its own, one per free worker at a time.
+        n_trials=0 if o.engine == "keras-tuner" else pool,
+        enqueue=first,
+    )
+    logger.info(
+        "study %s: %s, %s, up to %d epochs",
+        study.study_name,
+        "planned from the budget" if checked.planned else f"{checked.n_trials} trials",
+        f"{o.workers} worker processes" if o.workers != 1 else "in this process",
+        o.max_epochs,
+    )
+    run_params = _run_params(o, fixed=checked.fixed, train_images=len(split.x_train),
+                             storage=storage, data_source=data.source)  # fmt: skip
+    _, parent_run_id = open_study_run(study, arch=o.arch, tracker=tracker, params=run_params)
+    return Opened(checked=checked, tracker=tracker, storage=storage, data=data, split=split,
+                  settings=settings, study=study, run_params=run_params,
+                  parent_run_id=parent_run_id, started_at=started_at)  # fmt: skip
+
+
+def _run_params(o: SearchOptions, *, fixed, train_images: int, storage: str,
+                data_source: str) -> dict[str, Any]:  # fmt: skip
+    """The search's settings, as params of its parent run."""
+    return {
+        "sampler": o.sampler,
+        "pruner": o.pruner,
+        "max_epochs": o.max_epochs,
+        "patience": o.patience,
+        "subset": train_images,
+        "val_size": o.val_size,
+        "seed": o.seed,
+        "objective": o.objective,
+        "fixed": ", ".join(f"{k}={v}" for k, v in fixed.items()) or None,
+        "space_file": str(o.space_file) if o.space_file else None,
+        "precision": o.precision,
+        "budget_hours": o.budget_hours,
+        "refit_epochs": o.refit_epochs,
+        "engine": o.engine,
+        "tuner": o.tuner if o.engine == "keras-tuner" else None,
+        "storage": redact(storage),
+        "data_source": data_source,
+        "workers": o.workers,
+    }
+
+
+def with_progress(*, n_trials, quiet, search):
+    """``search(progress)`` with a progress bar over ``n_trials`` trials, logs above it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from search.progress import ProgressBar
+
+    progress = ProgressBar(total=n_trials, disable=True if quiet else None)
+    try:
+        with logging_redirect_tqdm():
+            return search(progress)
+    finally:
+        progress.close()
+
+
+def work_here(*, study, arch, objectives, settings: SearchSettings, split, tracker, timeout,
+              hard_timeout, n_trials, quiet, run_params, refit_split=None, refit=None,
+              ladder=None, callbacks=()) -> StudyOutcome:  # fmt: skip
+    """Run the study's pool (or ``refit``) in this process, with a progress bar."""
+    from search.study import run_worker
+
+    def search(progress):
+        return run_worker(
+            study=study, arch=arch, split=split, tracker=tracker,
+            max_epochs=settings.max_epochs, timeout=timeout, hard_timeout=hard_timeout,
+            seed=settings.seed, patience=settings.patience or None, objectives=objectives,
+            narrowed=settings.distributions(), precision=settings.precision,
+            deterministic=settings.deterministic, run_params=run_params,
+            callbacks=[progress, *callbacks], on_epoch=progress.epoch,
+            refit_split=refit_split, refit=refit, ladder=ladder,
+        )  # fmt: skip
+
+    return with_progress(n_trials=n_trials, quiet=quiet, search=search)
+
+
+def full_split(data: FashionMNIST, *, settings: SearchSettings, split: Split) -> Split:
+    """All training images and ``split``'s validation images (``split`` itself without
+    --subset): what refit trials train on."""
+    from runners.data import split_train_val
+
+    if settings.subset is None:
+        return split
+    return split_train_val(data.x_train, data.y_train, val_size=settings.val_size, subset=None)
+
+
+def echo_outcome(outcome: StudyOutcome) -> None:
+    click.echo(
+        f"study {outcome.study_name}: {outcome.n_complete} complete, {outcome.n_pruned} pruned, "
+        f"{outcome.n_failed} failed"
+        + (f", {outcome.n_retried} re-run after their worker died" if outcome.n_retried else "")
+        + (
+            f"; best trial {outcome.best_trial}: val_accuracy {outcome.best_value:.4f}"
+            if outcome.best_trial is not None
+            else ""
+        )
+    )
+
+
+def refit_best(s: Opened, *, epochs: int) -> None:
+    """Train the study's best configuration again on all training images, in this process."""
+    from optuna.trial import TrialState
+
+    from search.outcome import refit_candidate
+
+    study = s.study
+    refit = refit_candidate(study, epochs=epochs)
+    if refit is None:
+        logger.info("no refit: the best trial is a refit, or has one already")
+        return
+    full = full_split(s.data, settings=s.settings, split=s.split)
+    click.echo(
+        f"refit: trial {refit.of}'s configuration on {len(full.x_train):,} training images, "
+        f"up to {epochs} epochs",
+        err=True,
+    )
+    # --timeout and --budget-hours bound the search, not the refit that follows it.
+    work_here(study=study, arch=s.options.arch, objectives=("accuracy",), settings=s.settings,
+              split=s.split, tracker=s.tracker, timeout=None, hard_timeout=False, n_trials=1,
+              quiet=s.options.quiet, run_params=s.run_params, refit_split=full,
+              refit=refit)  # fmt: skip
+    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(REFIT_ATTR) == refit.of]
+    if not done:
+        click.echo("refit: not run")
+    elif done[-1].state == TrialState.COMPLETE:
+        best = study.trials[refit.of]
+        click.echo(
+            f"refit trial {done[-1].number}: val_accuracy {done[-1].value:.4f} "
+            f"(trial {refit.of}: {best.value:.4f})"
+        )
+    else:
+        click.echo(f"refit trial {done[-1].number}: {done[-1].state.name.lower()}")
+
+
+def make_plan(s: Opened) -> tuple[Plan, Any]:
+    """Measure this host, plan the budget, print and record the plan; the plan and ladder."""
+    from runners.precision import resolve_policy
+    from search.budget import make_ladder, measure_host, record_plan
+    from search.plan import make_plan as plan_budget
+
+    o = s.options
+    throughput = measure_host(arch=o.arch, split=s.split, fixed=s.settings.fixed,
+                              policy=resolve_policy(s.settings.precision))  # fmt: skip
+    plan = plan_budget(
+        budget_seconds=o.budget_hours * 3600,
+        train_images_per_s=throughput.train_images_per_s,
+        eval_images_per_s=throughput.eval_images_per_s,
+        train_images=len(s.split.x_train),
+        val_images=len(s.split.x_val),
+        started_at=s.started_at,
+        probe_seconds=time.time() - s.started_at,
+        max_rung_epochs=s.settings.max_epochs,
+        retrain_on_all=o.final_on_all_data,
+    )
+    click.echo(plan.describe(arch=o.arch), err=True)
+    record_plan(s.study, tracker=s.tracker, parent_run_id=s.parent_run_id, plan=plan, arch=o.arch)
+    ladder = make_ladder(plan, data=s.data, full=s.split, val_size=s.settings.val_size)
+    return plan, ladder
+
+
+def estimate(s: Opened, *, n_trials: int) -> None:
+    """Print (and record) what --trials N costs at most on this host, measured first."""
+    from runners.precision import resolve_policy
+    from search.budget import measure_host
+    from search.plan import estimate_trials, span
+
+    o, split = s.options, s.split
+    rate = measure_host(arch=o.arch, split=split, fixed=s.settings.fixed, seconds=1.0,
+                        policy=resolve_policy(s.settings.precision))  # fmt: skip
+    seconds = estimate_trials(
+        n_trials=n_trials, max_epochs=o.max_epochs, train_images=len(split.x_train),
+        val_images=len(split.x_val), train_images_per_s=rate.train_images_per_s,
+        eval_images_per_s=rate.eval_images_per_s, workers=max(o.workers, 1),
+    )  # fmt: skip
+    click.echo(
+        f"estimate: {n_trials} trials of up to {o.max_epochs} epochs on "
+        f"{len(split.x_train):,} images take up to {span(seconds)} here "
+        f"({rate.train_images_per_s:,.0f} training images/s; pruning and --patience end "
+        "most trials sooner)",
+        err=True,
+    )
+    if seconds > LONG_SEARCH_SECONDS:
+        click.echo(
+            f"to fit a time budget instead: fmsearch run --arch {o.arch} --budget-hours 2",
+            err=True,
+        )
+    try:
+        s.tracker.log_metrics(s.parent_run_id, {"estimated_max_seconds": seconds})
+    except Exception as exc:
+        logger.warning("the estimate was not recorded: %s", exc)
+
+
+def _timed_refit(s: Opened, *, refit_split: Split):
+    """``run(refit, seconds)``: one refit on ``refit_split`` in this process, ended after the
+    epoch that passes ``seconds`` (what the plan's finals and retraining call)."""
+
+    def run(refit, seconds):
+        return work_here(study=s.study, arch=s.options.arch, objectives=("accuracy",),
+                         settings=s.settings, split=s.split, tracker=s.tracker, timeout=seconds,
+                         hard_timeout=True, n_trials=1, quiet=s.options.quiet,
+                         run_params=s.run_params, refit_split=refit_split,
+                         refit=refit)  # fmt: skip
+
+    return run
+
+
+def finals(s: Opened, *, plan: Plan) -> None:
+    """Train the plan's top configurations on all the images, in this process, then keep
+    their ensemble or flip TTA if either wins on validation."""
+    from search.budget import run_finals
+    from search.ensemble import combine_finals
+
+    trained = run_finals(study=s.study, plan=plan, run=_timed_refit(s, refit_split=s.split))
+    if trained:
+        click.echo(f"final training of trials {', '.join(map(str, trained))} on all images")
+    choice = combine_finals(study=s.study, tracker=s.tracker, split=s.split,
+                            parent_run_id=s.parent_run_id, arch=s.options.arch)  # fmt: skip
+    if choice is not None:
+        chosen = choice.chosen
+        click.echo(
+            f"{'kept ' if choice.combined else ''}{chosen.describe()}: val_accuracy "
+            f"{chosen.val_accuracy:.4f}"
+            + ("" if choice.combined else " (no ensemble or flip TTA beat it)")
+        )
+
+
+def retrain(s: Opened, *, plan: Plan) -> None:
+    """--final-on-all-data: the chosen model's members trained again with the validation
+    images, in this process, and the model that stands in for it."""
+    from search.budget import retrain_on_all_data, with_validation_in_training
+    from search.ensemble import add_stand_in
+    from search.promotion import select_candidate
+
+    o = s.options
+    everything = with_validation_in_training(s.split)
+    run = _timed_refit(s, refit_split=everything)
+    chosen = select_candidate(s.study, max_params=o.max_params, max_latency_ms=o.max_latency_ms)
+    retrained = retrain_on_all_data(study=s.study, plan=plan, chosen=chosen, run=run)
+    add_stand_in(study=s.study, tracker=s.tracker, chosen=chosen, retrained=retrained,
+                 parent_run_id=s.parent_run_id, arch=o.arch)  # fmt: skip
+    outcome = (", ".join(f"trial {m} as trial {n}" for m, n in retrained.items())
+               or "none: the time left did not hold a retraining")  # fmt: skip
+    s.tracker.set_tags(s.parent_run_id, {FINAL_ON_ALL_DATA_TAG: outcome})
+    click.echo(f"retrained on {len(everything.x_train):,} images (validation included): {outcome}")
+
+
+def check_plan(s: Opened, *, plan: Plan) -> None:
+    """Say how the plan's estimate compared with what the command took."""
+    from search.budget import record_outcome
+
+    try:
+        figures = record_outcome(tracker=s.tracker, parent_run_id=s.parent_run_id, plan=plan)
+    except Exception as exc:
+        logger.warning("the plan's outcome was not recorded: %s", exc)
+        return
+    click.echo(
+        f"plan: estimated {figures['plan_estimated_seconds']:.0f} s, took "
+        f"{figures['plan_actual_seconds']:.0f} s ({figures['plan_error']:+.0%}; budget "
+        f"{plan.budget_seconds:.0f} s)"
+    )
+
+
+def refresh_report(*, study, tracker, register_as: str | None) -> None:
+    """The study's report on its parent run; a report that cannot be drawn costs a warning."""
+    from search.promotion import default_model_name
+    from search.report import publish_report
+
+    try:
+        publish_report(
+            study=study, tracker=tracker, model_name=register_as or default_model_name(study)
+        )
+    except Exception as exc:
+        logger.warning("the study report was not refreshed: %s", exc, exc_info=True)
