@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runners.errors import FmsearchError
 from search.names import PROBE_ATTR, RUN_ID_ATTR, WORKER_ATTR
-from search.storage import GRACE_BEATS, backend_of, is_outage
+from search.storage import GRACE_BEATS, FmsearchStorage, backend_of, is_outage
 from search.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Reaper:
         self._tracker = tracker
         self._stop = threading.Event()
         storage = backend_of(study)
-        self._hooks = getattr(getattr(storage, "on_stale", None), "hooks", None)
+        self._hooks = storage.on_stale.hooks if isinstance(storage, FmsearchStorage) else None
         grace = (
             storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
         )

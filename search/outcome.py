@@ -49,8 +49,13 @@ class StudyOutcome:
 
 def most_accurate(study: optuna.Study) -> FrozenTrial | None:
     """The completed trial with the best validation accuracy (the first objective), or None."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: (t.values[0], -t.number), default=None)
+    return best_of(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def best_of(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """fmsearch's one rule for the best of completed ``trials``: the highest validation
+    accuracy (the first objective), the earliest of equals; None if there are none."""
+    return max(trials, key=lambda t: (t.values[0], -t.number), default=None)
 
 
 def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:

@@ -241,37 +241,16 @@ def make_plan(
     # and mirrored) with each final model.
     reserve = RESERVE_SECONDS + (TEST_IMAGES + 2 * top_k * val_images) / eval_images_per_s
     available = budget_seconds - probe_seconds - reserve
-    epoch_full = _epoch_seconds(train_images, val_images, train_images_per_s, eval_images_per_s)
-    epoch_all = _epoch_seconds(
-        train_images + val_images, val_images, train_images_per_s, eval_images_per_s
-    )
-    notes: list[str] = []
-
-    def retrain_cost(epochs: int) -> float:
-        return epochs * epoch_all + TRIAL_OVERHEAD_SECONDS if retrain_on_all and epochs else 0.0
-
-    def final_cost(k: int, epochs: int) -> float:
-        return k * (epochs * epoch_full + TRIAL_OVERHEAD_SECONDS) + retrain_cost(epochs)
-
-    share = FINAL_SHARE * max(available, 0.0)
-    k, epochs = top_k, FINAL_EPOCHS
-    while k > 1 and final_cost(k, epochs) > share:
-        k -= 1
-    if final_cost(k, epochs) > share:
-        per_epoch = epoch_full + (epoch_all if retrain_on_all else 0.0)
-        overhead = TRIAL_OVERHEAD_SECONDS * (2 if retrain_on_all else 1)
-        epochs = int((share - overhead) // per_epoch)
-        if epochs < 1:
-            k, epochs = 0, 0
-            notes.append("no final training: not one epoch on all images fits the budget")
-        else:
-            notes.append(
-                f"one final model, {epochs} epochs (of the {FINAL_EPOCHS} the recipe asks): "
-                f"an epoch on all images takes ~{epoch_full:.0f} s here"
-            )
-    final = final_cost(k, epochs) if k else 0.0
+    costs = _Costs(
+        epoch_full=_epoch_seconds(train_images, val_images, train_images_per_s,
+                                  eval_images_per_s),
+        epoch_all=_epoch_seconds(train_images + val_images, val_images, train_images_per_s,
+                                 eval_images_per_s),
+        retrain_on_all=retrain_on_all,
+    )  # fmt: skip
+    k, epochs, notes = _finals(costs, share=FINAL_SHARE * max(available, 0.0), top_k=top_k)
+    final = costs.final(k, epochs) if k else 0.0
     search = available - final
-
     sizes = rung_sizes(train_images, eta=eta)
 
     def trial_seconds(r: int, n: int) -> float:
@@ -279,46 +258,25 @@ def make_plan(
         epoch = _epoch_seconds(n, val_images, train_images_per_s, eval_images_per_s)
         return e * epoch + TRIAL_OVERHEAD_SECONDS
 
-    def fit_ladder(search: float) -> tuple[list[int], float, int]:
-        """The tallest ladder whose top rung still gets a configuration in ``search``."""
-        for n_rungs in range(len(sizes), 0, -1):
-            ladder = sizes[:n_rungs]
-            per_config = sum(trial_seconds(r, n) / eta**r for r, n in enumerate(ladder))
-            first = int(search // per_config) if search > 0 else 0
-            if first // eta ** (n_rungs - 1) >= 1:
-                break
-        return ladder, per_config, first
-
-    ladder, per_config, first = fit_ladder(search)
+    ladder, per_config, first = _fit_ladder(sizes, search, trial_seconds=trial_seconds, eta=eta)
     if first < 1 and k:
         # Room for a trial but not for a trial and a final: the best trial is the result.
         k, epochs, final, search = 0, 0, 0.0, available
         notes = ["no final training: the budget holds one search trial, not a final too"]
-        ladder, per_config, first = fit_ladder(search)
+        ladder, per_config, first = _fit_ladder(sizes, search, trial_seconds=trial_seconds,
+                                                eta=eta)  # fmt: skip
     if first < 1:
         needed = probe_seconds + reserve + trial_seconds(0, sizes[0])
-        raise FmsearchError(
-            f"--budget-hours must leave room for one trial: expected at least "
-            f"{needed / 3600:.4f} h ({needed:.0f} s, {probe_seconds:.0f} s of them already spent "
-            f"on set-up and measurement) on this host, got {budget_seconds / 3600:.4f} h "
-            f"({budget_seconds:.0f} s)"
-        )
+        raise _no_room(needed=needed, probe_seconds=probe_seconds, budget_seconds=budget_seconds)
     if first > MAX_FIRST_RUNG_CONFIGS:
         spare = (first - MAX_FIRST_RUNG_CONFIGS) * per_config
-        first = MAX_FIRST_RUNG_CONFIGS
-        if k:
-            per_epoch = k * epoch_full + (epoch_all if retrain_on_all else 0.0)
-            more = min(MAX_FINAL_EPOCHS - epochs, int(spare // per_epoch))
-            epochs += more
-            final = final_cost(k, epochs)
-        search = first * per_config
+        first, search = MAX_FIRST_RUNG_CONFIGS, MAX_FIRST_RUNG_CONFIGS * per_config
+        if k:  # the spare time goes to longer finals
+            per_epoch = k * costs.epoch_full + (costs.epoch_all if retrain_on_all else 0.0)
+            epochs += min(MAX_FINAL_EPOCHS - epochs, int(spare // per_epoch))
+            final = costs.final(k, epochs)
     rungs = tuple(
-        Rung(
-            train_images=n,
-            epochs=min(max_rung_epochs, FIRST_RUNG_EPOCHS + r),
-            configs=first // eta**r,
-            trial_seconds=trial_seconds(r, n),
-        )
+        Rung(n, min(max_rung_epochs, FIRST_RUNG_EPOCHS + r), first // eta**r, trial_seconds(r, n))
         for r, n in enumerate(ladder)
     )
     if rungs[-1].train_images < train_images:
@@ -339,12 +297,73 @@ def make_plan(
         search_seconds=search,
         top_k=k,
         final_epochs=epochs,
-        final_seconds=final - retrain_cost(epochs),
+        final_seconds=final - costs.retrain(epochs),
         reserve_seconds=reserve,
         estimated_seconds=probe_seconds + search + final + reserve,
         notes=tuple(notes),
-        retrain_seconds=retrain_cost(epochs) if k else 0.0,
+        retrain_seconds=costs.retrain(epochs) if k else 0.0,
     )
+
+
+def _no_room(*, needed: float, probe_seconds: float, budget_seconds: float) -> FmsearchError:
+    return FmsearchError(
+        f"--budget-hours must leave room for one trial: expected at least "
+        f"{needed / 3600:.4f} h ({needed:.0f} s, {probe_seconds:.0f} s of them already spent "
+        f"on set-up and measurement) on this host, got {budget_seconds / 3600:.4f} h "
+        f"({budget_seconds:.0f} s)"
+    )
+
+
+@dataclass(frozen=True)
+class _Costs:
+    """Seconds of the final trainings: an epoch on the training images (``epoch_full``), on
+    the training and validation images (``epoch_all``, for ``retrain_on_all``)."""
+
+    epoch_full: float
+    epoch_all: float
+    retrain_on_all: bool
+
+    def retrain(self, epochs: int) -> float:
+        if not (self.retrain_on_all and epochs):
+            return 0.0
+        return epochs * self.epoch_all + TRIAL_OVERHEAD_SECONDS
+
+    def final(self, k: int, epochs: int) -> float:
+        return k * (epochs * self.epoch_full + TRIAL_OVERHEAD_SECONDS) + self.retrain(epochs)
+
+
+def _finals(costs: _Costs, *, share: float, top_k: int) -> tuple[int, int, list[str]]:
+    """How many final models, for how many epochs, fit ``share`` seconds; and notes."""
+    k, epochs = top_k, FINAL_EPOCHS
+    while k > 1 and costs.final(k, epochs) > share:
+        k -= 1
+    if costs.final(k, epochs) <= share:
+        return k, epochs, []
+    per_epoch = costs.epoch_full + (costs.epoch_all if costs.retrain_on_all else 0.0)
+    overhead = TRIAL_OVERHEAD_SECONDS * (2 if costs.retrain_on_all else 1)
+    epochs = int((share - overhead) // per_epoch)
+    if epochs < 1:
+        return 0, 0, ["no final training: not one epoch on all images fits the budget"]
+    return (
+        k,
+        epochs,
+        [
+            f"one final model, {epochs} epochs (of the {FINAL_EPOCHS} the recipe asks): "
+            f"an epoch on all images takes ~{costs.epoch_full:.0f} s here"
+        ],
+    )
+
+
+def _fit_ladder(sizes: list[int], search: float, *, trial_seconds, eta: int):
+    """The tallest ladder whose top rung still gets a configuration in ``search`` seconds:
+    its rung sizes, the seconds per first-rung configuration, first-rung configurations."""
+    for n_rungs in range(len(sizes), 0, -1):
+        ladder = sizes[:n_rungs]
+        per_config = sum(trial_seconds(r, n) / eta**r for r, n in enumerate(ladder))
+        first = int(search // per_config) if search > 0 else 0
+        if first // eta ** (n_rungs - 1) >= 1:
+            break
+    return ladder, per_config, first
 
 
 def final_epochs(plan: Plan, *, epoch_seconds: float, finals_left: int, now: float) -> int:

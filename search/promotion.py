@@ -39,6 +39,7 @@ from search.names import (
     TTA_TAG,
     UNLOGGED_ATTR,
 )
+from search.outcome import best_of
 from search.tracking import LOCK_LEASE_SECONDS, Tracker, confusion_json
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ def select_candidate(
         raise FmsearchError(
             f"no completed trial of {study.study_name!r} has {wanted}; the smallest: {got}"
         )
-    best = max(fitting, key=lambda t: (t.values[0], -t.number))
+    best = best_of(fitting)
     stand_ins = [t for t in promotable if t.user_attrs.get(STANDS_IN_ATTR) == best.number]
     return max(stand_ins, key=lambda t: t.number, default=best)
 

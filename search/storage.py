@@ -14,6 +14,7 @@ import sqlite3
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -49,6 +50,11 @@ class FmsearchStorage(RDBStorage):
       thread exits on its first failed write (a locked SQLite file, a restarting PostgreSQL),
       after which the live trial is reaped as stale and its result lost (optuna#5986).
     """
+
+    def __init__(self, url: str, **storage_args: Any) -> None:
+        # What runs when a trial's worker went silent; fmsearch adds its hooks to it.
+        self.on_stale = _OnStale()
+        super().__init__(url, heartbeat_stale_trial_callback=self.on_stale, **storage_args)
 
     # Optuna wraps RDB storages in a cache that calls this private method, not the public one.
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None):
@@ -240,7 +246,6 @@ def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL) -> F
         # Optuna pre-pings pooled connections only for MySQL; a restarted server otherwise
         # hands the next query a dead connection.
         engine_kwargs = {"pool_pre_ping": True}
-    on_stale = _OnStale()
     try:
         storage = _connect(
             url,
@@ -248,7 +253,6 @@ def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL) -> F
             # No grace_period: FmsearchStorage judges each trial by GRACE_BEATS of its own
             # worker's interval, not one grace for all.
             heartbeat_interval=heartbeat_interval,
-            heartbeat_stale_trial_callback=on_stale,
         )
     except ImportError as exc:
         module = getattr(exc.__cause__, "name", None)
@@ -262,7 +266,6 @@ def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL) -> F
         raise FmsearchError(f"cannot connect to storage {redact(url)}: {reason}") from exc
     if db is not None:
         _serialise_sqlite(storage.engine)
-    storage.on_stale = on_stale
     return storage
 
 

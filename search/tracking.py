@@ -547,12 +547,6 @@ class Tracker:
         """The latest value of each metric of a run."""
         return dict(self._client.get_run(run_id).data.metrics)
 
-    def run_duration_s(self, run_id: str) -> float | None:
-        info = self._client.get_run(run_id).info
-        if info.end_time is None:
-            return None
-        return (info.end_time - info.start_time) / 1000.0
-
     def artifact_paths(self, run_id: str, folder: str | None = None) -> list[str]:
         return [f.path for f in self._client.list_artifacts(run_id, folder)]
 
@@ -733,9 +727,6 @@ class Tracker:
     def set_version_tags(self, name: str, version_: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self._client.set_model_version_tag(name, version_, key, str(value))
-
-    def describe_version(self, name: str, version_: str, description: str) -> None:
-        self._client.update_model_version(name, version_, description=description)
 
 
 def confusion_json(evaluation: Evaluation) -> str:
