@@ -1,4 +1,6 @@
-"""Every MLflow call fmsearch makes (but the served model's own loader): one module, by run id.
+"""Every MLflow call fmsearch makes (but the served model's own loader): one package, by run
+id. Runs, metrics, artifacts and logged models here; the model registry in ``registry``; a
+trial's record kept through a tracking outage in ``trial_log``.
 
 MLflow's fluent API keeps a global active run and is not thread-safe, so fmsearch talks to
 MLflow through an ``MlflowClient`` and explicit run ids. The one global it sets is the tracking
@@ -11,15 +13,10 @@ promotion (``fmsearch.role=promotion``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
-import socket
 import time
-import uuid
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +32,6 @@ from search.names import (
     ARCH_TAG,
     EXTRA_PACKAGES_TAG,
     FLAVOR_TAG,
-    LOCK_EXPIRES_TAG,
-    LOCK_HOLDER_TAG,
     MEMBERS_TAG,
     MODEL_URI_TAG,
     PARENT_TAG,
@@ -45,32 +40,28 @@ from search.names import (
     ROLE_TAG,
     RUN_ID_ATTR,
     RUNG_TAG,
-    SOURCE_RUN_TAG,
     STANDS_IN_TAG,
     STATE_TAG,
     STUDY_TAG,
     TRIAL_TAG,
     TTA_TAG,
 )
+from search.tracking.registry import LOCK_LEASE_SECONDS, Registry
+from search.tracking.trial_log import TrialLog, root_cause
 from search.urls import redact
 
 if TYPE_CHECKING:
     import keras
     import optuna
-    from mlflow.entities.model_registry import ModelVersion
     from mlflow.pyfunc import PyFuncModel
 
     from runners.metrics import Evaluation
 
+__all__ = ["LOCK_LEASE_SECONDS", "RUN_STATUS", "Tracker", "TrialLog", "confusion_json"]
+
 logger = logging.getLogger(__name__)
 
-LOCK_SUFFIX = ".lock"
-# Longer than any promotion (judging an ensemble on the test set on a slow CPU: minutes), so
-# that a live holder never loses the lock to the lease; a dead one on this host loses it at
-# once (its process is gone), elsewhere when the lease runs out.
-LOCK_LEASE_SECONDS = 900.0
-
-SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
+SERVED_MODEL_CODE = Path(__file__).parent.parent / "served_model.py"
 # Optuna's trial states, as MLflow run statuses.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _BATCH = 900  # below MLflow's 1000-entity limit per log_batch
@@ -99,16 +90,6 @@ class _DropRecords(logging.Filter):
         return not record.getMessage().startswith(self._prefix)
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The telling part of a client error: the OS error behind MLflow's retry wrappers."""
-    text = str(exc)
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    if errno:
-        return errno.group(0)
-    lines = text.strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
-
-
 def _metric_key(class_name: str) -> str:
     """``T-shirt/top`` -> ``t_shirt_top``: a metric-name-safe class name."""
     return re.sub(r"[^A-Za-z0-9]+", "_", class_name).strip("_").lower()
@@ -118,27 +99,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _holder_gone(holder: str, expires: str | None) -> bool:
-    """Whether a registry lock's holder (``host:pid:token``) can no longer be holding it."""
-    try:
-        if time.time() > float(expires or "nan"):
-            return True
-    except ValueError:
-        return True  # a lock without a readable lease was not written by fmsearch's code
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, another user's
-    return False
-
-
-class Tracker:
+class Tracker(Registry):
     """fmsearch's view of one MLflow tracking store.
 
     Args:
@@ -166,7 +127,7 @@ class Tracker:
             self._client.search_experiments(max_results=1)
         except Exception as exc:
             raise FmsearchError(
-                f"tracking URI {redact(self.tracking_uri)} does not answer: {_root_cause(exc)}"
+                f"tracking URI {redact(self.tracking_uri)} does not answer: {root_cause(exc)}"
             ) from exc
 
     # Experiments and runs ------------------------------------------------------------------
@@ -585,255 +546,7 @@ class Tracker:
             query += f" and attributes.status = '{status}'"
         return self._client.search_runs([experiment_id], filter_string=query, max_results=10_000)
 
-    # Registry --------------------------------------------------------------------------------
-
-    def find_version(self, name: str, *, source_run_id: str) -> ModelVersion | None:
-        """The version of ``name`` registered from the trial run ``source_run_id``, if any."""
-        try:
-            versions = self._client.search_model_versions(
-                f"name = '{name}' and tags.`{SOURCE_RUN_TAG}` = '{source_run_id}'"
-            )
-        except MlflowException:
-            return None
-        return versions[0] if versions else None
-
-    def version_by_alias(self, name: str, alias: str) -> ModelVersion | None:
-        try:
-            return self._client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            return None
-
-    def register(
-        self, *, name: str, model_uri: str, run_id: str, tags: dict[str, Any], description: str
-    ) -> ModelVersion:
-        """A new version of registered model ``name`` (created if needed).
-
-        Args:
-            name: The registered model.
-            model_uri: A logged model, ``models:/<model_id>``.
-            run_id: The run that logged it.
-            tags: Version tags.
-            description: Version description.
-        """
-        try:
-            self._client.create_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        return self._client.create_model_version(
-            name,
-            source=model_uri,
-            run_id=run_id,
-            tags={k: str(v) for k, v in tags.items()},
-            description=description,
-            model_id=model_uri.removeprefix("models:/"),
-        )
-
-    def champions(self, *, prefix: str = "fmsearch-") -> list[ModelVersion]:
-        """The champion version of every registered model whose name starts with ``prefix``."""
-        found = []
-        for model in self._client.search_registered_models(max_results=1000):
-            if not model.name.startswith(prefix):
-                continue
-            champion = self.version_by_alias(model.name, "champion")
-            if champion is not None:
-                found.append(champion)
-        return sorted(found, key=lambda v: v.name)
-
-    @contextlib.contextmanager
-    def registry_lock(
-        self,
-        name: str,
-        *,
-        timeout: float,
-        lease: float = LOCK_LEASE_SECONDS,
-        poll: float = 0.5,
-    ) -> Iterator[None]:
-        """Hold a lock on registered model ``name`` among every process that uses this
-        registry, whichever study storage each one searched in.
-
-        The lock is a registered model, ``NAME.lock``: the registry refuses a second model of
-        one name, so creating it is the acquire, deleting it the release. A holder that died
-        leaves it behind; it is broken once its holder's process is gone (same host) or its
-        lease has run out (any host), by renaming it to a name made from the holder's token,
-        which only one of several breakers can take.
-
-        Raises:
-            FmsearchError: Still held by another process after ``timeout`` seconds.
-        """
-        lock = f"{name}{LOCK_SUFFIX}"
-        token = uuid.uuid4().hex[:12]
-        holder = f"{socket.gethostname()}:{os.getpid()}:{token}"
-        deadline = time.monotonic() + timeout
-        broken: list[str] = []
-        while True:
-            try:
-                self._client.create_registered_model(
-                    lock,
-                    tags={LOCK_HOLDER_TAG: holder, LOCK_EXPIRES_TAG: f"{time.time() + lease:.0f}"},
-                    description=f"Held by fmsearch while it promotes a version of {name}; "
-                    "deleted when it is done.",
-                )
-                break
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-            broken += self._break_stale_lock(lock)
-            if time.monotonic() > deadline:
-                raise FmsearchError(
-                    f"registry lock {lock!r} still held by another process after {timeout:g} s"
-                    f" ({self._lock_holder(lock)}); delete that registered model if its "
-                    "holder is gone"
-                )
-            time.sleep(poll)
-        try:
-            yield
-        finally:
-            # What this holder broke goes first: while it stands, no breaker that read the
-            # dead holder before can rename this holder's live lock to the same name.
-            for name_ in broken:
-                with contextlib.suppress(MlflowException):
-                    self._client.delete_registered_model(name_)
-            if self._lock_holder(lock) == holder:
-                with contextlib.suppress(MlflowException):
-                    self._client.delete_registered_model(lock)
-
-    def _lock_holder(self, lock: str) -> str | None:
-        try:
-            return self._client.get_registered_model(lock).tags.get(LOCK_HOLDER_TAG)
-        except MlflowException:
-            return None
-
-    def _break_stale_lock(self, lock: str) -> list[str]:
-        """Rename ``lock`` aside when its holder is gone; the new name, if this call did it."""
-        try:
-            tags = self._client.get_registered_model(lock).tags
-        except MlflowException:
-            return []  # released meanwhile
-        holder = tags.get(LOCK_HOLDER_TAG, "")
-        if not _holder_gone(holder, tags.get(LOCK_EXPIRES_TAG)):
-            return []
-        aside = f"{lock}.broken-{re.sub(r'[^A-Za-z0-9]', '', holder.rpartition(':')[2])}"
-        try:
-            self._client.rename_registered_model(lock, aside)
-        except MlflowException:
-            return []  # another waiter broke it first, or it was released
-        logger.warning("broke registry lock %s: its holder %s is gone", lock, holder or "?")
-        return [aside]
-
-    def set_alias(self, name: str, alias: str, version_: str) -> None:
-        self._client.set_registered_model_alias(name, alias, version_)
-
-    def set_version_tags(self, name: str, version_: str, tags: dict[str, Any]) -> None:
-        for key, value in tags.items():
-            self._client.set_model_version_tag(name, version_, key, str(value))
-
 
 def confusion_json(evaluation: Evaluation) -> str:
     """The confusion matrix as compact JSON, small enough for a model-version tag."""
     return json.dumps(evaluation.confusion.tolist(), separators=(",", ":"))
-
-
-class TrialLog:
-    """One trial's MLflow record, kept through a tracking store outage.
-
-    Each write is queued and the queue sent in order; when the store does not answer, the
-    trial goes on training, later writes wait in the queue (sent again at most every
-    ``retry_seconds``), and :meth:`close` tries ``close_attempts`` more times before it gives
-    up. What could not be sent is listed in :attr:`unlogged`, for the trial's Optuna record.
-    """
-
-    def __init__(
-        self,
-        tracker: Tracker,
-        *,
-        retry_seconds: float = 15.0,
-        close_attempts: int = 3,
-        close_wait: float = 5.0,
-    ) -> None:
-        self._tracker = tracker
-        self._queue: list[tuple[str, Any]] = []
-        self._retry_seconds = retry_seconds
-        self._close_attempts = close_attempts
-        self._close_wait = close_wait
-        self._failed_at: float | None = None
-        self.run_id: str | None = None
-        self.unlogged: list[str] = []
-
-    def start(self, **run_args: Any) -> str | None:
-        """Create the trial's run (:meth:`Tracker.start_trial_run` arguments)."""
-
-        def create() -> None:
-            self.run_id = self._tracker.start_trial_run(**run_args)
-
-        self._send("run and params", create)
-        return self.run_id
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self._send(f"epoch {epoch} metrics",
-                   lambda: self._tracker.log_epoch(self.run_id, epoch, metrics))  # fmt: skip
-
-    def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> None:
-        """Queue ``tracker.method(run_id, *args, **kwargs)``; ``what`` names it if it fails."""
-        self._send(what, lambda: getattr(self._tracker, method)(self.run_id, *args, **kwargs))
-
-    def log_model(self, log: Any) -> None:
-        """Send ``log(run_id)`` now, once the queue is through; models are not kept waiting."""
-        if self._drain(force=True):
-            try:
-                log(self.run_id)
-                return
-            except Exception as exc:
-                self._failed(exc)
-        self.unlogged.append("model")
-
-    def close(self, *, state: str, reason: str | None = None) -> list[str]:
-        """End the run with Optuna's ``state``; returns what could not be logged."""
-
-        def end() -> None:
-            self._tracker.end_trial_run(self.run_id, state=state, reason=reason)
-
-        self._queue.append(("end of run", end))
-        for attempt in range(self._close_attempts):
-            if self._drain(force=True):
-                break
-            if attempt + 1 < self._close_attempts:
-                time.sleep(self._close_wait)
-        self.unlogged += [what for what, _ in self._queue]
-        self._queue.clear()
-        if self.unlogged:
-            logger.warning("the tracking store missed, for good: %s", ", ".join(self.unlogged))
-        return self.unlogged
-
-    def _send(self, what: str, operation: Any) -> None:
-        self._queue.append((what, operation))
-        self._drain()
-
-    def _drain(self, *, force: bool = False) -> bool:
-        """Send the queue in order; False when the store failed (the rest stays queued)."""
-        recent = (
-            self._failed_at is not None and time.monotonic() - self._failed_at < self._retry_seconds
-        )
-        if recent and not force:
-            return False
-        while self._queue:
-            what, operation = self._queue[0]
-            if self.run_id is None and what != "run and params":
-                return False
-            try:
-                operation()
-            except Exception as exc:
-                self._failed(exc)
-                return False
-            self._queue.pop(0)
-        self._failed_at = None
-        return True
-
-    def _failed(self, exc: Exception) -> None:
-        if self._failed_at is None:
-            logger.warning(
-                "tracking store %s does not answer (%s): the trial goes on, its record waits",
-                redact(self._tracker.tracking_uri),
-                _root_cause(exc),
-            )
-        self._failed_at = time.monotonic()
