@@ -14,10 +14,15 @@ business (pass ``storage=`` and ``tracking_uri=``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import pkgutil
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +114,32 @@ def preload(*, keras: bool) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def start_up_output_logged() -> Iterator[None]:
+    """Hold what native code writes to standard error meanwhile, then log it at DEBUG
+    (``fmsearch -v`` shows it).
+
+    TensorFlow's C++ start-up lines (absl's preamble, oneDNN, CUDA drivers looked for and not
+    found) go straight to file descriptor 2, before any Python logging can filter them and
+    whatever ``TF_CPP_MIN_LOG_LEVEL`` says (TensorFlow 2.21, measured): a user's terminal
+    filled with seven lines of them before fmsearch's first.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode(errors="replace").strip()
+            if text:
+                logger.debug("start-up output:\n%s", text)
+
+
 def open_tracker(tracking_uri: str | None = None) -> Tracker:
     """The MLflow store at ``tracking_uri`` (default ``./mlruns/mlflow.db``), checked."""
     from search.tracking import Tracker
@@ -141,6 +172,14 @@ def set_threads(threads: int | None) -> None:
     set_tensorflow_threads(threads)
 
 
+def _start(runner, *, precision: str) -> None:
+    """Load every module a search may reach and find this host's devices (where TensorFlow
+    prints its start-up lines, logged instead)."""
+    with start_up_output_logged():
+        preload(keras=runner.uses_tensorflow)
+        runner.resolve_policy(precision)
+
+
 def search(options: SearchOptions | None = None, /, **fields: Any) -> SearchResult:
     """Search an architecture: add trials to a study, then promote the best model.
 
@@ -164,7 +203,7 @@ def search(options: SearchOptions | None = None, /, **fields: Any) -> SearchResu
     started_at = time.time()
     set_threads(options.threads)
     checked = pipeline.check(options)
-    preload(keras=runner_for(checked.space).uses_tensorflow)
+    _start(runner_for(checked.space), precision=options.precision)
     tracker = open_tracker(options.tracking_uri)
     storage = options.storage or default_storage()
     opened = pipeline.open_search(
@@ -335,7 +374,7 @@ def work(
         wait=wait,
         seed_offset=1000 * worker_index,
     )
-    preload(keras=runner_for(resolve(arch)).uses_tensorflow)
+    _start(runner_for(resolve(arch)), precision=settings.precision)
     data = load_fashion_mnist(data_dir=data_dir)
     split = split_train_val(
         data.x_train, data.y_train, val_size=settings.val_size, subset=settings.subset

@@ -238,6 +238,7 @@ class Objective:
         max_epochs: int,
     ) -> TrialResult:
         plan = (self._fit_plan and self._fit_plan(trial)) or FitPlan(max_epochs)
+        by_epoch = self._runner.trains_in_epochs  # early stopping watches epochs
         request = FitRequest(
             params=params,
             split=split,
@@ -246,8 +247,7 @@ class Objective:
             seed=None if self._seed is None else self._seed + trial.number,
             deterministic=self._deterministic,
             dtype_policy=self._dtype_policy,
-            patience=self._patience_for(trial, params, plan.max_epochs),
-            monitor_from=self._monitor_from(trial, params, plan.max_epochs),
+            **(self._early_stopping(trial, params, plan.max_epochs) if by_epoch else {}),
             deadline=self._deadline,
         )
         try:
@@ -271,6 +271,12 @@ class Objective:
             fitted = model = None
             self._runner.release()
 
+    def _early_stopping(self, trial: optuna.Trial, params: dict[str, Any], epochs: int):
+        return {
+            "patience": self._patience_for(trial, params, epochs),
+            "monitor_from": self._monitor_from(trial, params, epochs),
+        }
+
     def _patience_for(self, trial: optuna.Trial, params: dict[str, Any], epochs: int) -> int | None:
         """Early-stopping patience: a refit at a constant rate gets a third of its epochs,
         since a long run's validation accuracy can stall longer than a short trial's (one on
@@ -286,10 +292,11 @@ class Objective:
     def _monitor_from(self, trial: optuna.Trial, params: dict[str, Any], epochs: int) -> int:
         """The first epoch early stopping watches: a refit's (a final's) once its schedule
         has annealed, every epoch of a search trial (the pruner judges those)."""
-        from runners.training import annealed_from
-
         if REFIT_ATTR not in trial.user_attrs or STANDS_IN_ATTR in trial.user_attrs:
             return 0
+        # Refits are Keras trials (a scikit-learn run never imports TensorFlow).
+        from runners.training import annealed_from
+
         return annealed_from(params, epochs=epochs)
 
     def _log_result(

@@ -352,3 +352,17 @@ def test_a_search_loads_all_its_modules_before_it_starts(keras):
     assert set(names) == expected and expected <= set(loaded)
     assert {"search.cli.search_commands", "search.cli.options"} <= set(loaded)
     assert ("tensorflow" in loaded) is keras
+
+
+def test_native_start_up_output_is_logged_at_debug_not_printed(capfd, caplog):
+    import logging
+    import os
+
+    from search.api import start_up_output_logged
+
+    with caplog.at_level(logging.DEBUG, logger="search.api"), start_up_output_logged():
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on.\n")
+    assert "oneDNN" not in capfd.readouterr().err
+    assert "oneDNN custom operations" in caplog.text
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"

@@ -43,7 +43,17 @@ def workdir(tmp_path_factory):
     assert "study mlp: 2 complete, 0 pruned, 0 failed" in result.stdout
     assert "fmsearch-mlp version 1 from trial" in result.stdout
     assert "Traceback" not in result.stderr
+    (cwd / "run.stderr").write_text(result.stderr)
     return cwd
+
+
+def test_the_terminal_shows_fmsearch_s_own_lines_only(workdir):
+    """TensorFlow's C++ start-up lines (absl, oneDNN, CUDA) and MLflow's warnings stay off a
+    user's terminal (`-v` shows them)."""
+    stderr = (workdir / "run.stderr").read_text()
+    for noise in ("absl", "oneDNN", "cuda", "I0000", "E0000", "WARNING mlflow"):
+        assert noise not in stderr, stderr
+    assert "trial 1 complete" in stderr
 
 
 @pytest.fixture(scope="module")

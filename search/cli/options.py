@@ -21,7 +21,8 @@ ENVIRONMENT = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # MLflow's warnings (a pickled scikit-learn model's, say) are for -v, like TensorFlow's.
+    "MLFLOW_LOGGING_LEVEL": "ERROR",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     # MLflow writes "View run ... at: URL" to stdout itself, the tracking URI's password
     # included (found by tests/scale_out/test_secrets.py); fmsearch prints its own lines.
@@ -191,7 +192,7 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.ERROR)
     for noisy in ("mlflow", "alembic", "absl"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.ERROR)
     # urllib3 warns on every retry of an unreachable tracking server; the final error says it.
     logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.ERROR)
     # TensorFlow warns about retracing every time a new trial's model first predicts.
