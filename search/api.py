@@ -27,10 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from runners.errors import FmsearchError
-from search.pipeline import SearchOptions, time_limit
+from search.pipeline import RefitOutcome, SearchOptions, time_limit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,16 +69,25 @@ class SearchResult:
     """What :func:`search` did.
 
     Attributes:
-        study_name: The study (and MLflow experiment).
-        outcome: Its trial counts and best trial.
+        study: The study (trials, best trial, user attributes).
+        searched: Its counts and best trial once the search's trials ended (before a refit
+            or a plan's finals).
+        outcome: Its counts and best trial at the end.
         plan: The plan a budgeted search followed (None: not planned).
+        refit: The refit asked for by ``refit_epochs`` (None: none, or none needed).
         promotion: What promotion decided (None: ``promote=False``).
     """
 
-    study_name: str
+    study: optuna.Study
+    searched: StudyOutcome
     outcome: StudyOutcome
     plan: Plan | None
+    refit: RefitOutcome | None
     promotion: Promotion | None
+
+    @property
+    def study_name(self) -> str:
+        return self.study.study_name
 
 
 @dataclass(frozen=True)
@@ -172,10 +179,12 @@ def set_threads(threads: int | None) -> None:
     set_tensorflow_threads(threads)
 
 
-def _start(runner, *, precision: str) -> None:
-    """Load every module a search may reach and find this host's devices (where TensorFlow
-    prints its start-up lines, logged instead)."""
+def _start(runner, *, precision: str, threads: int | None) -> None:
+    """Set TensorFlow's threads (before its runtime starts), load every module a search may
+    reach and find this host's devices: where TensorFlow prints its start-up lines, logged
+    instead."""
     with start_up_output_logged():
+        set_threads(threads)
         preload(keras=runner.uses_tensorflow)
         runner.resolve_policy(precision)
 
@@ -201,9 +210,8 @@ def search(options: SearchOptions | None = None, /, **fields: Any) -> SearchResu
     options = replace(options, **fields) if options else SearchOptions(**fields)
     # The whole command counts against --budget-hours, set-up included.
     started_at = time.time()
-    set_threads(options.threads)
     checked = pipeline.check(options)
-    _start(runner_for(checked.space), precision=options.precision)
+    _start(runner_for(checked.space), precision=options.precision, threads=options.threads)
     tracker = open_tracker(options.tracking_uri)
     storage = options.storage or default_storage()
     opened = pipeline.open_search(
@@ -248,7 +256,7 @@ def _run_trials(s) -> tuple[Plan | None, Any]:
         pipeline.work_here(objectives=checked.objectives, settings=s.settings, ladder=ladder,
                            **common)  # fmt: skip
     elif o.workers == 0:
-        click.echo(f"waiting for workers to run study {s.study.study_name}'s trials", err=True)
+        logger.info("waiting for workers to run study %s's trials", s.study.study_name)
         wait_for_pool(s.study, tracker=s.tracker, timeout=timeout, hard=hard_timeout)
     else:
         command = _worker_command(s, plan=plan, timeout=timeout, hard_timeout=hard_timeout)
@@ -302,9 +310,8 @@ def _finish(s, *, plan: Plan | None, ladder) -> SearchResult:
     from search.outcome import summarize
 
     o = s.options
-    outcome = summarize(s.study, parent_run_id="")
-    pipeline.echo_outcome(outcome)
-    promotion = None
+    outcome = searched = summarize(s.study, parent_run_id="")
+    promotion = refit = None
     try:
         if plan is not None:
             ladder.retire_waiting(s.study)
@@ -313,7 +320,7 @@ def _finish(s, *, plan: Plan | None, ladder) -> SearchResult:
                 pipeline.retrain(s, plan=plan)
             outcome = summarize(s.study, parent_run_id="")
         if o.refit_epochs:
-            pipeline.refit_best(s, epochs=o.refit_epochs)
+            refit = pipeline.refit_best(s, epochs=o.refit_epochs)
         if o.promote:
             if outcome.best_trial is None:
                 raise FmsearchError(
@@ -326,7 +333,8 @@ def _finish(s, *, plan: Plan | None, ladder) -> SearchResult:
         pipeline.refresh_report(study=s.study, tracker=s.tracker, register_as=o.register_as)
         if plan is not None:
             pipeline.check_plan(s, plan=plan)
-    return SearchResult(s.study.study_name, summarize(s.study, parent_run_id=""), plan, promotion)
+    outcome = summarize(s.study, parent_run_id="")
+    return SearchResult(s.study, searched, outcome, plan, refit, promotion)
 
 
 def work(
@@ -359,7 +367,6 @@ def work(
     from search.workers import Recycler, open_worker_study, pool_open
     from spaces import resolve
 
-    set_threads(threads)
     started_at = time.time() if started_at is None else started_at
     timeout, hard_timeout = time_limit(timeout, budget_hours)
     if timeout is not None:
@@ -374,7 +381,7 @@ def work(
         wait=wait,
         seed_offset=1000 * worker_index,
     )
-    _start(runner_for(resolve(arch)), precision=settings.precision)
+    _start(runner_for(resolve(arch)), precision=settings.precision, threads=threads)
     data = load_fashion_mnist(data_dir=data_dir)
     split = split_train_val(
         data.x_train, data.y_train, val_size=settings.val_size, subset=settings.subset
@@ -393,7 +400,6 @@ def work(
         refit_split=pipeline.full_split(data, settings=settings, split=split),
         ladder=ladder, callbacks=[recycler],
     )  # fmt: skip
-    pipeline.echo_outcome(outcome)
     # Started again only while the pool still holds trials for it.
     restart = recycler.reason if recycler.reason is not None and pool_open(study) else None
     return WorkResult(outcome, restart)
@@ -448,13 +454,6 @@ def _promote(study, *, tracker, data, register_as, max_params, max_latency_ms) -
         max_params=max_params,
         max_latency_ms=max_latency_ms,
     )
-    click.echo(
-        f"{promotion.model_name} version {promotion.version} from trial "
-        f"{promotion.trial_number} is the {promotion.alias} ({promotion.decision}); "
-        f"test macro F1 {promotion.test_macro_f1:.4f}"
-    )
-    uri = f"models:/{promotion.model_name}@{promotion.alias}"
-    click.echo(f"load it with mlflow.pyfunc.load_model({uri!r})")
     return promotion
 
 

@@ -2,8 +2,8 @@
 (Optuna's pool here or in worker processes, or Keras Tuner), then the refit or a plan's
 finals, promotion and the report. :func:`search.api.search` is its entry point.
 
-It prints what the command prints (through ``click.echo``: results to standard output,
-progress to standard error), so a notebook sees what a terminal sees.
+It logs its progress (``logging``: the plan, the estimate, the finals); the results come back
+as objects, which the CLI prints.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import click
 import optuna
 
 from runners.data import FashionMNIST, Split
@@ -351,8 +350,9 @@ def full_split(data: FashionMNIST, *, settings: SearchSettings, split: Split) ->
     return split_train_val(data.x_train, data.y_train, val_size=settings.val_size, subset=None)
 
 
-def echo_outcome(outcome: StudyOutcome) -> None:
-    click.echo(
+def describe_outcome(outcome: StudyOutcome) -> str:
+    """The line the CLI prints for a study's outcome."""
+    return (
         f"study {outcome.study_name}: {outcome.n_complete} complete, {outcome.n_pruned} pruned, "
         f"{outcome.n_failed} failed"
         + (f", {outcome.n_retried} re-run after their worker died" if outcome.n_retried else "")
@@ -364,39 +364,34 @@ def echo_outcome(outcome: StudyOutcome) -> None:
     )
 
 
-def refit_best(s: Opened, *, epochs: int) -> None:
-    """Train the study's best configuration again on all training images, in this process."""
-    from optuna.trial import TrialState
+@dataclass(frozen=True)
+class RefitOutcome:
+    """A refit asked for: the trial it refits and the refit trial (None: it did not run)."""
 
+    of: int
+    trial: optuna.trial.FrozenTrial | None
+
+
+def refit_best(s: Opened, *, epochs: int) -> RefitOutcome | None:
+    """Train the study's best configuration again on all training images, in this process
+    (None: the best trial is a refit, or has one already)."""
     from search.outcome import refit_candidate
 
     study = s.study
     refit = refit_candidate(study, epochs=epochs)
     if refit is None:
         logger.info("no refit: the best trial is a refit, or has one already")
-        return
+        return None
     full = full_split(s.data, settings=s.settings, split=s.split)
-    click.echo(
-        f"refit: trial {refit.of}'s configuration on {len(full.x_train):,} training images, "
-        f"up to {epochs} epochs",
-        err=True,
-    )
+    logger.info("refit: trial %d's configuration on %s training images, up to %d epochs",
+                refit.of, f"{len(full.x_train):,}", epochs)  # fmt: skip
     # --timeout and --budget-hours bound the search, not the refit that follows it.
     work_here(study=study, arch=s.options.arch, objectives=("accuracy",), settings=s.settings,
               split=s.split, tracker=s.tracker, timeout=None, hard_timeout=False, n_trials=1,
               quiet=s.options.quiet, run_params=s.run_params, refit_split=full,
               refit=refit)  # fmt: skip
     done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(REFIT_ATTR) == refit.of]
-    if not done:
-        click.echo("refit: not run")
-    elif done[-1].state == TrialState.COMPLETE:
-        best = study.trials[refit.of]
-        click.echo(
-            f"refit trial {done[-1].number}: val_accuracy {done[-1].value:.4f} "
-            f"(trial {refit.of}: {best.value:.4f})"
-        )
-    else:
-        click.echo(f"refit trial {done[-1].number}: {done[-1].state.name.lower()}")
+    return RefitOutcome(of=refit.of, trial=done[-1] if done else None)
 
 
 def make_plan(s: Opened) -> tuple[Plan, Any]:
@@ -419,7 +414,7 @@ def make_plan(s: Opened) -> tuple[Plan, Any]:
         max_rung_epochs=s.settings.max_epochs,
         retrain_on_all=o.final_on_all_data,
     )
-    click.echo(plan.describe(arch=o.arch), err=True)
+    logger.info("%s", plan.describe(arch=o.arch))
     record_plan(s.study, tracker=s.tracker, parent_run_id=s.parent_run_id, plan=plan, arch=o.arch)
     ladder = make_ladder(plan, data=s.data, full=s.split, val_size=s.settings.val_size)
     return plan, ladder
@@ -439,18 +434,14 @@ def estimate(s: Opened, *, n_trials: int) -> None:
         val_images=len(split.x_val), train_images_per_s=rate.train_images_per_s,
         eval_images_per_s=rate.eval_images_per_s, workers=max(o.workers, 1),
     )  # fmt: skip
-    click.echo(
-        f"estimate: {n_trials} trials of up to {o.max_epochs} epochs on "
-        f"{len(split.x_train):,} images take up to {span(seconds)} here "
-        f"({rate.train_images_per_s:,.0f} training images/s; pruning and --patience end "
-        "most trials sooner)",
-        err=True,
-    )
+    logger.info(
+        "estimate: %d trials of up to %d epochs on %s images take up to %s here (%s training "
+        "images/s; pruning and --patience end most trials sooner)",
+        n_trials, o.max_epochs, f"{len(split.x_train):,}", span(seconds),
+        f"{rate.train_images_per_s:,.0f}",
+    )  # fmt: skip
     if seconds > LONG_SEARCH_SECONDS:
-        click.echo(
-            f"to fit a time budget instead: fmsearch run --arch {o.arch} --budget-hours 2",
-            err=True,
-        )
+        logger.info("to fit a time budget instead: fmsearch run --arch %s --budget-hours 2", o.arch)
     try:
         s.tracker.log_metrics(s.parent_run_id, {"estimated_max_seconds": seconds})
     except Exception as exc:
@@ -479,16 +470,15 @@ def finals(s: Opened, *, plan: Plan) -> None:
 
     trained = run_finals(study=s.study, plan=plan, run=_timed_refit(s, refit_split=s.split))
     if trained:
-        click.echo(f"final training of trials {', '.join(map(str, trained))} on all images")
+        logger.info("final training of trials %s on all images", ", ".join(map(str, trained)))
     choice = combine_finals(study=s.study, tracker=s.tracker, split=s.split,
                             parent_run_id=s.parent_run_id, arch=s.options.arch)  # fmt: skip
     if choice is not None:
         chosen = choice.chosen
-        click.echo(
-            f"{'kept ' if choice.combined else ''}{chosen.describe()}: val_accuracy "
-            f"{chosen.val_accuracy:.4f}"
-            + ("" if choice.combined else " (no ensemble or flip TTA beat it)")
-        )
+        logger.info(
+            "%s%s: val_accuracy %.4f%s", "kept " if choice.combined else "", chosen.describe(),
+            chosen.val_accuracy, "" if choice.combined else " (no ensemble or flip TTA beat it)",
+        )  # fmt: skip
 
 
 def retrain(s: Opened, *, plan: Plan) -> None:
@@ -508,7 +498,8 @@ def retrain(s: Opened, *, plan: Plan) -> None:
     outcome = (", ".join(f"trial {m} as trial {n}" for m, n in retrained.items())
                or "none: the time left did not hold a retraining")  # fmt: skip
     s.tracker.set_tags(s.parent_run_id, {FINAL_ON_ALL_DATA_TAG: outcome})
-    click.echo(f"retrained on {len(everything.x_train):,} images (validation included): {outcome}")
+    logger.info("retrained on %s images (validation included): %s",
+                f"{len(everything.x_train):,}", outcome)  # fmt: skip
 
 
 def check_plan(s: Opened, *, plan: Plan) -> None:
@@ -520,11 +511,11 @@ def check_plan(s: Opened, *, plan: Plan) -> None:
     except Exception as exc:
         logger.warning("the plan's outcome was not recorded: %s", exc)
         return
-    click.echo(
-        f"plan: estimated {figures['plan_estimated_seconds']:.0f} s, took "
-        f"{figures['plan_actual_seconds']:.0f} s ({figures['plan_error']:+.0%}; budget "
-        f"{plan.budget_seconds:.0f} s)"
-    )
+    logger.info(
+        "plan: estimated %.0f s, took %.0f s (%+.0f%%; budget %.0f s)",
+        figures["plan_estimated_seconds"], figures["plan_actual_seconds"],
+        100 * figures["plan_error"], plan.budget_seconds,
+    )  # fmt: skip
 
 
 def refresh_report(*, study, tracker, register_as: str | None) -> None:

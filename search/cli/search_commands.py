@@ -234,7 +234,7 @@ def run(
 
     source = click.get_current_context().get_parameter_source("n_trials")
     given = source not in (click.core.ParameterSource.DEFAULT, None)
-    api.search(
+    result = api.search(
         arch=arch, trials=n_trials if given else None, study_name=study_name, storage=storage,
         tracking_uri=tracking_uri, sampler=sampler, pruner=pruner, seed=seed,
         deterministic=deterministic, timeout=timeout, budget_hours=budget_hours,
@@ -245,6 +245,37 @@ def run(
         heartbeat_interval=heartbeat_interval, data_dir=data_dir, register_as=register_as,
         max_params=max_params, max_latency_ms=max_latency_ms, promote=promote, quiet=quiet,
     )  # fmt: skip
+    from search.pipeline import describe_outcome
+
+    click.echo(describe_outcome(result.searched))
+    if result.refit is not None:
+        _echo_refit(result.refit, study=result.study)
+    if result.promotion is not None:
+        _echo_promotion(result.promotion)
+
+
+def _echo_refit(refit, *, study) -> None:
+    done = refit.trial
+    if done is None:
+        click.echo("refit: not run")
+    elif done.value is not None and done.state.name == "COMPLETE":
+        best = study.trials[refit.of]
+        click.echo(
+            f"refit trial {done.number}: val_accuracy {done.value:.4f} "
+            f"(trial {refit.of}: {best.value:.4f})"
+        )
+    else:
+        click.echo(f"refit trial {done.number}: {done.state.name.lower()}")
+
+
+def _echo_promotion(promotion) -> None:
+    click.echo(
+        f"{promotion.model_name} version {promotion.version} from trial "
+        f"{promotion.trial_number} is the {promotion.alias} ({promotion.decision}); "
+        f"test macro F1 {promotion.test_macro_f1:.4f}"
+    )
+    uri = f"models:/{promotion.model_name}@{promotion.alias}"
+    click.echo(f"load it with mlflow.pyfunc.load_model({uri!r})")
 
 
 @click.command()
@@ -324,6 +355,9 @@ def worker(
         budget_hours=budget_hours, wait=wait, max_trials_per_process=max_trials_per_process,
         max_memory_mib=max_memory_mib, worker_index=worker_index, started_at=started_at,
     )  # fmt: skip
+    from search.pipeline import describe_outcome
+
+    click.echo(describe_outcome(result.outcome))
     if result.restart_reason is not None:
         _start_again(result.restart_reason, started_at=started_at)
 
@@ -398,9 +432,10 @@ def promote(
     setup_logging(quiet=quiet, verbose=verbose)
     from search import api
 
-    api.promote(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
-                data_dir=data_dir, register_as=register_as, max_params=max_params,
-                max_latency_ms=max_latency_ms)  # fmt: skip
+    promotion = api.promote(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
+                            data_dir=data_dir, register_as=register_as, max_params=max_params,
+                            max_latency_ms=max_latency_ms)  # fmt: skip
+    _echo_promotion(promotion)
 
 
 @click.command()
