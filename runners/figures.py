@@ -14,6 +14,8 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from runners.calibration import Reliability
+
 
 def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
@@ -185,6 +187,23 @@ def lr_range(
     finite = smoothed[np.isfinite(smoothed)]
     if finite.size:
         ax.set_ylim(0, min(float(np.nanmax(losses[np.isfinite(losses)])), 3 * float(finite[0])))
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def reliability_diagram(curves: Mapping[str, Reliability], *, title: str) -> Figure:
+    """Accuracy against confidence per bin, one curve per model (e.g. before and after
+    temperature scaling), beside the diagonal of a calibrated model."""
+    fig = _figure(5.5, 5)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="calibrated")
+    for label, bins in curves.items():
+        ax.plot(bins.confidence, bins.accuracy, marker="o", label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
     ax.set_title(title)
     ax.legend()
     return fig

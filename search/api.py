@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
+    from runners.data import Split
     from search.outcome import StudyOutcome
     from search.plan import Plan
     from search.promotion import Promotion
@@ -326,7 +327,7 @@ def _finish(s, *, plan: Plan | None, ladder) -> SearchResult:
                 raise FmsearchError(
                     f"study {outcome.study_name!r} has no completed trial to promote"
                 )
-            promotion = _promote(s.study, tracker=s.tracker, data=s.data,
+            promotion = _promote(s.study, tracker=s.tracker, data=s.data, split=s.split,
                                  register_as=o.register_as, max_params=o.max_params,
                                  max_latency_ms=o.max_latency_ms)  # fmt: skip
     finally:
@@ -438,14 +439,31 @@ def promote(
     tracker = open_tracker(tracking_uri)
     study = load_study(storage=open_storage(storage), study_name=study_name)
     data = load_fashion_mnist(data_dir=data_dir)
-    return _promote(study, tracker=tracker, data=data, register_as=register_as,
-                    max_params=max_params, max_latency_ms=max_latency_ms)  # fmt: skip
+    return _promote(study, tracker=tracker, data=data, split=_study_split(study, data),
+                    register_as=register_as, max_params=max_params,
+                    max_latency_ms=max_latency_ms)  # fmt: skip
 
 
-def _promote(study, *, tracker, data, register_as, max_params, max_latency_ms) -> Promotion:
+def _study_split(study, data) -> Split | None:
+    """The validation images the study's trials were judged on (None: a study made before
+    fmsearch recorded its settings)."""
+    from runners.data import split_train_val
+    from search.names import SETTINGS_ATTR
+
+    settings = study.user_attrs.get(SETTINGS_ATTR)
+    if settings is None:
+        return None
+    return split_train_val(data.x_train, data.y_train, val_size=settings["val_size"],
+                           subset=settings.get("subset"))  # fmt: skip
+
+
+def _promote(study, *, tracker, data, split, register_as, max_params,
+             max_latency_ms) -> Promotion:  # fmt: skip
+    """Promote with the test images judged and a temperature fitted on ``split``'s
+    validation images."""
     from search.promotion import default_model_name, promote_winner
 
-    promotion = promote_winner(
+    return promote_winner(
         study=study,
         tracker=tracker,
         test_images=data.x_test,
@@ -453,8 +471,9 @@ def _promote(study, *, tracker, data, register_as, max_params, max_latency_ms) -
         model_name=register_as or default_model_name(study),
         max_params=max_params,
         max_latency_ms=max_latency_ms,
+        val_images=None if split is None else split.x_val,
+        val_labels=None if split is None else split.y_val,
     )
-    return promotion
 
 
 def report(

@@ -44,6 +44,7 @@ from search.tracking import LOCK_LEASE_SECONDS, Tracker, confusion_json
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
+    from mlflow.pyfunc import PyFuncModel
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def promote_winner(
     model_name: str,
     max_params: int | None = None,
     max_latency_ms: float | None = None,
+    val_images: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
 ) -> Promotion:
     """Register the best trial of ``study`` and make it champion if it beats the current one.
 
@@ -110,6 +113,10 @@ def promote_winner(
         model_name: The registered model's name.
         max_params: Only trials whose model has at most this many parameters.
         max_latency_ms: Only trials whose model predicts in at most this many ms per image.
+        val_images: The study's validation images, to fit a temperature on: the served model
+            scales its probabilities by it when that lowers their calibration error (None:
+            no calibration).
+        val_labels: Their labels.
 
     Raises:
         FmsearchError: No completed trial (within the limits), or its run or model is
@@ -127,6 +134,7 @@ def promote_winner(
             model_name=model_name,
             max_params=max_params,
             max_latency_ms=max_latency_ms,
+            validation=None if val_images is None else (val_images, val_labels),
         )
 
 
@@ -139,6 +147,7 @@ def _promote(
     model_name: str,
     max_params: int | None,
     max_latency_ms: float | None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Promotion:
     best = select_candidate(study, max_params=max_params, max_latency_ms=max_latency_ms)
     run_id = best.user_attrs.get(RUN_ID_ATTR)
@@ -172,6 +181,7 @@ def _promote(
             test_images=test_images,
             test_labels=test_labels,
             model_name=model_name,
+            validation=validation,
         )
     accuracy = float(version.tags[TEST_ACCURACY_TAG])
     macro_f1 = float(version.tags[TEST_MACRO_F1_TAG])
@@ -308,10 +318,12 @@ def _register(
     model_name: str,
     members: tuple[str, ...] = (),
     tta: bool = False,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ModelVersion:
     """Log the served model in a promotion run, score it on the test set, register it.
 
-    An ensemble trial's served model holds all its ``members`` (and flip TTA if ``tta``).
+    An ensemble trial's served model holds all its ``members`` (and flip TTA if ``tta``);
+    with ``validation`` images, a temperature fitted on them where it calibrates better.
     """
     experiment_id = tracker.experiment_id(study.study_name)
     run_id = tracker.start_run(
@@ -326,21 +338,29 @@ def _register(
         },
     )
     try:
-        served_uri = tracker.log_served_model(
-            run_id,
-            model_uri=model_uri,
-            flavor=flavor,
-            class_names=CLASS_NAMES,
-            extra_packages=extra_packages,
-            members=members,
-            tta=tta,
-        )
+        served_args = {
+            "model_uri": model_uri, "flavor": flavor, "class_names": CLASS_NAMES,
+            "extra_packages": extra_packages, "members": members, "tta": tta,
+        }  # fmt: skip
+        served_uri = tracker.log_served_model(run_id, **served_args)
         served = tracker.load_served_model(served_uri)
+        calibration = Calibration(temperature=1.0)
+        if validation is not None:
+            calibration = _calibrate(served, *validation)
+            if calibration.applied:
+                served_uri = tracker.log_served_model(
+                    run_id, **served_args, temperature=calibration.temperature
+                )
+                served = tracker.load_served_model(served_uri)
         logger.info("judging trial %d on %d test images", trial_number, len(test_labels))
         frame = served.predict(test_images)
         predicted = frame["class_index"].to_numpy()
         evaluation = evaluate_predictions(test_labels, predicted, class_names=CLASS_NAMES)
         tracker.log_evaluation(run_id, evaluation, class_names=CLASS_NAMES, split="test")
+        test_figures = _record_calibration(
+            tracker, run_id, calibration, probabilities=frame[list(CLASS_NAMES)].to_numpy(),
+            labels=test_labels, title=f"{model_name} (trial {trial_number})",
+        )  # fmt: skip
         _log_pictures(
             tracker,
             run_id,
@@ -357,6 +377,7 @@ def _register(
             tags={
                 TEST_ACCURACY_TAG: f"{evaluation.accuracy:.6f}",
                 TEST_MACRO_F1_TAG: f"{evaluation.macro_f1:.6f}",
+                **test_figures,
                 "test_confusion_matrix": confusion_json(evaluation),
                 STUDY_TAG: study.study_name,
                 SOURCE_TRIAL_TAG: trial_number,
@@ -375,6 +396,86 @@ def _register(
     tracker.set_tags(run_id, {"registered_version": version.version})
     tracker.end_run(run_id, status="FINISHED")
     return version
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling fitted on validation images: the temperature, and the expected
+    calibration error there without and with it (None: not fitted)."""
+
+    temperature: float
+    val_ece_before: float | None = None
+    val_ece_after: float | None = None
+
+    @property
+    def applied(self) -> bool:
+        """Whether the served model scales by the temperature: only where it calibrated the
+        validation images better."""
+        return self.val_ece_after is not None and self.val_ece_after < self.val_ece_before
+
+
+def _calibrate(served: PyFuncModel, images: np.ndarray, labels: np.ndarray) -> Calibration:
+    from runners.calibration import expected_calibration_error, fit_temperature, temperature_scaled
+
+    probabilities = served.predict(images)[list(CLASS_NAMES)].to_numpy()
+    temperature = fit_temperature(probabilities, labels)
+    scaled = temperature_scaled(probabilities, temperature)
+    return Calibration(
+        temperature=temperature,
+        val_ece_before=expected_calibration_error(probabilities, labels),
+        val_ece_after=expected_calibration_error(scaled, labels),
+    )
+
+
+def _record_calibration(
+    tracker: Tracker,
+    run_id: str,
+    calibration: Calibration,
+    *,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    title: str,
+) -> dict[str, str]:
+    """The served model's calibration on the test set (with and without the temperature)
+    as metrics and a reliability diagram of the promotion run; returns the version tags."""
+    from runners.calibration import (
+        expected_calibration_error,
+        log_loss,
+        reliability,
+        temperature_scaled,
+    )
+    from runners.figures import reliability_diagram
+
+    # The served probabilities carry the temperature, if applied; 1/T takes it back out.
+    unscaled = (temperature_scaled(probabilities, 1 / calibration.temperature)
+                if calibration.applied else probabilities)  # fmt: skip
+    metrics = {
+        "test_ece": expected_calibration_error(probabilities, labels),
+        "test_ece_uncalibrated": expected_calibration_error(unscaled, labels),
+        "test_loss": log_loss(probabilities, labels),
+        "temperature": calibration.temperature if calibration.applied else 1.0,
+    }
+    if calibration.val_ece_before is not None:
+        metrics |= {"val_ece_before": calibration.val_ece_before,
+                    "val_ece_after": calibration.val_ece_after}  # fmt: skip
+    tracker.log_metrics(run_id, metrics)
+    curves = {"as trained": reliability(unscaled, labels)}
+    if calibration.applied:
+        curves[f"temperature {calibration.temperature:.2f}"] = reliability(probabilities, labels)
+    tracker.log_figures(run_id, {"test_reliability": reliability_diagram(curves, title=title)})
+    decision = (
+        f"temperature {calibration.temperature:.3f}: validation ECE "
+        f"{calibration.val_ece_before:.4f} -> {calibration.val_ece_after:.4f}"
+        if calibration.applied
+        else "none: no validation images" if calibration.val_ece_before is None
+        else f"none: temperature {calibration.temperature:.3f} did not lower validation ECE "
+        f"({calibration.val_ece_before:.4f} -> {calibration.val_ece_after:.4f})"
+    )  # fmt: skip
+    return {
+        "test_ece": f"{metrics['test_ece']:.6f}",
+        "test_loss": f"{metrics['test_loss']:.6f}",
+        "calibration": decision,
+    }
 
 
 def _log_pictures(

@@ -90,6 +90,14 @@ def sklearn_probabilities(model: Any, images: np.ndarray, num_classes: int) -> n
     return probabilities
 
 
+def temperature_scaled(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """``probabilities`` as if their logits were divided by ``temperature``: the served model
+    cannot import fmsearch, so this repeats ``runners.calibration.temperature_scaled``."""
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    scaled = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
 class FashionClassifier(mlflow.pyfunc.PythonModel):
     """Loads the trial's logged model and wraps it in the input/output contract."""
 
@@ -98,6 +106,8 @@ class FashionClassifier(mlflow.pyfunc.PythonModel):
         self._class_names = list(config["class_names"])
         self._flavor = config.get("flavor", "keras")
         self._tta = bool(config.get("tta", False))
+        # Fitted on validation images at promotion when it lowered their calibration error.
+        self._temperature = float(config.get("temperature", 1.0))
         if self._flavor == "keras":
             import mlflow.keras
 
@@ -133,6 +143,8 @@ class FashionClassifier(mlflow.pyfunc.PythonModel):
             )
         else:
             probabilities = sklearn_probabilities(self._model, images, len(self._class_names))
+        if self._temperature != 1.0:
+            probabilities = temperature_scaled(probabilities, self._temperature)
         return to_frame(probabilities, self._class_names)
 
 

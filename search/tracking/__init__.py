@@ -416,11 +416,13 @@ class Tracker(Registry):
         extra_packages: tuple[str, ...] = (),
         members: tuple[str, ...] = (),
         tta: bool = False,
+        temperature: float = 1.0,
     ) -> str:
         """Log the pyfunc model that serves ``model_uri`` (``keras`` or ``sklearn`` flavor).
 
         With ``members`` (Keras model URIs, ``model_uri`` first), the served model averages
-        their probabilities; with ``tta``, also over the mirrored images.
+        their probabilities; with ``tta``, also over the mirrored images; with a
+        ``temperature`` other than 1, it scales the result (calibration).
 
         Returns:
             The served model's URI.
@@ -448,6 +450,7 @@ class Tracker(Registry):
                     "flavor": flavor,
                     "members": names,
                     "tta": tta,
+                    "temperature": temperature,
                 },
                 pip_requirements=self.served_requirements(flavor, extra=extra_packages),
             )

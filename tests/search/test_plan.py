@@ -104,10 +104,10 @@ def test_final_on_all_data_on_a_slow_host_shortens_the_one_final_to_fit_both():
 
 def test_a_budget_for_one_trial_but_not_a_final_too_plans_the_search_alone():
     # Room for the reserve, the probe and one first-rung trial, but not a final beside it.
-    plan = _plan(0.014, train=2000, predict=20000, images=900)
+    plan = _plan(0.0142, train=2000, predict=20000, images=900)
     assert plan.top_k == 0 and plan.final_seconds == 0 and plan.rungs[0].configs >= 1
     assert [n for n in plan.notes if "final" in n] == [
         "no final training: the budget holds one search trial, not a final too"
     ]
-    assert _plan(0.015, train=2000, predict=20000, images=900).top_k == 1
+    assert _plan(0.0153, train=2000, predict=20000, images=900).top_k == 1
     assert plan.estimated_seconds <= plan.budget_seconds

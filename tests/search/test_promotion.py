@@ -219,3 +219,65 @@ def test_a_stand_in_replaces_the_trial_it_retrains_and_never_competes():
     add(0.90, **{STANDS_IN_ATTR: 1})
     add(0.90, **{STANDS_IN_ATTR: 1})
     assert select_candidate(study).number == 4  # the latest stand-in of the best trial
+
+
+def test_calibration_fits_a_temperature_on_validation_and_records_before_and_after(
+    tiny_study, tracker, fashion, small_split
+):
+    """A 3-epoch MLP is over-confident on 300 validation images; the served model then
+    scales by the fitted temperature, and the test set's calibration is recorded with and
+    without it, with a reliability diagram."""
+    from runners.calibration import expected_calibration_error, temperature_scaled
+
+    study, _ = tiny_study(enqueue=[GOOD_MLP], max_epochs=3)
+    promotion = promote_winner(
+        study=study, tracker=tracker, test_images=fashion.x_test[:2000],
+        test_labels=fashion.y_test[:2000], model_name=NAME,
+        val_images=small_split.x_val, val_labels=small_split.y_val,
+    )  # fmt: skip
+    client = tracker._client
+    version = client.get_model_version(NAME, promotion.version)
+    run = client.get_run(version.tags["promotion_run_id"])
+    metrics = run.data.metrics
+    assert {"test_ece", "test_ece_uncalibrated", "test_loss", "val_ece_before",
+            "val_ece_after", "temperature"} <= set(metrics)  # fmt: skip
+    assert float(version.tags["test_ece"]) == pytest.approx(metrics["test_ece"], abs=1e-6)
+    assert "test_reliability.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    applied = metrics["val_ece_after"] < metrics["val_ece_before"]
+    assert version.tags["calibration"].startswith("temperature " if applied else "none: ")
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}/{promotion.version}")
+    probabilities = served.predict(fashion.x_test[:2000]).iloc[:, 2:].to_numpy()
+    assert expected_calibration_error(probabilities, fashion.y_test[:2000]) == pytest.approx(
+        metrics["test_ece"], abs=1e-6
+    )
+    if applied:  # the served probabilities carry the temperature
+        unscaled = temperature_scaled(probabilities, 1 / metrics["temperature"])
+        assert expected_calibration_error(unscaled, fashion.y_test[:2000]) == pytest.approx(
+            metrics["test_ece_uncalibrated"], abs=1e-6
+        )
+
+
+def test_a_temperature_that_does_not_lower_validation_error_is_not_applied():
+    import pandas as pd
+
+    from runners.data import CLASS_NAMES
+    from search.promotion import _calibrate
+
+    labels = np.arange(100) % 10
+
+    class Perfect:  # sure and right: nothing to mend
+        def predict(self, images):
+            return pd.DataFrame(np.eye(10)[labels], columns=list(CLASS_NAMES))
+
+    calibration = _calibrate(Perfect(), np.zeros((100, 28, 28)), labels)
+    assert calibration.val_ece_before == pytest.approx(0.0, abs=1e-9)
+    assert not calibration.applied
+
+    class Overconfident:  # sure of everything, right half the time
+        def predict(self, images):
+            wrong = np.eye(10)[(labels + (np.arange(100) % 2)) % 10]
+            return pd.DataFrame(0.98 * wrong + 0.002, columns=list(CLASS_NAMES))
+
+    calibration = _calibrate(Overconfident(), np.zeros((100, 28, 28)), labels)
+    assert calibration.applied and calibration.temperature > 1
+    assert calibration.val_ece_after < calibration.val_ece_before
