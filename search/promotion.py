@@ -342,16 +342,12 @@ def _register(
             "model_uri": model_uri, "flavor": flavor, "class_names": CLASS_NAMES,
             "extra_packages": extra_packages, "members": members, "tta": tta,
         }  # fmt: skip
-        served_uri = tracker.log_served_model(run_id, **served_args)
-        served = tracker.load_served_model(served_uri)
         calibration = Calibration(temperature=1.0)
         if validation is not None:
-            calibration = _calibrate(served, *validation)
-            if calibration.applied:
-                served_uri = tracker.log_served_model(
-                    run_id, **served_args, temperature=calibration.temperature
-                )
-                served = tracker.load_served_model(served_uri)
+            calibration = _calibrate(tracker.preview_served_model(**served_args), *validation)
+        temperature = calibration.temperature if calibration.applied else 1.0
+        served_uri = tracker.log_served_model(run_id, **served_args, temperature=temperature)
+        served = tracker.load_served_model(served_uri)
         logger.info("judging trial %d on %d test images", trial_number, len(test_labels))
         frame = served.predict(test_images)
         predicted = frame["class_index"].to_numpy()

@@ -13,10 +13,12 @@ promotion (``fmsearch.role=promotion``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +99,18 @@ def _metric_key(class_name: str) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextlib.contextmanager
+def _served_model_quiet() -> Iterator[None]:
+    # No signature, on purpose: the served model accepts several shapes and dtypes and checks
+    # its input itself; MLflow would warn that it could not infer one.
+    quiet = _DropRecords("Failed to infer model signature")
+    logging.getLogger("mlflow.pyfunc").addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger("mlflow.pyfunc").removeFilter(quiet)
 
 
 class Tracker(Registry):
@@ -427,37 +441,49 @@ class Tracker(Registry):
         Returns:
             The served model's URI.
         """
-        uris = members or (model_uri,)
-        names = ["model", *(f"model_{i}" for i in range(1, len(uris)))]
         import mlflow.pyfunc
         from mlflow.models import Model
 
-        # No signature, on purpose: the model accepts several shapes and dtypes and checks
-        # its input itself; MLflow would warn that it could not infer one.
-        quiet = _DropRecords("Failed to infer model signature")
-        logging.getLogger("mlflow.pyfunc").addFilter(quiet)
-        try:
-            info = Model.log(
-                artifact_path=None,
-                name="model",
-                flavor=mlflow.pyfunc,
-                flavor_name="pyfunc.ModelFromCode",
-                run_id=run_id,
-                python_model=str(SERVED_MODEL_CODE),
-                artifacts=dict(zip(names, uris, strict=True)),
-                model_config={
-                    "class_names": list(class_names),
-                    "flavor": flavor,
-                    "members": names,
-                    "tta": tta,
-                    "temperature": temperature,
-                },
-                pip_requirements=self.served_requirements(flavor, extra=extra_packages),
-            )
-        finally:
-            logging.getLogger("mlflow.pyfunc").removeFilter(quiet)
+        served = self._served_model(
+            model_uri=model_uri, flavor=flavor, class_names=class_names,
+            extra_packages=extra_packages, members=members, tta=tta, temperature=temperature,
+        )  # fmt: skip
+        with _served_model_quiet():
+            info = Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc,
+                             flavor_name="pyfunc.ModelFromCode", run_id=run_id,
+                             **served)  # fmt: skip
         self._log(run_id, tags={MODEL_URI_TAG: info.model_uri})
         return info.model_uri
+
+    def preview_served_model(self, **served: Any) -> PyFuncModel:
+        """The served model :meth:`log_served_model` would log (same arguments but the run),
+        saved to a temporary folder and loaded, recorded nowhere: what promotion predicts
+        the validation images with before it decides the served model's temperature."""
+        import tempfile
+
+        import mlflow.pyfunc
+
+        with tempfile.TemporaryDirectory() as folder, _served_model_quiet():
+            path = Path(folder) / "served"
+            mlflow.pyfunc.save_model(path, **self._served_model(**served))
+            return mlflow.pyfunc.load_model(str(path))
+
+    def _served_model(self, *, model_uri, flavor, class_names, extra_packages=(), members=(),
+                      tta=False, temperature=1.0) -> dict[str, Any]:  # fmt: skip
+        uris = members or (model_uri,)
+        names = ["model", *(f"model_{i}" for i in range(1, len(uris)))]
+        return {
+            "python_model": str(SERVED_MODEL_CODE),
+            "artifacts": dict(zip(names, uris, strict=True)),
+            "model_config": {
+                "class_names": list(class_names),
+                "flavor": flavor,
+                "members": names,
+                "tta": tta,
+                "temperature": temperature,
+            },
+            "pip_requirements": self.served_requirements(flavor, extra=extra_packages),
+        }
 
     @staticmethod
     def served_requirements(flavor: str, *, extra: tuple[str, ...] = ()) -> list[str]:
