@@ -4,8 +4,7 @@ A space says its kind (``KIND``); :func:`runner_for` hands back the one runner o
 and the rest of ``search`` asks the runner rather than branching on the kind. A runner
 knows what its models can do (``trains_in_epochs``: a budget plan, Keras Tuner, learning-rate
 finding, short-search augmentation fixes; ``counts_params``: the ``params`` objective) and
-does the kind-specific part of a trial: fit with pruning, predict the validation images,
-time a prediction, log the model.
+does the kind-specific part of a trial: fit with pruning, predict, log the model.
 """
 
 from __future__ import annotations
