@@ -8,6 +8,7 @@ Kept free of heavy imports so that ``fmsearch --help`` lists the choices instant
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +16,14 @@ from runners.errors import FmsearchError
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.distributions import BaseDistribution
 
 # Who picks the trials: Optuna's sampler and pruner, or Keras Tuner's algorithms.
 ENGINES = ("optuna", "keras-tuner")
 TUNERS = ("hyperband", "bayesian", "random")
-SAMPLERS = ("tpe", "random", "cmaes", "gp")
+# "grid": every combination of the space file's choices, each once (the pool holds the grid;
+# hyperparameters outside it are drawn at random).
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "grid")
 PRUNERS = ("hyperband", "median", "none")
 TPE_STARTUP_TRIALS = 5
 # What a budgeted search prunes with: the median rule inside each rung of its ladder.
@@ -93,7 +97,7 @@ def _make_sampler(name: str, *, seed: int | None) -> optuna.samplers.BaseSampler
         return optuna.samplers.TPESampler(
             seed=seed, constant_liar=True, n_startup_trials=TPE_STARTUP_TRIALS
         )
-    if name == "random":
+    if name in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
         # CMA-ES handles only numeric parameters; the rest go to the independent sampler.
@@ -152,3 +156,22 @@ def describe_space(space: ModuleType, *, samples: int = 300) -> dict[str, Any]:
     for found in sorted(seen, key=len, reverse=True):
         distributions |= {k: v for k, v in found.items() if k not in distributions}
     return distributions
+
+
+def grid_points(narrowed: Mapping[str, BaseDistribution]) -> list[dict[str, Any]]:
+    """Every combination of the choices ``narrowed`` lists (``--sampler grid``).
+
+    Raises:
+        FmsearchError: ``narrowed`` lists no choices to make a grid of.
+    """
+    import itertools
+
+    from optuna.distributions import CategoricalDistribution
+
+    axes = {n: d.choices for n, d in narrowed.items() if isinstance(d, CategoricalDistribution)}
+    if not axes:
+        raise FmsearchError(
+            "--sampler grid: expected a --space-file listing choices (e.g. 'batch_size: [64, "
+            "128]'), got " + ("ranges only" if narrowed else "no --space-file")
+        )
+    return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]

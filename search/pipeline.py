@@ -103,6 +103,7 @@ class Checked:
     n_trials: int
     timeout: float | None
     hard_timeout: bool
+    grid: tuple[dict[str, Any], ...] = ()
 
 
 def check(options: SearchOptions) -> Checked:
@@ -150,6 +151,7 @@ def check(options: SearchOptions) -> Checked:
     if len(objectives) > 1 and changes.get("pruner", o.pruner) != "none":
         logger.info("pruning is off: Optuna cannot prune multi-objective studies")
         changes["pruner"] = "none"
+    grid = _grid(o, narrowed=narrowed, planned=planned) if o.sampler == "grid" else []
     return Checked(
         options=replace(o, **changes),
         space=space,
@@ -157,10 +159,30 @@ def check(options: SearchOptions) -> Checked:
         planned=planned,
         fixed=fixed,
         narrowed=narrowed,
-        n_trials=o.trials or DEFAULT_TRIALS,
+        n_trials=len(grid) or o.trials or DEFAULT_TRIALS,
         timeout=timeout,
         hard_timeout=hard_timeout,
+        grid=tuple(grid),
     )
+
+
+def _grid(options: SearchOptions, *, narrowed, planned: bool) -> list[dict[str, Any]]:
+    """--sampler grid: the combinations of the space file's choices, which the pool runs
+    each once (a study resumed with the same grid runs none again)."""
+    from search.choices import grid_points
+
+    if options.engine != "optuna" or planned:
+        raise FmsearchError(
+            "--sampler grid: expected the Optuna engine and --trials (or none), got "
+            + ("--engine keras-tuner" if options.engine != "optuna" else "a planned search")
+        )
+    points = grid_points(narrowed)
+    if options.trials is not None and options.trials != len(points):
+        raise FmsearchError(
+            f"--sampler grid runs every point of its grid: expected --trials {len(points)} or "
+            f"none, got --trials {options.trials}"
+        )
+    return points
 
 
 def _planned(options: SearchOptions, *, space, objectives: tuple[str, ...]) -> bool:
@@ -254,6 +276,9 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
     # They count toward --trials; a planned search runs them all on its lowest rung.
     first = (first if checked.planned else first[: checked.n_trials]) if o.enqueue else []
     pool = max(o.workers, 1) if checked.planned else checked.n_trials
+    if checked.grid:
+        # The pool is the grid: each point enqueued once per study, nothing else added.
+        first, pool = list(checked.grid), 0
     study = prepare_study(
         storage=optuna_storage,
         storage_url=storage,

@@ -239,8 +239,7 @@ def make_plan(
         raise FmsearchError(f"top_k must be >= 1, got {top_k}")
     # Promotion predicts the test set, and the validation set once (its calibration); the
     # ensemble step, the validation set twice (plain and mirrored) with each final model.
-    predicted = TEST_IMAGES + (2 * top_k + 1) * val_images
-    reserve = RESERVE_SECONDS + predicted / eval_images_per_s
+    reserve = RESERVE_SECONDS + (TEST_IMAGES + (2 * top_k + 1) * val_images) / eval_images_per_s
     available = budget_seconds - probe_seconds - reserve
     costs = _Costs(
         epoch_full=_epoch_seconds(train_images, val_images, train_images_per_s,

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -353,7 +353,7 @@ def _register(
         predicted = frame["class_index"].to_numpy()
         evaluation = evaluate_predictions(test_labels, predicted, class_names=CLASS_NAMES)
         tracker.log_evaluation(run_id, evaluation, class_names=CLASS_NAMES, split="test")
-        test_figures = _record_calibration(
+        calibrated = _record_calibration(
             tracker, run_id, calibration, probabilities=frame[list(CLASS_NAMES)].to_numpy(),
             labels=test_labels, title=f"{model_name} (trial {trial_number})",
         )  # fmt: skip
@@ -370,22 +370,10 @@ def _register(
             name=model_name,
             model_uri=served_uri,
             run_id=run_id,
-            tags={
-                TEST_ACCURACY_TAG: f"{evaluation.accuracy:.6f}",
-                TEST_MACRO_F1_TAG: f"{evaluation.macro_f1:.6f}",
-                **test_figures,
-                "test_confusion_matrix": confusion_json(evaluation),
-                STUDY_TAG: study.study_name,
-                SOURCE_TRIAL_TAG: trial_number,
-                SOURCE_RUN_TAG: trial_run_id,
-                "promotion_run_id": run_id,
-            },
-            description=(
-                f"Trial {trial_number} of study {study.study_name!r} (run {trial_run_id}): "
-                f"test accuracy {evaluation.accuracy:.4f}, macro F1 {evaluation.macro_f1:.4f} "
-                f"on {len(test_labels)} held-out images."
-            ),
-        )
+            **_version_record(evaluation, study=study, trial_number=trial_number,
+                              trial_run_id=trial_run_id, run_id=run_id,
+                              n_images=len(test_labels), calibration=calibrated),
+        )  # fmt: skip
     except BaseException as exc:
         tracker.end_run(run_id, status="FAILED", reason=f"{type(exc).__name__}: {exc}")
         raise
@@ -471,6 +459,28 @@ def _record_calibration(
         "test_ece": f"{metrics['test_ece']:.6f}",
         "test_loss": f"{metrics['test_loss']:.6f}",
         "calibration": decision,
+    }
+
+
+def _version_record(evaluation, *, study, trial_number, trial_run_id, run_id, n_images,
+                    calibration) -> dict[str, Any]:  # fmt: skip
+    """The registered version's tags and description: its test record and where it came from."""
+    return {
+        "tags": {
+            TEST_ACCURACY_TAG: f"{evaluation.accuracy:.6f}",
+            TEST_MACRO_F1_TAG: f"{evaluation.macro_f1:.6f}",
+            **calibration,
+            "test_confusion_matrix": confusion_json(evaluation),
+            STUDY_TAG: study.study_name,
+            SOURCE_TRIAL_TAG: trial_number,
+            SOURCE_RUN_TAG: trial_run_id,
+            "promotion_run_id": run_id,
+        },
+        "description": (
+            f"Trial {trial_number} of study {study.study_name!r} (run {trial_run_id}): "
+            f"test accuracy {evaluation.accuracy:.4f}, macro F1 {evaluation.macro_f1:.4f} "
+            f"on {n_images} held-out images."
+        ),
     }
 
 

@@ -62,6 +62,33 @@ def test_space_file_narrows_ranges_and_choices(cli, stores, tmp_path):
         assert trial.distributions["learning_rate"].high == 0.002
 
 
+def test_grid_sampler_runs_every_combination_of_the_space_file_s_choices_once(
+    cli, stores, tmp_path
+):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("batch_size: [64, 128]\noptimizer: [adam, sgd]\nlearning_rate: {high: 0.002}\n")
+    args = ["run", "--arch", "mlp", "--sampler", "grid", "--space-file", spec, "--no-promote",
+            *_store_args(stores), *TINY, "--pruner", "none", "--patience", 0]  # fmt: skip
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="mlp", storage=stores["storage"]).trials
+    points = {(t.params["batch_size"], t.params["optimizer"]) for t in trials}
+    assert len(trials) == 4 and points == {(64, "adam"), (64, "sgd"), (128, "adam"),
+                                           (128, "sgd")}  # fmt: skip
+    assert all(t.params["learning_rate"] <= 0.002 for t in trials)  # drawn in its range
+    # Exhaustive once: the same grid again runs nothing more.
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert len(optuna.load_study(study_name="mlp", storage=stores["storage"]).trials) == 4
+    wrong = cli(*args, "--trials", 3)
+    _one_line_error(wrong, r"--sampler grid runs every point of its grid: expected --trials 4")
+    ranges = tmp_path / "ranges.yaml"
+    ranges.write_text("learning_rate: {high: 0.002}\n")
+    refused = cli("run", "--arch", "mlp", "--sampler", "grid", "--space-file", ranges,
+                  *_store_args(stores), *TINY)  # fmt: skip
+    _one_line_error(refused, r"--sampler grid: expected a --space-file listing choices")
+
+
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
