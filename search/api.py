@@ -46,6 +46,7 @@ __all__ = [
     "SearchOptions",
     "SearchResult",
     "WorkResult",
+    "load_tensorflow",
     "open_storage",
     "open_tracker",
     "predict",
@@ -438,10 +439,30 @@ def promote(
 
     tracker = open_tracker(tracking_uri)
     study = load_study(storage=open_storage(storage), study_name=study_name)
+    _start(_study_runner(study), precision="auto", threads=None)
     data = load_fashion_mnist(data_dir=data_dir)
     return _promote(study, tracker=tracker, data=data, split=_study_split(study, data),
                     register_as=register_as, max_params=max_params,
                     max_latency_ms=max_latency_ms)  # fmt: skip
+
+
+def _study_runner(study):
+    """The runner of the study's architecture (Keras for a study made before it was recorded)."""
+    from search.kinds import RUNNERS, runner_for
+    from search.names import ARCH_ATTR
+    from spaces import resolve
+
+    arch = study.user_attrs.get(ARCH_ATTR)
+    return runner_for(resolve(arch)) if arch else RUNNERS["keras"]
+
+
+def load_tensorflow(*, threads: int | None = None) -> None:
+    """Start TensorFlow (and load fmsearch's Keras modules) with its start-up lines logged,
+    not printed: for commands that build or load Keras models."""
+    from search.kinds import RUNNERS
+
+    # "auto" looks for GPUs: where TensorFlow says it found no CUDA driver.
+    _start(RUNNERS["keras"], precision="auto", threads=threads)
 
 
 def _study_split(study, data) -> Split | None:
@@ -505,7 +526,8 @@ def predict(*, model_uri: str, images: np.ndarray, tracking_uri: str | None = No
     per image, its class index and name and the ten probabilities."""
     tracker = open_tracker(tracking_uri)
     try:
-        model = tracker.load_served_model(model_uri)
+        with start_up_output_logged():  # a Keras model starts TensorFlow here
+            model = tracker.load_served_model(model_uri)
     except Exception as exc:
         raise FmsearchError(f"cannot load model {model_uri}: {str(exc).splitlines()[0]}") from exc
     try:

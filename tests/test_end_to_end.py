@@ -18,6 +18,8 @@ from tests.services import start as _start
 from tests.services import wait_for as _wait_for
 
 pytestmark = pytest.mark.slow
+# What TensorFlow's C++ start-up and MLflow's warnings look like on a terminal.
+NOISE = ("absl", "oneDNN", "cuda", "I0000", "E0000", "WARNING mlflow")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -51,7 +53,7 @@ def test_the_terminal_shows_fmsearch_s_own_lines_only(workdir):
     """TensorFlow's C++ start-up lines (absl, oneDNN, CUDA) and MLflow's warnings stay off a
     user's terminal (`-v` shows them)."""
     stderr = (workdir / "run.stderr").read_text()
-    for noise in ("absl", "oneDNN", "cuda", "I0000", "E0000", "WARNING mlflow"):
+    for noise in NOISE:
         assert noise not in stderr, stderr
     assert "trial 1 complete" in stderr
 
@@ -86,6 +88,8 @@ def test_predict_in_a_real_process(workdir, fashion):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert len(rows) == 4 and all(0 <= int(r[1]) <= 9 for r in rows)
+    for noise in NOISE:  # loading a Keras model starts TensorFlow: its lines stay logged
+        assert noise not in result.stderr, result.stderr
 
 
 def test_ui_shows_the_study(ui):

@@ -92,17 +92,18 @@ def leaderboard(tracking_uri, data_dir, model_names, csv_path, quiet, verbose) -
     """
     setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import load_fashion_mnist
-    from search.api import open_tracker
+    from search.api import open_tracker, start_up_output_logged
     from search.insight import build_leaderboard, entry_row, publish_leaderboard
 
     tracker = open_tracker(tracking_uri)
     data = load_fashion_mnist(data_dir=data_dir)
-    entries = build_leaderboard(
-        tracker=tracker,
-        test_images=data.x_test,
-        test_labels=data.y_test,
-        model_names=model_names,
-    )
+    with start_up_output_logged():  # Keras champions start TensorFlow here
+        entries = build_leaderboard(
+            tracker=tracker,
+            test_images=data.x_test,
+            test_labels=data.y_test,
+            model_names=model_names,
+        )
     rows = [entry_row(e) for e in entries]
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     click.echo("  ".join(k.rjust(w) if k != "model" else k.ljust(w) for k, w in widths.items()))
@@ -207,9 +208,10 @@ def explain(
     """
     setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import load_fashion_mnist
-    from search.api import open_tracker
+    from search.api import load_tensorflow, open_tracker
     from search.insight import explain as explain_image
 
+    load_tensorflow()
     tracker = open_tracker(tracking_uri)
     data = load_fashion_mnist(data_dir=data_dir)
     result = explain_image(
@@ -294,10 +296,10 @@ def lr_find(
     """
     setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import load_fashion_mnist, split_train_val
-    from search.api import open_tracker, set_threads
+    from search.api import load_tensorflow, open_tracker
     from search.insight import find_learning_rate_range
 
-    set_threads(threads)
+    load_tensorflow(threads=threads)
 
     if min_lr >= max_lr:
         raise click.BadParameter(f"expected --min-lr below --max-lr ({max_lr:g}), got {min_lr:g}")
