@@ -4,7 +4,14 @@ import optuna
 import pytest
 
 from runners.errors import FmsearchError
-from search.choices import PRUNERS, SAMPLERS, describe_space, make_pruner, make_sampler
+from search.choices import (
+    PRUNERS,
+    SAMPLERS,
+    describe_space,
+    grid_points,
+    make_pruner,
+    make_sampler,
+)
 from spaces import ARCHITECTURES
 
 EXPECTED_SAMPLERS = {
@@ -12,6 +19,8 @@ EXPECTED_SAMPLERS = {
     "random": optuna.samplers.RandomSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
+    # The grid is the pool's enqueued trials; what lies outside it is drawn at random.
+    "grid": optuna.samplers.RandomSampler,
 }
 
 
@@ -46,10 +55,25 @@ def test_pruners():
 
 
 def test_unknown_names():
-    with pytest.raises(FmsearchError, match=r"--sampler must be one of tpe, .*got 'grid'"):
-        make_sampler("grid")
+    with pytest.raises(FmsearchError, match=r"--sampler must be one of tpe, .*got 'bohb'"):
+        make_sampler("bohb")
     with pytest.raises(FmsearchError, match=r"--pruner must be one of hyperband, .*got 'asha'"):
         make_pruner("asha", max_epochs=3)
+
+
+def test_grid_points_are_the_product_of_the_choices():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    narrowed = {
+        "batch_size": CategoricalDistribution([64, 128]),
+        "optimizer": CategoricalDistribution(["adam", "sgd", "adamw"]),
+        "learning_rate": FloatDistribution(1e-4, 1e-3, log=True),  # a range: not a grid axis
+    }
+    points = grid_points(narrowed)
+    assert len(points) == 6 and len({tuple(p.items()) for p in points}) == 6
+    assert all(set(p) == {"batch_size", "optimizer"} for p in points)
+    with pytest.raises(FmsearchError, match="expected a --space-file listing choices"):
+        grid_points({"learning_rate": narrowed["learning_rate"]})
 
 
 def test_describe_space_finds_conditional_hyperparameters():
