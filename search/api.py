@@ -320,9 +320,10 @@ def _finish(s, *, plan: Plan | None, ladder) -> SearchResult:
             pipeline.finals(s, plan=plan)
             if o.final_on_all_data:
                 pipeline.retrain(s, plan=plan)
-            outcome = summarize(s.study, parent_run_id="")
         if o.refit_epochs:
             refit = pipeline.refit_best(s, epochs=o.refit_epochs)
+        if plan is not None or refit is not None:  # they added trials
+            outcome = summarize(s.study, parent_run_id="")
         if o.promote:
             if outcome.best_trial is None:
                 raise FmsearchError(
@@ -335,7 +336,6 @@ def _finish(s, *, plan: Plan | None, ladder) -> SearchResult:
         pipeline.refresh_report(study=s.study, tracker=s.tracker, register_as=o.register_as)
         if plan is not None:
             pipeline.check_plan(s, plan=plan)
-    outcome = summarize(s.study, parent_run_id="")
     return SearchResult(s.study, searched, outcome, plan, refit, promotion)
 
 
@@ -362,7 +362,7 @@ def work(
     ``started_at`` is when this worker's first process started (its time limit counts from
     then).
     """
-    from runners.data import load_fashion_mnist, split_train_val
+    from runners.data import load_fashion_mnist
     from search import pipeline
     from search.budget import make_ladder, stored_plan
     from search.kinds import runner_for
@@ -385,9 +385,7 @@ def work(
     )
     _start(runner_for(resolve(arch)), precision=settings.precision, threads=threads)
     data = load_fashion_mnist(data_dir=data_dir)
-    split = split_train_val(
-        data.x_train, data.y_train, val_size=settings.val_size, subset=settings.subset
-    )
+    split = settings.split(data)
     ladder = None
     plan = stored_plan(study)
     if plan is not None and timeout is None:
@@ -468,14 +466,11 @@ def load_tensorflow(*, threads: int | None = None) -> None:
 def _study_split(study, data) -> Split | None:
     """The validation images the study's trials were judged on (None: a study made before
     fmsearch recorded its settings)."""
-    from runners.data import split_train_val
     from search.names import SETTINGS_ATTR
+    from search.workers import SearchSettings
 
     settings = study.user_attrs.get(SETTINGS_ATTR)
-    if settings is None:
-        return None
-    return split_train_val(data.x_train, data.y_train, val_size=settings["val_size"],
-                           subset=settings.get("subset"))  # fmt: skip
+    return None if settings is None else SearchSettings(**settings).split(data)
 
 
 def _promote(study, *, tracker, data, split, register_as, max_params,

@@ -259,19 +259,19 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
                 started_at: float) -> Opened:  # fmt: skip
     """Load the data, create (or resume) the study with its starting configurations, and
     open its MLflow parent run."""
-    from runners.data import load_fashion_mnist, split_train_val
+    from runners.data import load_fashion_mnist
     from search.study import open_study_run
     from search.workers import prepare_study
 
     o = checked.options
     data = load_fashion_mnist(data_dir=o.data_dir)
-    # Split before the study exists, so that an impossible --subset creates nothing.
-    split = split_train_val(data.x_train, data.y_train, val_size=o.val_size, subset=o.subset)
     settings = SearchSettings.from_distributions(
         sampler=o.sampler, pruner=o.pruner, max_epochs=o.max_epochs, patience=o.patience,
         subset=o.subset, val_size=o.val_size, seed=o.seed, fixed=checked.fixed,
         narrowed=checked.narrowed, precision=o.precision, deterministic=o.deterministic,
     )  # fmt: skip
+    # Split before the study exists, so that an impossible --subset creates nothing.
+    split = settings.split(data)
     first = starts(checked.space, max_epochs=o.max_epochs, planned=checked.planned)
     # They count toward --trials; a planned search runs them all on its lowest rung.
     first = (first if checked.planned else first[: checked.n_trials]) if o.enqueue else []

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
@@ -28,6 +28,9 @@ from search.outages import Reaper, reap_stale_trials
 from search.storage import create_or_load_study, load_study
 from search.study import add_budget
 from search.tracking import Tracker
+
+if TYPE_CHECKING:
+    from runners.data import FashionMNIST, Split
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,14 @@ class SearchSettings:
 
     def distributions(self) -> dict[str, Any]:
         return {k: json_to_distribution(v) for k, v in self.narrowed.items()}
+
+    def split(self, data: FashionMNIST) -> Split:
+        """The training and validation images every trial of the study sees, on any host."""
+        from runners.data import split_train_val
+
+        return split_train_val(
+            data.x_train, data.y_train, val_size=self.val_size, subset=self.subset
+        )
 
 
 def prepare_study(

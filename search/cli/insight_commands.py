@@ -92,18 +92,19 @@ def leaderboard(tracking_uri, data_dir, model_names, csv_path, quiet, verbose) -
     """
     setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import load_fashion_mnist
-    from search.api import open_tracker, start_up_output_logged
+    from search.api import load_tensorflow, open_tracker
     from search.insight import build_leaderboard, entry_row, publish_leaderboard
+
+    load_tensorflow()  # the champions are Keras models, mostly
 
     tracker = open_tracker(tracking_uri)
     data = load_fashion_mnist(data_dir=data_dir)
-    with start_up_output_logged():  # Keras champions start TensorFlow here
-        entries = build_leaderboard(
-            tracker=tracker,
-            test_images=data.x_test,
-            test_labels=data.y_test,
-            model_names=model_names,
-        )
+    entries = build_leaderboard(
+        tracker=tracker,
+        test_images=data.x_test,
+        test_labels=data.y_test,
+        model_names=model_names,
+    )
     rows = [entry_row(e) for e in entries]
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     click.echo("  ".join(k.rjust(w) if k != "model" else k.ljust(w) for k, w in widths.items()))

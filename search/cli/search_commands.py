@@ -255,10 +255,12 @@ def run(
 
 
 def _echo_refit(refit, *, study) -> None:
+    from optuna.trial import TrialState
+
     done = refit.trial
     if done is None:
         click.echo("refit: not run")
-    elif done.value is not None and done.state.name == "COMPLETE":
+    elif done.state == TrialState.COMPLETE:
         best = study.trials[refit.of]
         click.echo(
             f"refit trial {done.number}: val_accuracy {done.value:.4f} "
