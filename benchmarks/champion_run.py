@@ -14,7 +14,10 @@ full-width network trains 72 images/s (about 700 s per 50,000-image epoch), the 
 about 275 images/s.
 
     python -m benchmarks.champion_run [--quick] [--hours 2] [--arch vggbn] [--fix width=0.5]
-        [--workdir DIR] [--summarize DIR]
+        [--final-on-all-data] [--workdir DIR] [--summarize DIR]
+
+With ``--final-on-all-data`` the results go to ``champion_run_all_data.{md,json}``, beside
+the plain run's.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--final-on-all-data", action="store_true",
+        help="Train the chosen model again with the validation images (fmsearch run's option)",
+    )  # fmt: skip
+    parser.add_argument(
         "--note", help="A paragraph written under the tables (what happened to a kept run)"
     )  # fmt: skip
     add_results_dir(parser)
@@ -68,7 +75,9 @@ def main() -> None:
         args.fix = ["width=0.5"] if args.arch == "vggbn" else []
     command = [
         "run", "--arch", args.arch, "--budget-hours", f"{args.hours:.6g}", "--seed",
-        str(args.seed), "-q", *extra, *[option for fix in args.fix for option in ("--fix", fix)],
+        str(args.seed), "-q", *extra,
+        *(["--final-on-all-data"] if args.final_on_all_data else []),
+        *[option for fix in args.fix for option in ("--fix", fix)],
     ]  # fmt: skip
     with contextlib.ExitStack() as stack:
         if args.summarize:
@@ -113,7 +122,9 @@ def main() -> None:
         *(["", args.note] if args.note else []),
     ]
     path = write(
-        "champion_run_quick" if args.quick else "champion_run",
+        "champion_run"
+        + ("_quick" if args.quick else "")
+        + ("_all_data" if args.final_on_all_data else ""),
         {
             "hours": args.hours,
             "target": TARGET,

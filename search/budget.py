@@ -34,7 +34,13 @@ from search.names import (
     TRAIN_SECONDS_ATTR,
 )
 from search.outcome import Refit, StudyOutcome
-from search.plan import TRIAL_OVERHEAD_SECONDS, Plan, final_epochs, plan_summary
+from search.plan import (
+    TRIAL_OVERHEAD_SECONDS,
+    Plan,
+    final_epochs,
+    plan_summary,
+    retrain_reserve,
+)
 from search.tracking import Tracker
 from spaces import resolve
 from spaces.families import Families
@@ -146,8 +152,10 @@ def run_finals(
         The numbers of the trials whose configurations were trained.
     """
     candidates = final_candidates(study, k=plan.top_k)
+    images = plan.train_images + plan.val_images
     trained = []
     for i, trial in enumerate(candidates):
+        retrain_epoch = epoch_seconds_on_all(study, plan, trial, images=images)
         # Up to twice the plan's epochs when the time allows (the search ran faster than
         # the probe said): a schedule fitted to the time left, but never far past the plan.
         epochs = min(
@@ -157,9 +165,12 @@ def run_finals(
                 epoch_seconds=epoch_seconds_on_all(study, plan, trial),
                 finals_left=len(candidates) - i,
                 now=now(),
+                retrain_epoch_seconds=retrain_epoch,
             ),
         )
-        left = plan.finals_end_at - now()
+        # Without a retraining kept, retrain_ends_at is finals_end_at and the reserve is 0.
+        reserve = retrain_reserve(plan, epochs=epochs, retrain_epoch_seconds=retrain_epoch)
+        left = plan.retrain_ends_at - reserve - now()
         if left <= 0:
             logger.warning("no time left for the final training of trial %d", trial.number)
             break

@@ -366,15 +366,38 @@ def _fit_ladder(sizes: list[int], search: float, *, trial_seconds, eta: int):
     return ladder, per_config, first
 
 
-def final_epochs(plan: Plan, *, epoch_seconds: float, finals_left: int, now: float) -> int:
+def final_epochs(
+    plan: Plan,
+    *,
+    epoch_seconds: float,
+    finals_left: int,
+    now: float,
+    retrain_epoch_seconds: float = 0.0,
+) -> int:
     """Epochs the next final training can afford, from an epoch time measured in the search.
 
-    The time left to the plan's end is shared evenly by the ``finals_left`` trainings; the
-    result is at least 1 and at most ``MAX_FINAL_EPOCHS``.
+    The time left is shared evenly by the ``finals_left`` trainings. A plan that keeps time
+    to train the chosen model again on all images (``retrain_seconds``) shares the time up to
+    that retraining's end, an epoch of every final costing one more epoch of the retraining
+    (``retrain_epoch_seconds``): so that time the search left over goes to both, and the
+    retraining of a final that got longer still fits. The result is at least 1 and at most
+    ``MAX_FINAL_EPOCHS``.
     """
-    share = max(0.0, plan.finals_end_at - now) / max(finals_left, 1)
-    epochs = int((share - TRIAL_OVERHEAD_SECONDS) // max(epoch_seconds, 1e-9))
+    k = max(finals_left, 1)
+    retrain = plan.retrain_seconds > 0
+    end = plan.retrain_ends_at if retrain else plan.finals_end_at
+    overheads = (k + retrain) * TRIAL_OVERHEAD_SECONDS
+    per_epoch = k * epoch_seconds + (retrain_epoch_seconds if retrain else 0.0)
+    epochs = int((max(0.0, end - now) - overheads) // max(per_epoch, 1e-9))
     return max(1, min(MAX_FINAL_EPOCHS, epochs))
+
+
+def retrain_reserve(plan: Plan, *, epochs: int, retrain_epoch_seconds: float) -> float:
+    """Seconds the finals leave for retraining a final of ``epochs`` epochs on all images
+    (0 when the plan keeps no retraining)."""
+    if not plan.retrain_seconds:
+        return 0.0
+    return epochs * retrain_epoch_seconds + TRIAL_OVERHEAD_SECONDS
 
 
 def estimate_trials(

@@ -9,9 +9,11 @@ from search.plan import (
     FINAL_EPOCHS,
     MAX_FINAL_EPOCHS,
     MAX_FIRST_RUNG_CONFIGS,
+    TRIAL_OVERHEAD_SECONDS,
     Plan,
     final_epochs,
     make_plan,
+    retrain_reserve,
     rung_sizes,
 )
 
@@ -79,6 +81,32 @@ def test_final_epochs_share_the_time_left_among_the_finals():
     assert final_epochs(plan, epoch_seconds=10, finals_left=2, now=end - 206) == 10
     assert final_epochs(plan, epoch_seconds=10, finals_left=1, now=end - 10_000) == MAX_FINAL_EPOCHS
     assert final_epochs(plan, epoch_seconds=10, finals_left=1, now=end + 5) == 1
+
+
+def test_final_epochs_leave_the_retraining_its_share_of_spare_time():
+    plan = _plan(2, retrain_on_all=True)
+    full, on_all = plan.epoch_seconds(50_000), plan.epoch_seconds(60_000)
+    planned = plan.final_epochs
+    # At the planned start of the finals, the planned epochs (give or take the rounding).
+    start = plan.finals_end_at - plan.final_seconds
+    at_plan = final_epochs(plan, epoch_seconds=full, finals_left=plan.top_k, now=start,
+                           retrain_epoch_seconds=on_all)  # fmt: skip
+    assert abs(at_plan - planned) <= 1
+    # The search ended 10 minutes early: the final gets longer, and its retraining (one epoch
+    # on all images per epoch of the final) still ends by the plan's end.
+    early = start - 600
+    longer = final_epochs(plan, epoch_seconds=full, finals_left=plan.top_k, now=early,
+                          retrain_epoch_seconds=on_all)  # fmt: skip
+    assert longer > planned
+    finals = plan.top_k * (longer * full + TRIAL_OVERHEAD_SECONDS)
+    reserve = retrain_reserve(plan, epochs=longer, retrain_epoch_seconds=on_all)
+    assert reserve == longer * on_all + TRIAL_OVERHEAD_SECONDS
+    assert early + finals + reserve <= plan.retrain_ends_at
+    # Given to the finals alone (up to finals_end_at), the spare time would have made a final
+    # the kept retraining time cannot train again.
+    alone = int(((plan.finals_end_at - early) / plan.top_k - TRIAL_OVERHEAD_SECONDS) // full)
+    assert alone * on_all > plan.retrain_seconds
+    assert retrain_reserve(_plan(2), epochs=30, retrain_epoch_seconds=on_all) == 0.0
 
 
 def test_final_on_all_data_keeps_time_for_one_more_training_after_the_finals():
