@@ -1,7 +1,7 @@
 """The input pipeline of a Keras trial: batching, augmentation, CutMix and MixUp.
 
 Training batches go through ``tf.data``: shuffled, then the classic augmentations (Keras
-preprocessing layers: shift, rotation, zoom, horizontal flip, random erasing), then one-hot
+preprocessing layers: shift, rotation, zoom, shear, horizontal flip, random erasing), then one-hot
 labels, then CutMix or MixUp on the batch. Validation and test batches are only batched and
 one-hot encoded: nothing random ever touches them.
 
@@ -30,8 +30,9 @@ def classic_augmentation(params: dict[str, Any]) -> keras.layers.Pipeline | None
     """The classic augmentations that ``params`` switch on, as one Keras pipeline (or None).
 
     Keys read (all optional, off when missing): ``shift`` with ``shift_factor`` (fraction of
-    the side), ``rotation`` with ``rotation_degrees``, ``zoom`` with ``zoom_factor``, ``flip``
-    (horizontal), ``erasing`` with ``erasing_prob``.
+    the side), ``rotation`` with ``rotation_degrees``, ``zoom`` with ``zoom_factor``, ``shear``
+    with ``shear_factor`` (horizontal, fraction of the side), ``flip`` (horizontal),
+    ``erasing`` with ``erasing_prob``.
     """
     layers: list[keras.layers.Layer] = []
     fill = {"fill_mode": "constant", "fill_value": 0.0}  # the data set's background is black
@@ -42,6 +43,9 @@ def classic_augmentation(params: dict[str, Any]) -> keras.layers.Pipeline | None
         layers.append(keras.layers.RandomRotation(params["rotation_degrees"] / 360.0, **fill))
     if params.get("zoom"):
         layers.append(keras.layers.RandomZoom(params["zoom_factor"], **fill))
+    if params.get("shear"):
+        # Along x only, as Keras' ImageDataGenerator(shear_range=...) of the source recipes.
+        layers.append(keras.layers.RandomShear(x_factor=params["shear_factor"], **fill))
     if params.get("flip"):
         layers.append(keras.layers.RandomFlip("horizontal"))
     if params.get("erasing"):

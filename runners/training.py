@@ -40,6 +40,10 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
 
 
 LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")
+# ReduceLROnPlateau's settings for configurations stored before plateau_factor and
+# plateau_patience were searched.
+PLATEAU_FACTOR = 0.2
+PLATEAU_PATIENCE = 2
 # One-cycle: warm up from learning_rate / 25 over the first 30% of the steps (Smith's defaults).
 _ONE_CYCLE_START = 25.0
 _ONE_CYCLE_WARMUP = 0.3
@@ -175,7 +179,13 @@ def fit_trial(
     out_of_time = _Deadline(deadline)
     own = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, MONITOR), out_of_time]
     if params.get("lr_schedule") == "plateau":
-        own.insert(0, keras.callbacks.ReduceLROnPlateau(factor=0.2, patience=2))
+        own.insert(
+            0,
+            keras.callbacks.ReduceLROnPlateau(
+                factor=params.get("plateau_factor", PLATEAU_FACTOR),
+                patience=params.get("plateau_patience", PLATEAU_PATIENCE),
+            ),
+        )
     start = time.perf_counter()
     history = model.fit(
         train_dataset(split.x_train, split.y_train, params=params, num_classes=NUM_CLASSES),

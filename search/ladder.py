@@ -29,6 +29,7 @@ from search.locks import storage_lock
 from search.names import PROMOTED_FROM_ATTR, RUNG_ATTR
 from search.plan import Plan
 from search.storage import backend_of
+from spaces.common import PLATEAU_PARAMS
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,10 @@ def final_candidates(study: optuna.Study, *, k: int) -> list[FrozenTrial]:
 
 
 def final_params(params: dict[str, Any]) -> dict[str, Any]:
-    """A configuration as its final training runs it: the same, with a one-cycle schedule."""
-    return {**params, "lr_schedule": FINAL_SCHEDULE}
+    """A configuration as its final training runs it: the same, with a one-cycle schedule
+    (without the plateau schedule's settings, which only that schedule has)."""
+    kept = {k: v for k, v in params.items() if k not in PLATEAU_PARAMS}
+    return {**kept, "lr_schedule": FINAL_SCHEDULE}
 
 
 @dataclass(frozen=True)

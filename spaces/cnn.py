@@ -7,7 +7,8 @@ Hyperparameters:
     filters (categorical, 16 / 32 / 64): filters of the first conv layer.
     kernel_size (categorical, 3 / 5): convolution kernel size.
     dense_units (int, 64 to 512, log): units of the dense layer before the output.
-    l2 (float, 1e-6 to 1e-2, log): L2 penalty on every kernel.
+    use_l2 (bool) with l2 (float, 1e-6 to 1e-2, log): an L2 penalty on every kernel, or
+        none.
     dropout (float, 0.0 to 0.5): rate of both dropout layers.
     learning_rate, batch_size, optimizer, lr_schedule, label_smoothing and the augmentation:
         shared, see :mod:`spaces.common`.
@@ -21,6 +22,7 @@ from spaces.common import (
     COMMON_DEFAULTS,
     classifier_head,
     image_input,
+    kernel_l2,
     suggest_keras_common,
     suggest_regularization,
 )
@@ -35,7 +37,7 @@ KERNEL_SIZES = (3, 5)
 DENSE_UNITS = (64, 512)
 # The common Fashion-MNIST Keras CNN (32-64-128 filters, dense 128, dropout 0.3): 90-91%.
 DEFAULTS = {
-    **COMMON_DEFAULTS, "filters": 32, "kernel_size": 3, "dense_units": 128, "l2": 1e-6,
+    **COMMON_DEFAULTS, "filters": 32, "kernel_size": 3, "dense_units": 128, "use_l2": False,
     "dropout": 0.3,
 }  # fmt: skip
 
@@ -58,7 +60,7 @@ def build(
     """Build the (uncompiled) CNN that ``params`` describes."""
     import keras
 
-    l2 = keras.regularizers.L2(params["l2"])
+    l2 = kernel_l2(params)
 
     def conv(i: int) -> keras.layers.Conv2D:
         return keras.layers.Conv2D(

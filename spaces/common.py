@@ -11,10 +11,12 @@ Shared hyperparameters:
     optimizer (categorical, adam / adamw / sgd / rmsprop): sgd uses Nesterov momentum 0.9.
     lr_schedule (categorical, constant / cosine / one_cycle / plateau): how the learning rate
         moves: cosine decay to zero over the trial's epochs, one-cycle (warm up from 1/25 of
-        ``learning_rate`` over 30% of the steps, then cosine down), or divided by 5 when
-        the validation loss stalls for 2 epochs.
+        ``learning_rate`` over 30% of the steps, then cosine down), or multiplied by
+        ``plateau_factor`` when the validation loss stalls for ``plateau_patience`` epochs.
+    plateau_factor (float, 0.1 to 0.5) and plateau_patience (int, 1 to 5): with
+        ``lr_schedule`` plateau only, Keras' ``ReduceLROnPlateau``.
     label_smoothing (float, 0.0 to 0.2): label smoothing of the cross-entropy loss.
-    l2 (float, 1e-6 to 1e-2, log): L2 penalty on every kernel.
+    use_l2 (bool) with l2 (float, 1e-6 to 1e-2, log): an L2 penalty on every kernel, or none.
     dropout (float, 0.0 to 0.5): dropout rate.
 
 Shared augmentation (training batches only), each on/off with its strength:
@@ -27,6 +29,8 @@ Shared augmentation (training batches only), each on/off with its strength:
     zoom (bool) with zoom_factor (float, 0.02 to 0.2): random zoom in or out.
     flip (bool): random horizontal flip.
     erasing (bool) with erasing_prob (float, 0.1 to 0.5): random erasing of a patch.
+    shear (bool) with shear_factor (float, 0.02 to 0.2): random horizontal shear, fraction of
+        the side.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ LEARNING_RATE = (1e-4, 1e-2)
 BATCH_SIZES = (32, 64, 128, 256)
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")
+PLATEAU_FACTOR = (0.1, 0.5)
+PLATEAU_PATIENCE = (1, 5)
+# Searched only with lr_schedule "plateau".
+PLATEAU_PARAMS = ("plateau_factor", "plateau_patience")
 LABEL_SMOOTHING = (0.0, 0.2)
 L2 = (1e-6, 1e-2)
 DROPOUT = (0.0, 0.5)
@@ -53,7 +61,7 @@ SWITCH = (False, True)
 COMMON_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3, "batch_size": 128, "optimizer": "adam", "lr_schedule": "constant",
     "label_smoothing": 0.0, "mix": "none", "shift": False, "rotation": False, "zoom": False,
-    "flip": False, "erasing": False,
+    "flip": False, "erasing": False, "shear": False,
 }  # fmt: skip
 # A search whose trials train fewer epochs than this searches without augmentation: in so few
 # epochs it costs more accuracy than it buys (make run's 5-epoch mlp search ended 2.5 points
@@ -61,23 +69,28 @@ COMMON_DEFAULTS: dict[str, Any] = {
 AUGMENTED_MIN_EPOCHS = 10
 NO_AUGMENTATION: dict[str, Any] = {
     "mix": "none", "shift": False, "rotation": False, "zoom": False, "flip": False,
-    "erasing": False,
+    "erasing": False, "shear": False,
 }  # fmt: skip
 SHIFT_FACTOR = (0.02, 0.15)
 ROTATION_DEGREES = (2.0, 20.0)
 ZOOM_FACTOR = (0.02, 0.2)
 ERASING_PROB = (0.1, 0.5)
+SHEAR_FACTOR = (0.02, 0.2)
 
 
 def suggest_training(trial: optuna.Trial) -> dict[str, Any]:
     """Suggest the optimisation hyperparameters every Keras space shares."""
-    return {
+    params: dict[str, Any] = {
         "learning_rate": trial.suggest_float("learning_rate", *LEARNING_RATE, log=True),
         "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
         "optimizer": trial.suggest_categorical("optimizer", OPTIMIZERS),
         "lr_schedule": trial.suggest_categorical("lr_schedule", LR_SCHEDULES),
-        "label_smoothing": trial.suggest_float("label_smoothing", *LABEL_SMOOTHING),
     }
+    if params["lr_schedule"] == "plateau":
+        params["plateau_factor"] = trial.suggest_float("plateau_factor", *PLATEAU_FACTOR)
+        params["plateau_patience"] = trial.suggest_int("plateau_patience", *PLATEAU_PATIENCE)
+    params["label_smoothing"] = trial.suggest_float("label_smoothing", *LABEL_SMOOTHING)
+    return params
 
 
 def suggest_augmentation(trial: optuna.Trial) -> dict[str, Any]:
@@ -92,6 +105,7 @@ def suggest_augmentation(trial: optuna.Trial) -> dict[str, Any]:
         "zoom": ("zoom_factor", ZOOM_FACTOR),
         "flip": None,
         "erasing": ("erasing_prob", ERASING_PROB),
+        "shear": ("shear_factor", SHEAR_FACTOR),
     }
     for switch, strength in strengths.items():
         params[switch] = trial.suggest_categorical(switch, SWITCH)
@@ -132,11 +146,23 @@ def suggest_keras_common(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def suggest_regularization(trial: optuna.Trial) -> dict[str, Any]:
-    """Suggest the shared regularisation hyperparameters (``l2``, ``dropout``)."""
-    return {
-        "l2": trial.suggest_float("l2", *L2, log=True),
-        "dropout": trial.suggest_float("dropout", *DROPOUT),
-    }
+    """Suggest the shared regularisation hyperparameters (``use_l2`` with ``l2``,
+    ``dropout``)."""
+    params: dict[str, Any] = {"use_l2": trial.suggest_categorical("use_l2", SWITCH)}
+    if params["use_l2"]:
+        params["l2"] = trial.suggest_float("l2", *L2, log=True)
+    params["dropout"] = trial.suggest_float("dropout", *DROPOUT)
+    return params
+
+
+def kernel_l2(params: dict[str, Any]) -> keras.regularizers.Regularizer | None:
+    """The L2 penalty ``params`` ask for (None with ``use_l2`` off). Configurations stored
+    before ``use_l2`` existed always had one."""
+    import keras
+
+    if not params.get("use_l2", True):
+        return None
+    return keras.regularizers.L2(params["l2"])
 
 
 def image_input(input_shape: tuple[int, ...]) -> tuple[keras.KerasTensor, keras.KerasTensor]:

@@ -4,7 +4,8 @@ Hyperparameters:
     n_layers (int, 3 to 6): hidden dense layers.
     n_units_l{i} (int, 64 to 1024, log): units of hidden layer ``i``.
     batchnorm (bool): BatchNormalization between each dense layer and its ReLU.
-    l2 (float, 1e-6 to 1e-2, log): L2 penalty on every dense kernel (1e-6 is as good as off).
+    use_l2 (bool) with l2 (float, 1e-6 to 1e-2, log): an L2 penalty on every dense kernel,
+        or none.
     dropout (float, 0.0 to 0.5): dropout after every hidden layer.
     learning_rate, batch_size, optimizer, lr_schedule, label_smoothing and the augmentation:
         shared, see :mod:`spaces.common`.
@@ -19,6 +20,7 @@ from spaces.common import (
     batch_norm,
     classifier_head,
     image_input,
+    kernel_l2,
     suggest_keras_common,
     suggest_regularization,
 )
@@ -32,7 +34,7 @@ N_LAYERS = (3, 6)
 N_UNITS = (64, 1024)
 DEFAULTS = {
     **COMMON_DEFAULTS, "n_layers": 3, "n_units_l0": 512, "n_units_l1": 256, "n_units_l2": 128,
-    "batchnorm": True, "l2": 1e-4, "dropout": 0.3, "lr_schedule": "cosine",
+    "batchnorm": True, "use_l2": True, "l2": 1e-4, "dropout": 0.3, "lr_schedule": "cosine",
 }  # fmt: skip
 
 
@@ -53,7 +55,7 @@ def build(
     """Build the (uncompiled) deep MLP that ``params`` describes."""
     import keras
 
-    l2 = keras.regularizers.L2(params["l2"])
+    l2 = kernel_l2(params)
     inputs, x = image_input(input_shape)
     x = keras.layers.Flatten()(x)
     for i in range(params["n_layers"]):

@@ -4,7 +4,8 @@ Hyperparameters:
     cell (categorical, lstm / gru): the recurrent cell.
     units (int, 32 to 256, log): units of each recurrent layer.
     bidirectional (bool): read the rows both top-down and bottom-up.
-    l2 (float, 1e-6 to 1e-2, log): L2 penalty on the input kernels and the dense output.
+    use_l2 (bool) with l2 (float, 1e-6 to 1e-2, log): an L2 penalty on the input kernels
+        and the dense output, or none.
     dropout (float, 0.0 to 0.5): dropout between the layers (not inside the recurrence,
         which would rule out the fused cuDNN kernels on a GPU).
     learning_rate, batch_size, optimizer, lr_schedule, label_smoothing and the augmentation:
@@ -19,6 +20,7 @@ from spaces.common import (
     COMMON_DEFAULTS,
     classifier_head,
     image_input,
+    kernel_l2,
     suggest_keras_common,
     suggest_regularization,
 )
@@ -32,8 +34,8 @@ CELLS = ("lstm", "gru")
 UNITS = (32, 256)
 # Two stacked 128-unit LSTMs over the rows, as Fashion-MNIST RNN tutorials build them.
 DEFAULTS = {
-    **COMMON_DEFAULTS, "cell": "lstm", "units": 128, "bidirectional": False, "l2": 1e-6,
-    "dropout": 0.2,
+    **COMMON_DEFAULTS, "cell": "lstm", "units": 128, "bidirectional": False, "use_l2": True,
+    "l2": 1e-6, "dropout": 0.2,
 }  # fmt: skip
 
 
@@ -55,7 +57,7 @@ def build(
     """Build the (uncompiled) recurrent network that ``params`` describes."""
     import keras
 
-    l2 = keras.regularizers.L2(params["l2"])
+    l2 = kernel_l2(params)
     cell = keras.layers.LSTM if params["cell"] == "lstm" else keras.layers.GRU
     inputs, x = image_input(input_shape)
     x = keras.layers.Reshape(input_shape[:2])(x)  # (rows, pixels per row)

@@ -17,6 +17,7 @@ from runners.augment import (
 ALL_CLASSIC = {
     "shift": True, "shift_factor": 0.15, "rotation": True, "rotation_degrees": 20.0,
     "zoom": True, "zoom_factor": 0.2, "flip": True, "erasing": True, "erasing_prob": 0.5,
+    "shear": True, "shear_factor": 0.2,
 }  # fmt: skip
 
 
@@ -72,8 +73,13 @@ def test_classic_augmentation_is_off_unless_switched_on():
     assert classic_augmentation({"shift": False, "flip": False}) is None
     pipeline = classic_augmentation(ALL_CLASSIC)
     assert [type(layer).__name__ for layer in pipeline.layers] == [
-        "RandomTranslation", "RandomRotation", "RandomZoom", "RandomFlip", "RandomErasing",
+        "RandomTranslation", "RandomRotation", "RandomZoom", "RandomShear", "RandomFlip",
+        "RandomErasing",
     ]  # fmt: skip
+    (shear,) = [layer for layer in pipeline.layers if type(layer).__name__ == "RandomShear"]
+    # Horizontal only, as ImageDataGenerator's shear_range, over a black background.
+    assert shear.x_factor == (-0.2, 0.2) and shear.y_factor == (0.0, 0.0)
+    assert (shear.fill_mode, shear.fill_value) == ("constant", 0.0)
 
 
 def _first_batch(dataset):

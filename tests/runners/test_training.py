@@ -181,6 +181,23 @@ def test_learning_rate_schedules(small_split, schedule):
         assert rates == pytest.approx([lr] * 3)
 
 
+@pytest.mark.parametrize(
+    ("settings", "factors"),
+    [({}, [1, 1, 1, 0.2]), ({"plateau_factor": 0.5, "plateau_patience": 1}, [1, 1, 0.5, 0.25])],
+    ids=["old-configuration", "searched"],
+)
+def test_plateau_factor_and_patience_come_from_the_configuration(small_split, settings, factors):
+    """A learning rate too small to move the validation loss: every epoch after the first
+    stalls, so the rate falls by the factor after each ``patience`` stalled epochs (an epoch
+    reports the rate it trained with)."""
+    lr = 1e-9
+    params = {**PARAMS, "learning_rate": lr, "lr_schedule": "plateau", **settings}
+    reporter = Recorder()
+    fit_trial(_model(), params, small_split, max_epochs=4, reporter=reporter)
+    rates = [epoch["learning_rate"] for epoch in reporter.epochs]
+    assert rates == pytest.approx([lr * f for f in factors], rel=1e-4)
+
+
 def test_one_cycle_warms_up_then_anneals():
     from runners.training import make_learning_rate
 

@@ -17,7 +17,8 @@ from spaces.common import suggest_keras_common, suggest_regularization
 SHARED_EVERYWHERE = (
     "learning_rate", "batch_size", "optimizer", "lr_schedule", "label_smoothing", "mix", "shift",
     "shift_factor", "rotation", "rotation_degrees", "zoom", "zoom_factor", "flip", "erasing",
-    "erasing_prob", "mix_prob", "mix_alpha",
+    "erasing_prob", "mix_prob", "mix_alpha", "shear", "shear_factor", "plateau_factor",
+    "plateau_patience",
 )  # fmt: skip
 
 
