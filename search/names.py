@@ -99,5 +99,6 @@ INDEX_TAG = "fmsearch.index"
 
 TEST_ACCURACY_TAG = "test_accuracy"
 TEST_MACRO_F1_TAG = "test_macro_f1"
+TEST_LOSS_TAG = "test_loss"
 LOCK_HOLDER_TAG = "fmsearch.lock_holder"
 LOCK_EXPIRES_TAG = "fmsearch.lock_expires"

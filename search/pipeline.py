@@ -30,6 +30,7 @@ from search.workers import SearchSettings
 from spaces import resolve
 from spaces.common import AUGMENTED_MIN_EPOCHS, short_run_start, short_search_fixes
 from spaces.families import Families
+from spaces.recipes import Recipe, recipe
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ DEFAULT_TRIALS = 20
 @dataclass(frozen=True, kw_only=True)
 class SearchOptions:
     """What ``fmsearch run`` is asked (its options, by the same names; see ``fmsearch run
-    --help`` for each). ``trials=None`` is the default 20, or a plan from ``budget_hours``."""
+    --help`` for each). ``trials=None`` is the default 20, or a plan from ``budget_hours``.
+    ``enqueue``: True starts from the architecture's published configuration, a name from
+    that source recipe (``spaces.recipes``), False from nothing, None as ``--enqueue``'s
+    default."""
 
     arch: str
     trials: int | None = None
@@ -62,7 +66,7 @@ class SearchOptions:
     fixes: Sequence[str] = ()
     space_file: Path | None = None
     precision: str = "auto"
-    enqueue: bool | None = None
+    enqueue: bool | str | None = None
     refit_epochs: int | None = None
     final_on_all_data: bool = False
     engine: str = "optuna"
@@ -104,6 +108,7 @@ class Checked:
     timeout: float | None
     hard_timeout: bool
     grid: tuple[dict[str, Any], ...] = ()
+    recipe: Recipe | None = None
 
 
 def check(options: SearchOptions) -> Checked:
@@ -121,11 +126,14 @@ def check(options: SearchOptions) -> Checked:
     check_requirements(space, arch=o.arch)
     objectives = parse_objectives(o.objective, space, arch=o.arch)
     planned = _planned(o, space=space, objectives=objectives)
+    named_recipe = _recipe(o)
     distributions = describe_space(space) if o.fixes or o.space_file else {}
     fixed = parse_fixed(o.fixes, distributions)
     narrowed = load_space_file(o.space_file, distributions) if o.space_file else {}
     if runner.trains_in_epochs and not planned:
-        fixed = {**short_search_fixes(o.max_epochs, named={*fixed, *narrowed}), **fixed}
+        # A recipe's augmentation is part of it: a short search keeps it searchable.
+        named = {*fixed, *narrowed, *(named_recipe.params if named_recipe else ())}
+        fixed = {**short_search_fixes(o.max_epochs, named=named), **fixed}
     changes: dict[str, Any] = {}
     if o.enqueue is None:
         changes["enqueue"] = o.engine != "keras-tuner" and o.space_file is None
@@ -163,7 +171,24 @@ def check(options: SearchOptions) -> Checked:
         timeout=timeout,
         hard_timeout=hard_timeout,
         grid=tuple(grid),
+        recipe=named_recipe,
     )
+
+
+def _recipe(options: SearchOptions) -> Recipe | None:
+    """The recipe ``--enqueue NAME`` names, checked against ``--arch``."""
+    if not isinstance(options.enqueue, str):
+        return None
+    try:
+        found = recipe(options.enqueue)
+    except KeyError as e:
+        raise FmsearchError(f"--enqueue: {e.args[0]}") from None
+    if found.arch != options.arch:
+        raise FmsearchError(
+            f"--enqueue {options.enqueue}: expected --arch {found.arch} (the recipe's), got "
+            f"--arch {options.arch}"
+        )
+    return found
 
 
 def _grid(options: SearchOptions, *, narrowed, planned: bool) -> list[dict[str, Any]]:
@@ -224,9 +249,12 @@ def _check_keras_tuner(options: SearchOptions, *, space, objectives, enqueue) ->
         )
 
 
-def starts(space, *, max_epochs: int, planned: bool) -> list[dict]:
-    """The configurations a new study starts from: the published one, and for a short
-    Keras search the same retuned for few epochs."""
+def starts(space, *, max_epochs: int, planned: bool, recipe: Recipe | None = None) -> list[dict]:
+    """The configurations a new study starts from: the named recipe as published; or the
+    published configuration, and for a short Keras search the same retuned for few
+    epochs."""
+    if recipe is not None:
+        return [dict(recipe.params)]
     families = isinstance(space, Families)
     published = space.starts() if families else [space.DEFAULTS]
     short = runner_for(space).trains_in_epochs and max_epochs < AUGMENTED_MIN_EPOCHS
@@ -272,7 +300,8 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
     )  # fmt: skip
     # Split before the study exists, so that an impossible --subset creates nothing.
     split = settings.split(data)
-    first = starts(checked.space, max_epochs=o.max_epochs, planned=checked.planned)
+    first = starts(checked.space, max_epochs=o.max_epochs, planned=checked.planned,
+                   recipe=checked.recipe)  # fmt: skip
     # They count toward --trials; a planned search runs them all on its lowest rung.
     first = (first if checked.planned else first[: checked.n_trials]) if o.enqueue else []
     pool = max(o.workers, 1) if checked.planned else checked.n_trials

@@ -36,6 +36,7 @@ from search.names import (
     STANDS_IN_ATTR,
     STUDY_TAG,
     TEST_ACCURACY_TAG,
+    TEST_LOSS_TAG,
     TTA_TAG,
     UNLOGGED_ATTR,
 )
@@ -70,6 +71,8 @@ class Promotion:
         trial_number: The trial it came from.
         decision: One sentence: why it got its alias.
         already_registered: The trial had been registered by an earlier promotion.
+        test_loss: The version's cross-entropy on the test images (None: registered before
+            fmsearch recorded it).
     """
 
     model_name: str
@@ -80,6 +83,7 @@ class Promotion:
     trial_number: int
     decision: str
     already_registered: bool
+    test_loss: float | None = None
 
 
 def default_model_name(study: optuna.Study) -> str:
@@ -208,6 +212,7 @@ def _promote(
         trial_number=best.number,
         decision=decision,
         already_registered=already,
+        test_loss=float(version.tags[TEST_LOSS_TAG]) if TEST_LOSS_TAG in version.tags else None,
     )
 
 
@@ -457,7 +462,7 @@ def _record_calibration(
     )  # fmt: skip
     return {
         "test_ece": f"{metrics['test_ece']:.6f}",
-        "test_loss": f"{metrics['test_loss']:.6f}",
+        TEST_LOSS_TAG: f"{metrics['test_loss']:.6f}",
         "calibration": decision,
     }
 

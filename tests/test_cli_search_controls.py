@@ -93,7 +93,7 @@ def test_grid_sampler_runs_every_combination_of_the_space_file_s_choices_once(
     ("args", "pattern"),
     [
         (["--fix", "lr=0.1"], r"--fix: expected one of the space's hyperparameters "
-                              r"\(n_units_l0, n_units_l1, l2, .*learning_rate.*\), got 'lr'"),
+                              r"\(n_units_l0, n_units_l1, use_l2, l2, .*learning_rate.*\), got 'lr'"),
         (["--fix", "learning_rate=1"], r"--fix learning_rate: expected a value in "
                                        r"\[0.0001, 0.01\], got 1.0"),
         (["--fix", "optimizer=lbfgs"], r"--fix optimizer: expected one of adam, adamw, sgd, "
@@ -116,6 +116,9 @@ def test_grid_sampler_runs_every_combination_of_the_space_file_s_choices_once(
          r"--final-on-all-data: expected a planned search .*got no --budget-hours"),
         (["--final-on-all-data", "--budget-hours", "1", "--trials", "3"],
          r"--final-on-all-data: expected a planned search .*got a search that is not planned"),
+        (["--enqueue", "nope"], r"--enqueue: expected one of mlp-2hidden, .*, got 'nope'"),
+        (["--enqueue", "vggbn-bn94"],
+         r"--enqueue vggbn-bn94: expected --arch vggbn \(the recipe's\), got --arch mlp"),
     ],
 )  # fmt: skip
 def test_bad_search_controls_are_refused_before_any_study(cli, stores, args, pattern):

@@ -3,7 +3,8 @@
 Environment variables are read here only (click's ``envvar=``; the flag wins). Heavy imports
 (TensorFlow, MLflow, Optuna) happen inside the commands, so ``fmsearch --help`` is instant.
 Commands: ``search_commands`` (run a search and what follows it), ``serve_commands`` (servers
-and predictions), ``insight_commands`` (the data, spaces and models looked into).
+and predictions), ``insight_commands`` (the data, spaces and models looked into),
+``recipe_commands`` (the source projects' configurations).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import click
 
 from runners.errors import FmsearchError
-from search.cli import insight_commands, search_commands, serve_commands
+from search.cli import insight_commands, recipe_commands, search_commands, serve_commands
 from search.cli.options import ENVIRONMENT
 from search.urls import redact
 
@@ -42,6 +43,6 @@ def main() -> None:
         os.environ.setdefault(key, value)
 
 
-for _module in (search_commands, serve_commands, insight_commands):
+for _module in (search_commands, recipe_commands, serve_commands, insight_commands):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -37,6 +37,8 @@ from search.urls import redact
 from spaces.families import AUTO
 
 logger = logging.getLogger(__name__)
+# What --enqueue without a recipe's name stands for: the architecture's DEFAULTS.
+PUBLISHED = "published"
 
 
 @click.command()
@@ -126,12 +128,17 @@ logger = logging.getLogger(__name__)
     "resolves auto on its own host.",
 )
 @click.option(
-    "--enqueue/--no-enqueue",
+    "--enqueue",
+    is_flag=False,
+    flag_value=PUBLISHED,
     default=None,
+    metavar="[RECIPE]",
     help="Start with the architecture's published configuration (once per study; a Keras "
-    "search of under 10 epochs also with it retuned for few epochs).  "
-    "[default: on, unless --space-file narrows the space or --engine keras-tuner]",
+    "search of under 10 epochs also with it retuned for few epochs), or with the named "
+    "source recipe exactly (`fmsearch recipes` lists them).  [default: on, unless "
+    "--space-file narrows the space or --engine keras-tuner]",
 )
+@click.option("--no-enqueue", is_flag=True, help="Start from no configuration.")
 @click.option(
     "--refit-epochs",
     type=click.IntRange(min=1),
@@ -198,6 +205,7 @@ def run(
     space_file,
     precision,
     enqueue,
+    no_enqueue,
     refit_epochs,
     final_on_all_data,
     engine,
@@ -224,6 +232,7 @@ def run(
       fmsearch run --arch resnet --trials 100 --subset 5000 --refit-epochs 20
       fmsearch run --arch mlp --storage postgresql://user@db/optuna --study-name mlp-big
       fmsearch run --arch vggbn --enqueue --fix optimizer=adamw --space-file narrow.yaml
+      fmsearch run --arch vggbn --enqueue vggbn-bn94 --trials 30
       fmsearch run --arch cnn --objective accuracy,latency --max-latency-ms 0.05
       fmsearch run --arch resnet --trials 100 --workers 2
       fmsearch run --arch cnn --trials 30 --engine keras-tuner --tuner bayesian
@@ -234,6 +243,9 @@ def run(
 
     source = click.get_current_context().get_parameter_source("n_trials")
     given = source not in (click.core.ParameterSource.DEFAULT, None)
+    if enqueue is not None and no_enqueue:
+        raise click.UsageError("expected --enqueue or --no-enqueue, got both")
+    enqueue = False if no_enqueue else True if enqueue == PUBLISHED else enqueue
     result = api.search(
         arch=arch, trials=n_trials if given else None, study_name=study_name, storage=storage,
         tracking_uri=tracking_uri, sampler=sampler, pruner=pruner, seed=seed,
