@@ -93,7 +93,8 @@ def test_grid_sampler_runs_every_combination_of_the_space_file_s_choices_once(
     ("args", "pattern"),
     [
         (["--fix", "lr=0.1"], r"--fix: expected one of the space's hyperparameters "
-                              r"\(n_units_l0, n_units_l1, use_l2, l2, .*learning_rate.*\), got 'lr'"),
+                              r"\(n_units_l0, n_units_l1, use_l2, l2, .*learning_rate.*\), "
+                              r"got 'lr'"),
         (["--fix", "learning_rate=1"], r"--fix learning_rate: expected a value in "
                                        r"\[0.0001, 0.01\], got 1.0"),
         (["--fix", "optimizer=lbfgs"], r"--fix optimizer: expected one of adam, adamw, sgd, "
