@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
         "tracking_overhead",
         "trial_speed",
         "flops",
+        "recipes",
     ],
 )
 def test_quick_benchmark_writes_its_results(name, run_quick):
