@@ -22,13 +22,15 @@ import pkgutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runners.errors import FmsearchError
+from search.finetune import finetune
 from search.pipeline import RefitOutcome, SearchOptions, time_limit
+from search.reproduce import reproduce
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,6 +48,7 @@ __all__ = [
     "SearchOptions",
     "SearchResult",
     "WorkResult",
+    "finetune",
     "load_tensorflow",
     "open_storage",
     "open_tracker",
@@ -53,6 +56,8 @@ __all__ = [
     "preload",
     "promote",
     "report",
+    "reproduce",
+    "run_search",
     "search",
     "studies",
     "work",
@@ -205,14 +210,25 @@ def search(options: SearchOptions | None = None, /, **fields: Any) -> SearchResu
         FmsearchError: Options that cannot work together, a study that cannot resume with
             them, stores out of reach, a search whose every trial fails.
     """
+    options = replace(options, **fields) if options else SearchOptions(**fields)
+    return run_search(options)
+
+
+def run_search(
+    options: SearchOptions,
+    *,
+    grid: Sequence[dict[str, Any]] | None = None,
+    prepare: Callable[[optuna.Study], None] | None = None,
+) -> SearchResult:
+    """:func:`search` for a study whose grid comes from elsewhere than a space file
+    (``grid``), and which ``prepare`` marks before its first trial (fine-tuning)."""
     from search import pipeline
     from search.kinds import runner_for
     from search.urls import default_storage
 
-    options = replace(options, **fields) if options else SearchOptions(**fields)
     # The whole command counts against --budget-hours, set-up included.
     started_at = time.time()
-    checked = pipeline.check(options)
+    checked = pipeline.check(options, grid=grid)
     _start(runner_for(checked.space), precision=options.precision, threads=options.threads)
     tracker = open_tracker(options.tracking_uri)
     storage = options.storage or default_storage()
@@ -223,6 +239,8 @@ def search(options: SearchOptions | None = None, /, **fields: Any) -> SearchResu
         storage=storage,
         started_at=started_at,
     )
+    if prepare is not None:
+        prepare(opened.study)
     plan, ladder = _run_trials(opened)
     return _finish(opened, plan=plan, ladder=ladder)
 

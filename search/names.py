@@ -13,6 +13,8 @@ OBJECTIVES_ATTR = "objectives"
 SETTINGS_ATTR = "fmsearch.settings"
 # The planned search's plan (search.plan.Plan), for the ladder in every worker.
 PLAN_ATTR = "fmsearch.plan"
+# A fine-tuning study's source: the champion's configuration, its model, the grid.
+FINETUNE_ATTR = "fmsearch.finetune"
 # A worker writes this to learn that the storage takes writes again after an outage.
 PROBE_ATTR = "fmsearch.storage_probe"
 

@@ -283,6 +283,8 @@ class Objective:
         a decaying schedule is watched only once it has annealed, ``_monitor_from``)."""
         if STANDS_IN_ATTR in trial.user_attrs:
             return None  # its validation images are training images: nothing to stop on
+        if "patience" in params:  # a fine-tuning grid's own dimension
+            return params["patience"]
         if self._patience is None or REFIT_ATTR not in trial.user_attrs:
             return self._patience
         if self._monitor_from(trial, params, epochs):

@@ -111,9 +111,10 @@ class Checked:
     recipe: Recipe | None = None
 
 
-def check(options: SearchOptions) -> Checked:
+def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = None) -> Checked:
     """Everything that can be wrong with the options, refused before the study exists;
-    the engine's and the plan's adjustments (sampler, pruner, study name) made."""
+    the engine's and the plan's adjustments (sampler, pruner, study name) made. ``grid``:
+    the points of a grid that comes from elsewhere than a space file (fine-tuning)."""
     from search.choices import check_requirements, describe_space, parse_objectives
     from search.overrides import load_space_file, parse_fixed
 
@@ -159,7 +160,8 @@ def check(options: SearchOptions) -> Checked:
     if len(objectives) > 1 and changes.get("pruner", o.pruner) != "none":
         logger.info("pruning is off: Optuna cannot prune multi-objective studies")
         changes["pruner"] = "none"
-    grid = _grid(o, narrowed=narrowed, planned=planned) if o.sampler == "grid" else []
+    if grid is None:
+        grid = _grid(o, narrowed=narrowed, planned=planned) if o.sampler == "grid" else []
     return Checked(
         options=replace(o, **changes),
         space=space,

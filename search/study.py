@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from runners.data import Split
 from runners.errors import FmsearchError, TrialFailed
 from search.choices import pinned
+from search.finetune import study_space
 from search.kinds import FitPlan, runner_for
 from search.ladder import Ladder
 from search.locks import storage_lock
@@ -26,7 +27,6 @@ from search.outages import Reaper, await_storage, end_orphaned_runs, reap_stale_
 from search.outcome import Refit, StudyOutcome, summarize
 from search.storage import PoolEmpty, backend_of, is_outage
 from search.tracking import Tracker
-from spaces import resolve
 
 logger = logging.getLogger(__name__)
 # Stop the study when this many trials fail in a row: the cause is then the set-up, not a
@@ -158,7 +158,7 @@ def run_engine(
     # Resolving "auto" starts TensorFlow's device discovery (seconds on a loaded machine): done
     # before the clock starts, so that set-up never eats a short --timeout, and only for
     # Keras trials (scikit-learn ones never import TensorFlow).
-    space = resolve(arch)
+    space = study_space(study, arch=arch, tracker=tracker)
     policy = runner_for(space).resolve_policy(precision)
     deadline = None if timeout is None else time.monotonic() + timeout
     objective = Objective(

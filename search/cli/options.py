@@ -208,3 +208,14 @@ def val_size_option(*, help: str):
     return click.option(
         "--val-size", type=click.IntRange(min=10), default=10_000, show_default=True, help=help
     )
+
+
+def echo_promotion(promotion) -> None:
+    """What promotion decided, as the commands that promote print it."""
+    click.echo(
+        f"{promotion.model_name} version {promotion.version} from trial "
+        f"{promotion.trial_number} is the {promotion.alias} ({promotion.decision}); "
+        f"test macro F1 {promotion.test_macro_f1:.4f}"
+    )
+    uri = f"models:/{promotion.model_name}@{promotion.alias}"
+    click.echo(f"load it with mlflow.pyfunc.load_model({uri!r})")

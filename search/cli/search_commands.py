@@ -18,6 +18,7 @@ from search.cli.options import (
     Finite,
     budget_option,
     data_dir_option,
+    echo_promotion,
     heartbeat_option,
     max_latency_option,
     max_params_option,
@@ -263,7 +264,7 @@ def run(
     if result.refit is not None:
         _echo_refit(result.refit, study=result.study)
     if result.promotion is not None:
-        _echo_promotion(result.promotion)
+        echo_promotion(result.promotion)
 
 
 def _echo_refit(refit, *, study) -> None:
@@ -280,16 +281,6 @@ def _echo_refit(refit, *, study) -> None:
         )
     else:
         click.echo(f"refit trial {done.number}: {done.state.name.lower()}")
-
-
-def _echo_promotion(promotion) -> None:
-    click.echo(
-        f"{promotion.model_name} version {promotion.version} from trial "
-        f"{promotion.trial_number} is the {promotion.alias} ({promotion.decision}); "
-        f"test macro F1 {promotion.test_macro_f1:.4f}"
-    )
-    uri = f"models:/{promotion.model_name}@{promotion.alias}"
-    click.echo(f"load it with mlflow.pyfunc.load_model({uri!r})")
 
 
 @click.command()
@@ -449,7 +440,7 @@ def promote(
     promotion = api.promote(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
                             data_dir=data_dir, register_as=register_as, max_params=max_params,
                             max_latency_ms=max_latency_ms)  # fmt: skip
-    _echo_promotion(promotion)
+    echo_promotion(promotion)
 
 
 @click.command()

@@ -66,6 +66,29 @@ class Registry:
             return None
         return versions[0] if versions else None
 
+    def version_of(self, model_uri: str) -> ModelVersion:
+        """The registered version ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` names.
+
+        Raises:
+            FmsearchError: Not such a URI, or no such version.
+        """
+        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/@]+)|/(\d+))", model_uri)
+        if match is None:
+            raise FmsearchError(
+                f"expected a registered model as models:/NAME@ALIAS or models:/NAME/VERSION, "
+                f"got {model_uri!r}"
+            )
+        name, alias, number = match.groups()
+        try:
+            if alias is not None:
+                return self._client.get_model_version_by_alias(name, alias)
+            return self._client.get_model_version(name, number)
+        except MlflowException as exc:
+            raise FmsearchError(
+                f"expected a registered version at {model_uri} in {self._client.tracking_uri}, "
+                f"got none ({exc.error_code})"
+            ) from None
+
     def version_by_alias(self, name: str, alias: str) -> ModelVersion | None:
         try:
             return self._client.get_model_version_by_alias(name, alias)
