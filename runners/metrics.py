@@ -101,6 +101,21 @@ def confusion_figure(
     return fig
 
 
+def scores_from_confusion(confusion: np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro F1 and each class's F1 of a confusion matrix (true classes down): what
+    a recorded matrix says without the predictions behind it."""
+    confusion = np.asarray(confusion, dtype=float)
+    hits = np.diag(confusion)
+    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (row total + column total); 0 for an empty class.
+    totals = confusion.sum(axis=1) + confusion.sum(axis=0)
+    f1 = np.divide(2 * hits, totals, out=np.zeros_like(hits), where=totals > 0)
+    return {
+        "accuracy": float(hits.sum() / max(confusion.sum(), 1.0)),
+        "macro_f1": float(f1.mean()),
+        "f1": [float(v) for v in f1],
+    }
+
+
 def normalized_confusion(confusion: np.ndarray) -> np.ndarray:
     """Each row divided by its sum: the share of a true class given each prediction."""
     totals = confusion.sum(axis=1, keepdims=True)

@@ -62,6 +62,8 @@ STANDS_IN_ATTR = "stands_in_for"
 RUNG_ATTR = "rung"
 PROMOTED_FROM_ATTR = "promoted_from"
 FINAL_ATTR = "final"
+# The study's baseline: its first enqueued configuration ("published", or a recipe's name).
+BASELINE_ATTR = "baseline"
 
 # MLflow: run tags -----------------------------------------------------------------------------
 
@@ -102,5 +104,8 @@ INDEX_TAG = "fmsearch.index"
 TEST_ACCURACY_TAG = "test_accuracy"
 TEST_MACRO_F1_TAG = "test_macro_f1"
 TEST_LOSS_TAG = "test_loss"
+# On a registered version: its study's baseline judged on the same test images (JSON: trial,
+# label, confusion matrix).
+BASELINE_TAG = "fmsearch.baseline"
 LOCK_HOLDER_TAG = "fmsearch.lock_holder"
 LOCK_EXPIRES_TAG = "fmsearch.lock_expires"

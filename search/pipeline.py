@@ -307,9 +307,10 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
     # They count toward --trials; a planned search runs them all on its lowest rung.
     first = (first if checked.planned else first[: checked.n_trials]) if o.enqueue else []
     pool = max(o.workers, 1) if checked.planned else checked.n_trials
+    baseline = (o.enqueue if isinstance(o.enqueue, str) else "published") if first else None
     if checked.grid:
         # The pool is the grid: each point enqueued once per study, nothing else added.
-        first, pool = list(checked.grid), 0
+        first, pool, baseline = list(checked.grid), 0, None
     study = prepare_study(
         storage=optuna_storage,
         storage_url=storage,
@@ -321,6 +322,7 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
         # planned search's ladder adds its own, one per free worker at a time.
         n_trials=0 if o.engine == "keras-tuner" else pool,
         enqueue=first,
+        baseline=baseline,
     )
     logger.info(
         "study %s: %s, %s, up to %d epochs",

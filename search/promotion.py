@@ -1,12 +1,14 @@
 """Promotion: judge a study's best trial on the test set and register it, champion or not.
 
-The test set is touched here only, once per candidate: the registered (pyfunc) model itself
-predicts the raw uint8 test images, so the recorded accuracy is the served model's.
+The test set is touched here only, once per candidate (and once for the study's baseline,
+judged beside it): the registered (pyfunc) model itself predicts the raw uint8 test images, so
+the recorded accuracy is the served model's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions
 from search.names import (
     ARCH_ATTR,
+    BASELINE_ATTR,
+    BASELINE_TAG,
     DECISION_TAG,
     EXTRA_PACKAGES_TAG,
     FLAVOR_TAG,
@@ -358,10 +362,12 @@ def _register(
         predicted = frame["class_index"].to_numpy()
         evaluation = evaluate_predictions(test_labels, predicted, class_names=CLASS_NAMES)
         tracker.log_evaluation(run_id, evaluation, class_names=CLASS_NAMES, split="test")
-        calibrated = _record_calibration(
+        recorded = _record_calibration(
             tracker, run_id, calibration, probabilities=frame[list(CLASS_NAMES)].to_numpy(),
             labels=test_labels, title=f"{model_name} (trial {trial_number})",
         )  # fmt: skip
+        recorded |= _baseline_record(study, tracker, run_id, candidate=trial_number,
+                                     images=test_images, labels=test_labels)  # fmt: skip
         _log_pictures(
             tracker,
             run_id,
@@ -377,7 +383,7 @@ def _register(
             run_id=run_id,
             **_version_record(evaluation, study=study, trial_number=trial_number,
                               trial_run_id=trial_run_id, run_id=run_id,
-                              n_images=len(test_labels), calibration=calibrated),
+                              n_images=len(test_labels), recorded=recorded),
         )  # fmt: skip
     except BaseException as exc:
         tracker.end_run(run_id, status="FAILED", reason=f"{type(exc).__name__}: {exc}")
@@ -385,6 +391,39 @@ def _register(
     tracker.set_tags(run_id, {"registered_version": version.version})
     tracker.end_run(run_id, status="FINISHED")
     return version
+
+
+def _baseline_record(
+    study: optuna.Study,
+    tracker: Tracker,
+    run_id: str,
+    *,
+    candidate: int,
+    images: np.ndarray,
+    labels: np.ndarray,
+) -> dict[str, str]:
+    """The study's baseline (its enqueued published configuration or recipe) judged on the
+    test images beside the candidate: metrics of the promotion run, and the version tag the
+    report reads (empty where there is no other completed baseline with a model)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    baseline = next((t for t in complete if BASELINE_ATTR in t.user_attrs), None)
+    if baseline is None or baseline.number == candidate or RUN_ID_ATTR not in baseline.user_attrs:
+        return {}
+    tags = tracker.run_tags(baseline.user_attrs[RUN_ID_ATTR])
+    if MODEL_URI_TAG not in tags:
+        return {}
+    served = tracker.preview_served_model(
+        model_uri=tags[MODEL_URI_TAG], flavor=tags.get(FLAVOR_TAG, "keras"),
+        class_names=CLASS_NAMES,
+        extra_packages=tuple(filter(None, tags.get(EXTRA_PACKAGES_TAG, "").split(","))),
+    )  # fmt: skip
+    predicted = served.predict(images)["class_index"].to_numpy()
+    evaluation = evaluate_predictions(labels, predicted, class_names=CLASS_NAMES)
+    tracker.log_metrics(run_id, {"baseline_test_accuracy": evaluation.accuracy,
+                                 "baseline_test_macro_f1": evaluation.macro_f1})  # fmt: skip
+    record = {"trial": baseline.number, "label": baseline.user_attrs[BASELINE_ATTR],
+              "confusion": evaluation.confusion.tolist()}  # fmt: skip
+    return {BASELINE_TAG: json.dumps(record, separators=(",", ":"))}
 
 
 @dataclass(frozen=True)
@@ -468,13 +507,14 @@ def _record_calibration(
 
 
 def _version_record(evaluation, *, study, trial_number, trial_run_id, run_id, n_images,
-                    calibration) -> dict[str, Any]:  # fmt: skip
-    """The registered version's tags and description: its test record and where it came from."""
+                    recorded) -> dict[str, Any]:  # fmt: skip
+    """The registered version's tags and description: its test record (``recorded``: the
+    calibration's and the baseline's tags besides) and where it came from."""
     return {
         "tags": {
             TEST_ACCURACY_TAG: f"{evaluation.accuracy:.6f}",
             TEST_MACRO_F1_TAG: f"{evaluation.macro_f1:.6f}",
-            **calibration,
+            **recorded,
             "test_confusion_matrix": confusion_json(evaluation),
             STUDY_TAG: study.study_name,
             SOURCE_TRIAL_TAG: trial_number,

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runners.errors import FmsearchError
 from search.names import (
+    BASELINE_TAG,
     EPOCHS_ATTR,
     OBJECTIVES_ATTR,
     SETTINGS_ATTR,
@@ -311,6 +312,51 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _baseline_section(champion: Mapping[str, Any] | None) -> str:
+    """The study's baseline beside the champion on the same test images: accuracy, macro
+    F1, each class's F1, and the two confusion matrices side by side."""
+    if not champion or not champion.get("baseline") or champion.get("confusion") is None:
+        return ""
+    from runners.data import CLASS_NAMES
+    from runners.metrics import scores_from_confusion
+
+    base = champion["baseline"]
+    sides = {
+        f"baseline: trial {base['trial']} ({base['label']})": base["confusion"],
+        f"champion: trial {champion.get('trial')}": champion["confusion"],
+    }
+    scores = {side: scores_from_confusion(matrix) for side, matrix in sides.items()}
+    rows = [
+        {"": "test accuracy", **{side: s["accuracy"] for side, s in scores.items()}},
+        {"": "macro F1", **{side: s["macro_f1"] for side, s in scores.items()}},
+        *({"": f"F1 {name}", **{side: s["f1"][i] for side, s in scores.items()}}
+          for i, name in enumerate(CLASS_NAMES)),
+    ]  # fmt: skip
+    matrices = "".join(
+        f'<figure class="confusion"><figcaption>{html.escape(side)}</figcaption>'
+        f"{_confusion_table(matrix, CLASS_NAMES)}</figure>"
+        for side, matrix in sides.items()
+    )
+    return (
+        '<h2 id="baseline">Baseline vs tuned</h2><p>The study\'s first configuration (the '
+        "published one, or the recipe it was started from) and the champion, judged on the "
+        f"same test images.</p>{_table(rows)}{matrices}"
+    )
+
+
+def _confusion_table(matrix: list[list[int]], class_names: tuple[str, ...]) -> str:
+    """A confusion matrix as an HTML table, each cell shaded by its share of the true class."""
+    head = "".join(f"<th>{html.escape(n[:5])}</th>" for n in class_names)
+    body = []
+    for name, row in zip(class_names, matrix, strict=True):
+        total = max(sum(row), 1)
+        cells = "".join(
+            f'<td style="background: rgba(31, 119, 180, {n / total:.2f})">{n}</td>' for n in row
+        )
+        body.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
 def _render_html(report: StudyReport) -> str:
     name = html.escape(report.study_name)
     counts = ", ".join(f"{n} {state.lower()}" for state, n in report.counts.items()) or "none"
@@ -325,6 +371,7 @@ def _render_html(report: StudyReport) -> str:
         )
     else:
         champion = "<p>No champion registered from this study yet.</p>"
+    champion += _baseline_section(report.champion)
     pictures = "".join(
         f'<figure id="{key}"><img alt="{key}" src="data:image/png;base64,{_base64(png)}">'
         f"<figcaption>{key.replace('_', ' ')}</figcaption></figure>"
@@ -391,6 +438,8 @@ def publish_report(
             "study": version.tags.get(STUDY_TAG),
             "test_accuracy": float(version.tags.get("test_accuracy", "nan")),
             "test_macro_f1": float(version.tags.get("test_macro_f1", "nan")),
+            "confusion": _json_tag(version.tags, "test_confusion_matrix"),
+            "baseline": _json_tag(version.tags, BASELINE_TAG),
         }
     report = build_report(study, champion=champion)
     page = report.html()
@@ -410,3 +459,10 @@ def publish_report(
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(page, encoding="utf-8")
     return report
+
+
+def _json_tag(tags: Mapping[str, str], key: str) -> Any:
+    """A version tag holding JSON, parsed (None: absent)."""
+    import json
+
+    return json.loads(tags[key]) if key in tags else None

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from runners.errors import FmsearchError
 from search.locks import storage_lock
-from search.names import ARCH_ATTR, OBJECTIVES_ATTR, SETTINGS_ATTR
+from search.names import ARCH_ATTR, BASELINE_ATTR, OBJECTIVES_ATTR, SETTINGS_ATTR
 from search.outages import Reaper, reap_stale_trials
 from search.storage import create_or_load_study, load_study
 from search.study import add_budget
@@ -92,9 +92,11 @@ def prepare_study(
     settings: SearchSettings,
     n_trials: int,
     enqueue: Sequence[dict[str, Any]] = (),
+    baseline: str | None = None,
 ) -> optuna.Study:
     """Create or resume the study, record its settings and fill its pool with ``n_trials``,
-    the ``enqueue`` configurations first (each once per study).
+    the ``enqueue`` configurations first (each once per study); the first of them is the
+    study's baseline (``BASELINE_ATTR``: ``baseline``, its label) when one is named.
 
     Done under the study's lock: Optuna breaks when several processes create one study
     at once (optuna#1092, #5385).
@@ -117,8 +119,10 @@ def prepare_study(
             )
         _check_resumable(study, settings)
         study.set_user_attr(SETTINGS_ATTR, asdict(settings))
-        for params in enqueue:
-            study.enqueue_trial({**params, **settings.fixed}, skip_if_exists=True)
+        for i, params in enumerate(enqueue):
+            marks = {BASELINE_ATTR: baseline} if i == 0 and baseline else None
+            study.enqueue_trial({**params, **settings.fixed}, user_attrs=marks,
+                                skip_if_exists=True)  # fmt: skip
         reap_stale_trials(study)
         add_budget(study, n_trials)
     return study

@@ -269,6 +269,7 @@ def test_a_short_search_starts_from_the_published_configurations_without_augment
     assert result.exit_code == 0, result.output
     first, second, third = optuna.load_study(study_name="mlp", storage=stores["storage"]).trials
     assert first.params == {**mlp.DEFAULTS, **NO_AUGMENTATION}
+    assert first.user_attrs["baseline"] == "published" and "baseline" not in second.user_attrs
     assert second.params == {**short_run_start(mlp), **NO_AUGMENTATION}
     assert second.params["lr_schedule"] == "cosine" and second.params["n_units_l0"] == 512
     assert {k: third.params[k] for k in NO_AUGMENTATION} == NO_AUGMENTATION

@@ -3,6 +3,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from search.names import BASELINE_ATTR
 from search.storage import create_or_load_study, open_storage
 from search.study import run_study
 from spaces import mlp
@@ -11,6 +12,7 @@ GOOD_MLP = {
     **mlp.DEFAULTS,
     "n_units_l0": 128,
     "n_units_l1": 64,
+    "use_l2": True,
     "l2": 1e-5,
     "dropout": 0.1,
     "learning_rate": 2e-3,
@@ -40,6 +42,7 @@ def tiny_study(storage_url, tracker, small_split):
         pruner=None,
         split=small_split,
         storage=None,
+        baseline=None,
         **kwargs,
     ):
         study = create_or_load_study(
@@ -49,8 +52,10 @@ def tiny_study(storage_url, tracker, small_split):
             sampler=optuna.samplers.RandomSampler(seed=0),
             pruner=pruner or optuna.pruners.NopPruner(),
         )
-        for params in enqueue:
-            study.enqueue_trial(params)
+        for i, params in enumerate(enqueue):
+            # The first is the study's baseline when one is named, as prepare_study marks it.
+            marks = {BASELINE_ATTR: baseline} if i == 0 and baseline else None
+            study.enqueue_trial(params, user_attrs=marks)
         outcome = run_study(
             study=study,
             arch=arch,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import optuna
@@ -86,6 +88,7 @@ def test_version_carries_its_test_record(tiny_study, tracker, fashion):
     assert confusion.sum() == 10_000
     assert np.trace(confusion) / 10_000 == pytest.approx(promotion.test_accuracy, abs=1e-6)
     assert float(version.tags["test_macro_f1"]) == pytest.approx(promotion.test_macro_f1)
+    assert "fmsearch.baseline" not in version.tags  # no baseline in this study
     run = tracker._client.get_run(version.tags["promotion_run_id"])
     assert run.data.metrics["test_accuracy"] == pytest.approx(promotion.test_accuracy)
     assert (
@@ -281,3 +284,31 @@ def test_a_temperature_that_does_not_lower_validation_error_is_not_applied():
     calibration = _calibrate(Overconfident(), np.zeros((100, 28, 28)), labels)
     assert calibration.applied and calibration.temperature > 1
     assert calibration.val_ece_after < calibration.val_ece_before
+
+
+def test_the_baseline_is_judged_beside_the_champion_and_the_report_shows_both(
+    tiny_study, tracker, fashion, tmp_path
+):
+    """The study's first configuration (the published one, or a recipe) is judged on the same
+    test images; the report sets it beside the champion."""
+    from runners.metrics import scores_from_confusion
+    from search.report import publish_report
+
+    study, _ = tiny_study(enqueue=[BAD_MLP, GOOD_MLP], max_epochs=2, baseline="published")
+    promotion = _promote(study, tracker, fashion)
+    assert promotion.trial_number == 1  # the good one; the bad one is the baseline
+    version = tracker._client.get_model_version(NAME, promotion.version)
+    baseline = json.loads(version.tags["fmsearch.baseline"])
+    assert (baseline["trial"], baseline["label"]) == (0, "published")
+    scores = scores_from_confusion(np.array(baseline["confusion"]))
+    run = tracker._client.get_run(version.tags["promotion_run_id"])
+    assert run.data.metrics["baseline_test_accuracy"] == pytest.approx(scores["accuracy"])
+    assert run.data.metrics["baseline_test_macro_f1"] == pytest.approx(scores["macro_f1"])
+    assert scores["accuracy"] < promotion.test_accuracy
+
+    report = publish_report(study=study, tracker=tracker, model_name=NAME,
+                            html_path=tmp_path / "report.html")  # fmt: skip
+    page = (tmp_path / "report.html").read_text()
+    assert "Baseline vs tuned" in page and "baseline: trial 0 (published)" in page
+    assert page.count('<figure class="confusion">') == 2 and "F1 Shirt" in page
+    assert report.summary()["champion"]["baseline"]["trial"] == 0

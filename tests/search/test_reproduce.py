@@ -49,3 +49,4 @@ def test_enqueue_recipe_starts_the_study_from_it_exactly(cli, stores):
     (trial,) = optuna.load_study(study_name="vggbn", storage=stores["storage"]).trials
     assert trial.params == {**recipe("vggbn-bn94").params, "width": 0.25}
     assert trial.params["shear"] and trial.params["rotation"]
+    assert trial.user_attrs["baseline"] == "vggbn-bn94"  # judged beside the champion
