@@ -2,9 +2,9 @@
 
 A scikit-learn model has no epochs to report after. Instead it is fitted on growing,
 class-balanced shares of the training set (1/8, 1/4, 1/2, all of it), and its validation
-accuracy is reported after each fit as steps 0 to 3: a pruner stops a bad configuration after
-a cheap fit on few images, before the expensive ones. The trial's model and value are those of
-the fit on the whole training set.
+accuracy (or the F1 the study optimises) is reported after each fit as steps 0 to 3: a pruner
+stops a bad configuration after a cheap fit on few images, before the expensive ones. The
+trial's model and value are those of the fit on the whole training set.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import optuna
 
-from runners.data import SPLIT_SEED, Split, stratified_order
+from runners.data import NUM_CLASSES, SPLIT_SEED, Split, stratified_order
+from runners.metrics import score
 from runners.reporting import EpochReporter, TrialResult
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
@@ -41,6 +42,7 @@ def fit_estimator_trial(
     *,
     reporter: EpochReporter,
     fractions: tuple[float, ...] = FRACTIONS,
+    metric: str = "accuracy",
 ) -> tuple[Any, TrialResult, np.ndarray]:
     """Fit ``estimator`` on growing shares of the training set, reporting after each.
 
@@ -50,6 +52,7 @@ def fit_estimator_trial(
         reporter: Gets every step's metrics and decides on pruning; the last step is
             reported but never pruned (the full fit is done by then).
         fractions: Shares of the training set, growing, the last one 1.0.
+        metric: What is reported on the validation images (:data:`runners.metrics.METRICS`).
 
     Returns:
         The estimator fitted on all training images, what training measured (steps in
@@ -64,7 +67,8 @@ def fit_estimator_trial(
         raise ValueError(f"expected growing fractions ending at 1.0, got {fractions}")
     x_train, x_val = to_features(split.x_train), to_features(split.x_val)
     order = stratified_order(split.y_train, np.random.default_rng(SPLIT_SEED))
-    history: dict[str, list[float]] = {"train_size": [], "val_accuracy": [], "fit_seconds": []}
+    monitor = f"val_{metric}"
+    history: dict[str, list[float]] = {"train_size": [], monitor: [], "fit_seconds": []}
     start = time.perf_counter()
     fitted, predicted = None, None
     for step, fraction in enumerate(fractions):
@@ -73,19 +77,19 @@ def fit_estimator_trial(
         tick = time.perf_counter()
         fitted = _fit(clone(estimator), x_train[rows], split.y_train[rows])
         predicted = np.asarray(fitted.predict(x_val))
-        accuracy = float(np.mean(predicted == split.y_val))
+        value = score(metric, split.y_val, predicted, num_classes=NUM_CLASSES)
         metrics = {
             "train_size": float(n),
-            "val_accuracy": accuracy,
+            monitor: value,
             "fit_seconds": time.perf_counter() - tick,
         }
-        for key, value in metrics.items():
-            history[key].append(value)
+        for key, measured in metrics.items():
+            history[key].append(measured)
         reporter.log_epoch(step, metrics)
-        reporter.report(accuracy, step)
+        reporter.report(value, step)
         if step < len(fractions) - 1 and reporter.should_prune():
             raise optuna.TrialPruned(f"pruned after {n} training images (step {step})")
-    values = history["val_accuracy"]
+    values = history[monitor]
     result = TrialResult(
         best_value=values[-1],
         best_epoch=len(values) - 1,

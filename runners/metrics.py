@@ -101,6 +101,21 @@ def confusion_figure(
     return fig
 
 
+# What a study can optimise on its validation images: accuracy, F1 averaged over the classes,
+# or the F1 of the class the model does worst on (Shirt, in every source).
+METRICS = ("accuracy", "macro_f1", "worst_class_f1")
+
+
+def score(metric: str, y_true: np.ndarray, y_pred: np.ndarray, *, num_classes: int) -> float:
+    """``metric`` (one of :data:`METRICS`) of predicted class indices."""
+    from sklearn.metrics import confusion_matrix
+
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    scores = scores_from_confusion(confusion_matrix(y_true, y_pred, labels=range(num_classes)))
+    return min(scores["f1"]) if metric == "worst_class_f1" else scores[metric]
+
+
 def scores_from_confusion(confusion: np.ndarray) -> dict[str, Any]:
     """Accuracy, macro F1 and each class's F1 of a confusion matrix (true classes down): what
     a recorded matrix says without the predictions behind it."""

@@ -22,6 +22,9 @@ from runners.errors import TrialFailed
 from runners.reporting import EpochReporter, TrialResult
 
 MONITOR = "val_accuracy"
+# The class a `class_weights` configuration weighs by `shirt_weight` (the others weigh 1):
+# the weakest class of every source project.
+SHIRT = 6
 # Keras names its epoch logs after the compiled loss and metrics; MLflow gets clearer names.
 _METRIC_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy"}
 
@@ -134,8 +137,10 @@ def fit_trial(
     initial_epoch: int = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     monitor_from: int = 0,
+    metric: str = "accuracy",
 ) -> TrialResult:
-    """Train ``model`` for up to ``max_epochs``, reporting validation accuracy every epoch.
+    """Train ``model`` for up to ``max_epochs``, reporting the validation ``metric`` (one of
+    :data:`runners.metrics.METRICS`) every epoch.
 
     On return the model holds the weights of its best epoch (from ``monitor_from`` on).
 
@@ -155,6 +160,8 @@ def fit_trial(
         callbacks: More Keras callbacks (Keras Tuner's checkpoint of the best epoch).
         monitor_from: The first epoch early stopping watches, and the first whose weights
             can be kept (:func:`annealed_from` for a long schedule).
+        metric: What early stopping, pruning and the result watch on the validation images;
+            an F1 costs one more pass over them per epoch (Keras computes only accuracy).
 
     Raises:
         optuna.TrialPruned: The reporter said to prune.
@@ -169,15 +176,18 @@ def fit_trial(
         ),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
+    monitor = f"val_{metric}"
     best = keras.callbacks.EarlyStopping(
-        monitor=MONITOR,
+        monitor=monitor,
         mode="max",
         patience=patience or max_epochs,
         restore_best_weights=True,
         start_from_epoch=monitor_from,
     )
     out_of_time = _Deadline(deadline)
-    own = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, MONITOR), out_of_time]
+    own = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, monitor), out_of_time]
+    if metric != "accuracy":  # first, so that every other callback reads it in the logs
+        own.insert(0, _ValidationScore(split, metric))
     if params.get("lr_schedule") == "plateau":
         own.insert(
             0,
@@ -195,12 +205,13 @@ def fit_trial(
             split.x_val, split.y_val, batch_size=_EVAL_BATCH, num_classes=NUM_CLASSES
         ),
         callbacks=[*own, *callbacks],
+        class_weight=class_weights(params),
         shuffle=False,  # the dataset shuffles itself
         verbose=0,
     ).history
     seconds = time.perf_counter() - start
     history = {_METRIC_NAMES.get(k, k): [float(v) for v in vs] for k, vs in history.items()}
-    values = history[MONITOR]
+    values = history[monitor]
     best_epoch = best_monitored(values, initial_epoch=initial_epoch, monitor_from=monitor_from)
     return TrialResult(
         best_value=values[best_epoch],
@@ -210,6 +221,13 @@ def fit_trial(
         train_seconds=seconds,
         out_of_time=out_of_time.stopped,
     )
+
+
+def class_weights(params: dict[str, Any]) -> dict[int, float] | None:
+    """The loss weight of each class that ``params`` ask for (None: all weigh 1)."""
+    if not params.get("class_weights"):
+        return None
+    return {c: params["shirt_weight"] if c == SHIRT else 1.0 for c in range(NUM_CLASSES)}
 
 
 def free_memory() -> None:
@@ -244,6 +262,26 @@ class _EpochLog(keras.callbacks.Callback):
             float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
         )
         self._reporter.log_epoch(epoch, metrics)
+
+
+class _ValidationScore(keras.callbacks.Callback):
+    """Adds ``val_<metric>`` to each epoch's logs: the model's predictions on the validation
+    images, scored (a Keras metric would be saved with the model, which could then not load
+    without fmsearch)."""
+
+    def __init__(self, split: Split, metric: str) -> None:
+        super().__init__()
+        self._split = split
+        self._metric = metric
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from runners.metrics import predict_classes, score
+
+        predicted = predict_classes(self.model, self._split.x_val)
+        if logs is not None:
+            logs[f"val_{self._metric}"] = score(
+                self._metric, self._split.y_val, predicted, num_classes=NUM_CLASSES
+            )
 
 
 class _Deadline(keras.callbacks.Callback):

@@ -28,7 +28,9 @@ PRUNERS = ("hyperband", "median", "none")
 TPE_STARTUP_TRIALS = 5
 # What a budgeted search prunes with: the median rule inside each rung of its ladder.
 PLANNED_PRUNER = "rung-median"
-OBJECTIVES = ("accuracy", "accuracy,params", "accuracy,latency")
+OBJECTIVES = (
+    "accuracy", "macro_f1", "worst_class_f1", "accuracy,params", "accuracy,latency",
+)  # fmt: skip
 
 
 def parse_objectives(text: str, space: ModuleType, *, arch: str) -> tuple[str, ...]:

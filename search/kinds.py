@@ -58,6 +58,8 @@ class FitRequest:
         patience: Early stopping's patience (None: never).
         monitor_from: The first epoch early stopping watches.
         deadline: A ``time.monotonic()`` after which training ends (a hard budget).
+        metric: What the trial's value is on the validation images
+            (:data:`runners.metrics.METRICS`).
     """
 
     params: dict[str, Any]
@@ -70,6 +72,7 @@ class FitRequest:
     patience: int | None = None
     monitor_from: int = 0
     deadline: float | None = None
+    metric: str = "accuracy"
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class KerasRunner(ModelRunner):
                 deadline=request.deadline,
                 initial_epoch=request.plan.initial_epoch,
                 callbacks=request.plan.callbacks,
+                metric=request.metric,
             )
         except BaseException:
             # The traceback keeps this frame alive: without this the pruned trial's model
@@ -203,7 +207,7 @@ class SklearnRunner(ModelRunner):
 
         estimator = space.build(request.params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
         model, result, predicted = fit_estimator_trial(
-            estimator, request.split, reporter=request.reporter
+            estimator, request.split, reporter=request.reporter, metric=request.metric
         )
         return Fitted(model, result, predicted=predicted)
 

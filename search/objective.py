@@ -249,6 +249,8 @@ class Objective:
             dtype_policy=self._dtype_policy,
             **(self._early_stopping(trial, params, plan.max_epochs) if by_epoch else {}),
             deadline=self._deadline,
+            # A second objective (params, latency) is measured after training, not by it.
+            metric=self._objectives[0],
         )
         try:
             fitted = self._runner.fit(self._space, request, trial)

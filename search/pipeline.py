@@ -220,6 +220,8 @@ def _planned(options: SearchOptions, *, space, objectives: tuple[str, ...]) -> b
         "a scikit-learn architecture" if not runner_for(space).trains_in_epochs
         else "--engine keras-tuner" if options.engine != "optuna"
         else "a multi-objective search" if len(objectives) > 1
+        # The finals' ensemble decision weighs accuracy on validation.
+        else f"--objective {objectives[0]}" if objectives[0] != "accuracy"
         else "--refit-epochs (the plan trains its winners on all images itself)"
         if options.refit_epochs else None
     )  # fmt: skip
@@ -234,10 +236,10 @@ def _check_keras_tuner(options: SearchOptions, *, space, objectives, enqueue) ->
         raise FmsearchError(
             f"--engine keras-tuner: expected one Keras architecture, got --arch {options.arch}"
         )
-    if len(objectives) > 1:
+    if objectives != ("accuracy",):
         raise FmsearchError(
-            "--engine keras-tuner: expected --objective accuracy (Keras Tuner optimises one "
-            f"objective), got --objective {','.join(objectives)}"
+            "--engine keras-tuner: expected --objective accuracy (Keras Tuner optimises the "
+            f"validation accuracy), got --objective {','.join(objectives)}"
         )
     if options.workers != 1:
         raise FmsearchError(

@@ -16,6 +16,9 @@ Shared hyperparameters:
     plateau_factor (float, 0.1 to 0.5) and plateau_patience (int, 1 to 5): with
         ``lr_schedule`` plateau only, Keras' ``ReduceLROnPlateau``.
     label_smoothing (float, 0.0 to 0.2): label smoothing of the cross-entropy loss.
+    class_weights (bool) with shirt_weight (float, 1.5 to 4.0): the loss weighs Shirt images,
+        the weakest class of every source, this much more than the others (for
+        ``--objective worst_class_f1``).
     use_l2 (bool) with l2 (float, 1e-6 to 1e-2, log): an L2 penalty on every kernel, or none.
     dropout (float, 0.0 to 0.5): dropout rate.
 
@@ -47,6 +50,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")
 PLATEAU_FACTOR = (0.1, 0.5)
 PLATEAU_PATIENCE = (1, 5)
+SHIRT_WEIGHT = (1.5, 4.0)
 # Searched only with lr_schedule "plateau".
 PLATEAU_PARAMS = ("plateau_factor", "plateau_patience")
 LABEL_SMOOTHING = (0.0, 0.2)
@@ -60,8 +64,8 @@ SWITCH = (False, True)
 # of 128, no schedule, no smoothing, no augmentation. Each space's DEFAULTS start from these.
 COMMON_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3, "batch_size": 128, "optimizer": "adam", "lr_schedule": "constant",
-    "label_smoothing": 0.0, "mix": "none", "shift": False, "rotation": False, "zoom": False,
-    "flip": False, "erasing": False, "shear": False,
+    "label_smoothing": 0.0, "class_weights": False, "mix": "none", "shift": False,
+    "rotation": False, "zoom": False, "flip": False, "erasing": False, "shear": False,
 }  # fmt: skip
 # A search whose trials train fewer epochs than this searches without augmentation: in so few
 # epochs it costs more accuracy than it buys (make run's 5-epoch mlp search ended 2.5 points
@@ -90,6 +94,9 @@ def suggest_training(trial: optuna.Trial) -> dict[str, Any]:
         params["plateau_factor"] = trial.suggest_float("plateau_factor", *PLATEAU_FACTOR)
         params["plateau_patience"] = trial.suggest_int("plateau_patience", *PLATEAU_PATIENCE)
     params["label_smoothing"] = trial.suggest_float("label_smoothing", *LABEL_SMOOTHING)
+    params["class_weights"] = trial.suggest_categorical("class_weights", SWITCH)
+    if params["class_weights"]:
+        params["shirt_weight"] = trial.suggest_float("shirt_weight", *SHIRT_WEIGHT)
     return params
 
 

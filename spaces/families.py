@@ -32,9 +32,10 @@ AUTO = ("mlp", "dnn", "cnn", "minicnn", "tinyvgg", "vggbn")
 SHARED = frozenset(
     {
         "learning_rate", "batch_size", "optimizer", "lr_schedule", "plateau_factor",
-        "plateau_patience", "label_smoothing", "use_l2", "l2", "dropout", "mix", "mix_prob",
-        "mix_alpha", "shift", "shift_factor", "rotation", "rotation_degrees", "zoom",
-        "zoom_factor", "flip", "erasing", "erasing_prob", "shear", "shear_factor",
+        "plateau_patience", "label_smoothing", "class_weights", "shirt_weight", "use_l2",
+        "l2", "dropout", "mix", "mix_prob", "mix_alpha", "shift", "shift_factor", "rotation",
+        "rotation_degrees", "zoom", "zoom_factor", "flip", "erasing", "erasing_prob", "shear",
+        "shear_factor",
     }
 )  # fmt: skip
 

@@ -117,6 +117,8 @@ def test_grid_sampler_runs_every_combination_of_the_space_file_s_choices_once(
          r"--final-on-all-data: expected a planned search .*got no --budget-hours"),
         (["--final-on-all-data", "--budget-hours", "1", "--trials", "3"],
          r"--final-on-all-data: expected a planned search .*got a search that is not planned"),
+        (["--engine", "keras-tuner", "--objective", "macro_f1"],
+         r"--engine keras-tuner: expected --objective accuracy .*got --objective macro_f1"),
         (["--enqueue", "nope"], r"--enqueue: expected one of mlp-2hidden, .*, got 'nope'"),
         (["--enqueue", "vggbn-bn94"],
          r"--enqueue vggbn-bn94: expected --arch vggbn \(the recipe's\), got --arch mlp"),
@@ -187,6 +189,26 @@ def test_multi_objective_study_logs_a_pareto_front_and_promotes_within_limits(cl
 
     other = cli("run", "--arch", "mlp", "--trials", 1, *_store_args(stores), *TINY)
     _one_line_error(other, r"study 'mlp' optimises --objective accuracy,params, got accuracy")
+
+
+def test_a_worst_class_objective_is_what_trials_report_and_promotion_records(cli, stores):
+    result = cli("run", "--arch", "mlp", "--trials", 2, "--objective", "worst_class_f1",
+                 "--sampler", "random", *_store_args(stores), *TINY)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="mlp", storage=stores["storage"])
+    client, trial_runs, runs = _trial_runs(stores, "mlp")
+    by_run = {r.info.run_id: r for r in trial_runs}
+    for trial in study.trials:
+        run = by_run[trial.user_attrs["mlflow_run_id"]]
+        worst = [m.value for m in client.get_metric_history(run.info.run_id,
+                                                            "val_worst_class_f1")]  # fmt: skip
+        assert trial.value == pytest.approx(max(worst))
+        assert trial.value < run.data.metrics["val_accuracy"]
+    (promotion,) = [r for r in runs if r.data.tags["fmsearch.role"] == "promotion"]
+    metrics = promotion.data.metrics
+    per_class = [v for k, v in metrics.items() if k.startswith("test_f1_")]
+    assert len(per_class) == 10 and metrics["test_worst_class_f1"] == min(per_class)
+    assert metrics["test_loss"] > 0
 
 
 def test_missing_optional_extra_is_a_clear_error(cli, stores, monkeypatch):

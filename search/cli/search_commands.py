@@ -103,8 +103,9 @@ PUBLISHED = "published"
     type=click.Choice(OBJECTIVES),
     default="accuracy",
     show_default=True,
-    help="What to optimise: validation accuracy, or accuracy against the parameter count or "
-    "the latency per image (multi-objective: a Pareto front, no pruning).",
+    help="What to optimise on the validation images: accuracy, macro F1, the worst class's "
+    "F1 (Shirt, in every source), or accuracy against the parameter count or the latency per "
+    "image (multi-objective: a Pareto front, no pruning).",
 )
 @click.option(
     "--fix",

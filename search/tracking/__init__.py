@@ -346,6 +346,7 @@ class Tracker(Registry):
             metrics={
                 f"{split}_accuracy": evaluation.accuracy,
                 f"{split}_macro_f1": evaluation.macro_f1,
+                f"{split}_worst_class_f1": min(per_class.values()),
                 **per_class,
             },
         )

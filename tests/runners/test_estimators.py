@@ -55,3 +55,16 @@ def test_fractions_must_grow_to_one(small_split):
         fit_estimator_trial(
             logreg.build(PARAMS), small_split, reporter=Recorder(), fractions=(0.5, 0.25)
         )
+
+
+def test_an_f1_objective_is_reported_after_each_fit(small_split):
+    from runners.metrics import score
+
+    reporter = Recorder()
+    _, result, predicted = fit_estimator_trial(
+        logreg.build(PARAMS), small_split, reporter=reporter, metric="worst_class_f1"
+    )
+    assert result.history["val_worst_class_f1"] == [value for _, value in reporter.reports]
+    worst = score("worst_class_f1", small_split.y_val, predicted, num_classes=10)
+    assert result.best_value == pytest.approx(worst)
+    assert worst < float(np.mean(predicted == small_split.y_val))

@@ -154,6 +154,37 @@ def test_patience_stops_a_trial_that_stopped_improving(small_split):
     assert len(reporter.reports) == result.epochs
 
 
+@pytest.mark.parametrize("metric", ["macro_f1", "worst_class_f1"])
+def test_an_f1_objective_is_what_is_reported_and_kept(small_split, metric):
+    """Early stopping, pruning and the result watch the F1 the study optimises: the value of
+    the kept epoch is the F1 of the returned model's predictions."""
+    from runners.metrics import score
+
+    reporter = Recorder()
+    model = _model()
+    result = fit_trial(model, PARAMS, small_split, max_epochs=2, reporter=reporter,
+                       metric=metric)  # fmt: skip
+    values = result.history[f"val_{metric}"]
+    assert [value for _, value in reporter.reports] == values
+    assert all(f"val_{metric}" in epoch for epoch in reporter.epochs)
+    predicted = predict_classes(model, small_split.x_val)
+    kept = score(metric, small_split.y_val, predicted, num_classes=10)
+    assert result.best_value == pytest.approx(kept, abs=1e-6) == pytest.approx(max(values))
+    accuracy = result.history["val_accuracy"][result.best_epoch]
+    assert result.best_value < accuracy if metric == "worst_class_f1" else result.best_value > 0
+
+
+def test_class_weights_weigh_shirts(small_split):
+    from runners.training import SHIRT, class_weights
+
+    assert class_weights({"class_weights": False}) is None and class_weights({}) is None
+    weights = class_weights({"class_weights": True, "shirt_weight": 3.0})
+    assert weights[SHIRT] == 3.0 and sum(weights.values()) == 9 + 3.0
+    params = {**PARAMS, "class_weights": True, "shirt_weight": 3.0}
+    result = fit_trial(_model(), params, small_split, max_epochs=1, reporter=Recorder())
+    assert result.epochs == 1
+
+
 def test_validation_accuracy_is_measured_on_unaugmented_images(small_split):
     """With heavy augmentation on, the reported accuracy is the model's on the raw images."""
     params = {

@@ -18,7 +18,7 @@ SHARED_EVERYWHERE = (
     "learning_rate", "batch_size", "optimizer", "lr_schedule", "label_smoothing", "mix", "shift",
     "shift_factor", "rotation", "rotation_degrees", "zoom", "zoom_factor", "flip", "erasing",
     "erasing_prob", "mix_prob", "mix_alpha", "shear", "shear_factor", "plateau_factor",
-    "plateau_patience",
+    "plateau_patience", "class_weights", "shirt_weight",
 )  # fmt: skip
 
 
