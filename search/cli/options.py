@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from runners.precision import PRECISIONS
 from search.urls import redact
 from spaces import ARCHITECTURES, resolve
 
@@ -145,6 +146,22 @@ heartbeat_option = click.option(
     help="How often a running trial tells the storage its worker is alive; a trial silent "
     "for 6 intervals is failed and run again.",
 )
+seed_option = click.option(
+    "--seed", type=click.IntRange(0, 2**32 - 1), metavar="N",
+    help="Seed of the sampler and of each trial's initial weights, data order and augmentation "
+    "(0 to 2**32-1, NumPy's range).",
+)  # fmt: skip
+subset_option = click.option(
+    "--subset", type=click.IntRange(min=1), metavar="N",
+    help="Train on N training images (stratified) instead of all 50,000.",
+)  # fmt: skip
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+    help="Keras models compute in float32, or in mixed bfloat16/float16 (weights and the "
+    "softmax stay float32); auto: mixed bfloat16 on CPUs with native bfloat16 (AMX, "
+    "AVX512-BF16) and Ampere+ GPUs, mixed float16 on older GPUs, else float32. Each worker "
+    "resolves auto on its own host.",
+)  # fmt: skip
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Only warnings and the result.")
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
 

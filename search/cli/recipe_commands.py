@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import click
 
-from runners.precision import PRECISIONS
 from search.cli.options import (
     Finite,
     data_dir_option,
     echo_promotion,
+    precision_option,
     quiet_option,
     register_as_option,
+    seed_option,
     setup_logging,
     storage_option,
     study_name_option,
+    subset_option,
     threads_option,
     tracking_option,
     val_size_option,
@@ -44,12 +46,9 @@ def recipes() -> None:
     help="End the training after the epoch during which HOURS passed (recorded as "
     "time-boxed).",
 )  # fmt: skip
-@click.option(
-    "--subset", type=click.IntRange(min=1), metavar="N",
-    help="Train on N training images (stratified) instead of all 50,000.",
-)  # fmt: skip
+@subset_option
 @val_size_option(help="Validation images, split off the 60k training images.")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), metavar="N")
+@seed_option
 @study_name_option(
     help="Study (and MLflow experiment) name.  [default: reproduce-RECIPE-<date>-<time>]",
     required=False,
@@ -57,7 +56,7 @@ def recipes() -> None:
 @storage_option
 @tracking_option
 @data_dir_option
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@precision_option
 @threads_option
 @quiet_option
 @verbose_option
@@ -110,17 +109,14 @@ def reproduce(recipe, epochs, time_box_hours, subset, val_size, seed, study_name
     help="Study (and MLflow experiment) name.  [default: the model's study, then -finetune]",
     required=False,
 )
-@click.option(
-    "--subset", type=click.IntRange(min=1), metavar="N",
-    help="Train on N training images (stratified) instead of all 50,000.",
-)  # fmt: skip
+@subset_option
 @val_size_option(help="Validation images, split off the 60k training images (as the model's "
                  "study had them).")  # fmt: skip
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), metavar="N")
+@seed_option
 @storage_option
 @tracking_option
 @data_dir_option
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@precision_option
 @threads_option
 @register_as_option
 @click.option("--promote/--no-promote", default=True, show_default=True)

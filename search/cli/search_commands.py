@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from runners.precision import PRECISIONS
 from search.choices import ENGINES, OBJECTIVES, PRUNERS, SAMPLERS, TUNERS
 from search.cli.options import (
     STARTED_AT_ENV,
@@ -22,11 +21,14 @@ from search.cli.options import (
     heartbeat_option,
     max_latency_option,
     max_params_option,
+    precision_option,
     quiet_option,
     register_as_option,
+    seed_option,
     setup_logging,
     storage_option,
     study_name_option,
+    subset_option,
     threads_option,
     timeout_option,
     tracking_option,
@@ -65,11 +67,7 @@ PUBLISHED = "published"
 @tracking_option
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNERS), default="hyperband", show_default=True)
-@click.option(
-    "--seed", type=click.IntRange(0, 2**32 - 1), metavar="N",
-    help="Seed of the sampler and of each trial's initial weights, data order and augmentation "
-    "(0 to 2**32-1, NumPy's range).",
-)  # fmt: skip
+@seed_option
 @click.option(
     "--deterministic", is_flag=True,
     help="With --seed: TensorFlow's op determinism, so that each trial repeats exactly on "
@@ -91,12 +89,7 @@ PUBLISHED = "published"
     show_default=True,
     help="End a trial after this many epochs without a better validation accuracy (0: never).",
 )
-@click.option(
-    "--subset",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="Train trials on N training images (stratified) instead of all 50,000.",
-)
+@subset_option
 @val_size_option(help="Validation images, split off the 60k training images.")
 @click.option(
     "--objective",
@@ -119,16 +112,7 @@ PUBLISHED = "published"
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="YAML file narrowing ranges or choices, e.g. 'learning_rate: {low: 0.001, high: 0.005}'.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="auto",
-    show_default=True,
-    help="Keras models compute in float32, or in mixed bfloat16/float16 (weights and the "
-    "softmax stay float32); auto: mixed bfloat16 on CPUs with native bfloat16 (AMX, "
-    "AVX512-BF16) and Ampere+ GPUs, mixed float16 on older GPUs, else float32. Each worker "
-    "resolves auto on its own host.",
-)
+@precision_option
 @click.option(
     "--enqueue",
     is_flag=False,
