@@ -135,7 +135,8 @@ def run_finals(
     run: Callable[[Refit, float], StudyOutcome],
     now: Callable[[], float] = time.time,
 ) -> list[int]:
-    """Train the plan's top configurations on all the images, one after the other.
+    """Train the plan's top configurations on all the images, one after the other (a thin
+    ladder's finals: the study's baseline first, see :attr:`search.plan.Plan.thin_ladder`).
 
     Each final training is a refit trial (``refit_of`` the ladder trial it trains again,
     ``final`` set) with a one-cycle schedule. Its epochs come from what an epoch on all the
@@ -151,7 +152,7 @@ def run_finals(
     Returns:
         The numbers of the trials whose configurations were trained.
     """
-    candidates = final_candidates(study, k=plan.top_k)
+    candidates = final_candidates(study, k=plan.top_k, baseline_first=plan.thin_ladder)
     images = plan.train_images + plan.val_images
     trained = []
     for i, trial in enumerate(candidates):

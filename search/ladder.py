@@ -78,10 +78,14 @@ def first_rung_started(trials: Sequence[FrozenTrial]) -> int:
     return sum(PROMOTED_FROM_ATTR not in t.user_attrs for t in _search_trials(trials))
 
 
-def final_candidates(study: optuna.Study, *, k: int) -> list[FrozenTrial]:
+def final_candidates(
+    study: optuna.Study, *, k: int, baseline_first: bool = False
+) -> list[FrozenTrial]:
     """The ``k`` configurations to train at full fidelity: the highest rung first, then the
-    best value, one trial per distinct configuration, skipping those trained already."""
-    from search.names import REFIT_ATTR
+    best value, one trial per distinct configuration, skipping those trained already. With
+    ``baseline_first`` the study's baseline (``BASELINE_ATTR``: its published configuration
+    or recipe, whatever its rung or state) comes first."""
+    from search.names import BASELINE_ATTR, REFIT_ATTR
 
     trials = study.get_trials(deepcopy=False)
     done = {
@@ -93,6 +97,12 @@ def final_candidates(study: optuna.Study, *, k: int) -> list[FrozenTrial]:
         (t for t in _search_trials(trials) if t.state == TrialState.COMPLETE),
         key=lambda t: (-rung_of(t), -t.value, t.number),
     )
+    if baseline_first:
+        # Pruned or complete: its configuration was suggested whole either way.
+        settled = (TrialState.COMPLETE, TrialState.PRUNED)
+        baseline = [t for t in _search_trials(trials)
+                    if BASELINE_ATTR in t.user_attrs and t.state in settled]  # fmt: skip
+        ranked = baseline[:1] + ranked
     chosen: list[FrozenTrial] = []
     seen: list[dict[str, Any]] = []
     for trial in ranked:

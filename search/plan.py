@@ -45,6 +45,11 @@ MAX_FINAL_EPOCHS = 60
 FINAL_SHARE = 0.6
 # More first-rung configurations than this and the spare time goes to the final training.
 MAX_FIRST_RUNG_CONFIGS = 300
+# Fewer first-rung configurations than this (two halvings' worth) and the ladder's pick is
+# noise next to a published recipe: the finals train the study's baseline first. Measured
+# (benchmarks/results/equal_budget.md, cnn, 30 min of one core): the published configuration
+# trained 10 epochs on all images, 91.85%; the plan's ladder pick, 91.41%.
+THIN_LADDER_CONFIGS = REDUCTION_FACTOR**2
 # Per trial besides its epochs: building the model, the latency measurement, the confusion
 # matrix and report, logging the model (log_seconds 1.2-1.7 s for an mlp trial here).
 TRIAL_OVERHEAD_SECONDS = 3.0
@@ -114,6 +119,12 @@ class Plan:
     estimated_seconds: float
     notes: tuple[str, ...] = field(default=())
     retrain_seconds: float = 0.0
+
+    @property
+    def thin_ladder(self) -> bool:
+        """Whether the ladder starts with too few configurations to beat a published recipe
+        (``THIN_LADDER_CONFIGS``): its finals then train the study's baseline first."""
+        return bool(self.rungs) and self.rungs[0].configs < THIN_LADDER_CONFIGS
 
     @property
     def search_ends_at(self) -> float:
@@ -279,6 +290,11 @@ def make_plan(
         Rung(n, min(max_rung_epochs, FIRST_RUNG_EPOCHS + r), first // eta**r, trial_seconds(r, n))
         for r, n in enumerate(ladder)
     )
+    if k and rungs[0].configs < THIN_LADDER_CONFIGS:
+        notes.append(
+            f"a thin ladder ({rungs[0].configs} first-rung configurations): the first final "
+            "trains the published configuration"
+        )
     if rungs[-1].train_images < train_images:
         notes.append(
             f"the ladder stops at {rungs[-1].train_images:,} images: another rung would not "

@@ -10,7 +10,13 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.ladder import Ladder, RungData, RungMedianPruner, final_candidates, next_promotion
-from search.names import ENSEMBLE_ATTR, PROMOTED_FROM_ATTR, REFIT_ATTR, RUNG_ATTR
+from search.names import (
+    BASELINE_ATTR,
+    ENSEMBLE_ATTR,
+    PROMOTED_FROM_ATTR,
+    REFIT_ATTR,
+    RUNG_ATTR,
+)
 from search.plan import Plan, Rung
 
 
@@ -71,6 +77,23 @@ def test_finals_take_the_highest_rung_first_and_each_configuration_once():
     assert [t.params["x"] for t in final_candidates(study, k=3)] == [2, 3, 4]
     _add(study, 0.95, x=2, **{REFIT_ATTR: 1})  # trial 1 (x=2) trained already
     assert [t.params["x"] for t in final_candidates(study, k=3)] == [3, 4]
+
+
+def test_a_thin_ladder_trains_the_baseline_first_even_pruned_low():
+    study = optuna.create_study(direction="maximize")
+    _add(study, x=7, state=TrialState.PRUNED, **{BASELINE_ATTR: "published"})
+    _add(study, 0.9, x=1)
+    _add(study, 0.95, x=1, rung=1)
+    _add(study, 0.8, x=2)
+    assert [t.params["x"] for t in final_candidates(study, k=2)] == [1, 2]
+    assert [t.params["x"] for t in final_candidates(study, k=2, baseline_first=True)] == [7, 1]
+    _add(study, 0.9, x=7, **{REFIT_ATTR: 0})  # its final trained already
+    assert [t.params["x"] for t in final_candidates(study, k=2, baseline_first=True)] == [1]
+
+
+def test_a_plan_knows_a_thin_ladder():
+    assert _plan(ends_in=60, configs=(3, 1)).thin_ladder
+    assert not _plan(ends_in=60, configs=(9, 3, 1)).thin_ladder
 
 
 def _plan(*, ends_in: float, configs=(3, 1)) -> Plan:

@@ -9,6 +9,7 @@ from search.plan import (
     FINAL_EPOCHS,
     MAX_FINAL_EPOCHS,
     MAX_FIRST_RUNG_CONFIGS,
+    THIN_LADDER_CONFIGS,
     TRIAL_OVERHEAD_SECONDS,
     Plan,
     final_epochs,
@@ -139,3 +140,13 @@ def test_a_budget_for_one_trial_but_not_a_final_too_plans_the_search_alone():
     ]
     assert _plan(0.0153, train=2000, predict=20000, images=900).top_k == 1
     assert plan.estimated_seconds <= plan.budget_seconds
+
+
+def test_a_thin_ladder_is_noted_and_known():
+    """Seven first-rung configurations (30 minutes of one core for a CNN) are too few for the
+    ladder's pick to beat the published configuration: the plan says its final trains that."""
+    thin, full = _plan(0.5, train=450), _plan(1)
+    assert [r.configs for r in thin.rungs][0] < THIN_LADDER_CONFIGS <= full.rungs[0].configs
+    assert thin.thin_ladder and not full.thin_ladder
+    assert "thin ladder (7 first-rung configurations)" in thin.describe(arch="cnn")
+    assert "thin ladder" not in full.describe(arch="cnn")
