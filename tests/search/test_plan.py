@@ -146,7 +146,7 @@ def test_a_thin_ladder_is_noted_and_known():
     """Seven first-rung configurations (30 minutes of one core for a CNN) are too few for the
     ladder's pick to beat the published configuration: the plan says its final trains that."""
     thin, full = _plan(0.5, train=450), _plan(1)
-    assert [r.configs for r in thin.rungs][0] < THIN_LADDER_CONFIGS <= full.rungs[0].configs
+    assert thin.rungs[0].configs < THIN_LADDER_CONFIGS <= full.rungs[0].configs
     assert thin.thin_ladder and not full.thin_ladder
     assert "thin ladder (7 first-rung configurations)" in thin.describe(arch="cnn")
     assert "thin ladder" not in full.describe(arch="cnn")
