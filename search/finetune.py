@@ -1,4 +1,7 @@
-"""``fmsearch finetune --model models:/NAME@champion``: a trained model trained further.
+"""Trials that start from trained weights: ``fmsearch finetune`` (a registered model trained
+further) and transfer learning (a space's pretrained backbone, ``fmsearch run --weights``).
+
+``fmsearch finetune --model models:/NAME@champion``: a trained model trained further.
 
 A fine-tuning study searches a grid (every combination once, as ``--sampler grid`` does) of
 learning rate x batch size x early-stopping patience, by default the source recipe's
@@ -31,6 +34,7 @@ from search.names import (
     MEMBERS_TAG,
     MODEL_URI_TAG,
     RUN_ID_ATTR,
+    SETTINGS_ATTR,
     SOURCE_TRIAL_TAG,
     STUDY_TAG,
 )
@@ -118,12 +122,63 @@ class FineTuneSpace:
         return model
 
 
+class PretrainedSpace:
+    """A space (one with ``BACKBONE``) whose models start from pretrained backbone weights in
+    ``weights_file``: Keras' legacy ``.h5`` (ImageNet's) or a ``.weights.h5`` saved by
+    ``save_weights``."""
+
+    KIND = "keras"
+
+    def __init__(self, base: Any, weights_file: str) -> None:
+        self._base = base
+        self._weights_file = weights_file
+        self.DEFAULTS = base.DEFAULTS
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        return self._base.suggest(trial)
+
+    def build(self, params: dict[str, Any], **shape: Any) -> keras.Model:
+        model = self._base.build(params, **shape)
+        model.get_layer(self._base.BACKBONE).load_weights(self._weights_file)
+        return model
+
+
+def pretrained_weights(space: Any, *, given: Path | None, arch: str) -> str | None:
+    """The pretrained weights a search of ``space`` starts from: ``given`` (``--weights``),
+    else the Keras cache's ImageNet file where present, else None (from scratch, logged).
+
+    Raises:
+        FmsearchError: ``given`` for a space without a pretrained backbone, or missing.
+    """
+    if not hasattr(space, "BACKBONE"):
+        if given is not None:
+            raise FmsearchError(
+                f"--weights: expected an architecture with a pretrained backbone "
+                f"({', '.join(a for a, s in ARCHITECTURES.items() if hasattr(s, 'BACKBONE'))}), "
+                f"got --arch {arch}"
+            )
+        return None
+    if given is not None:
+        if not Path(given).is_file():
+            raise FmsearchError(f"--weights: expected a weights file, got {str(given)!r}")
+        return str(Path(given).resolve())
+    cached = Path.home() / ".keras" / "models" / space.IMAGENET_WEIGHTS
+    if cached.is_file():
+        return str(cached)
+    logger.warning(
+        "%s trains from scratch: no --weights and no ImageNet weights at %s", arch, cached
+    )
+    return None
+
+
 def study_space(study: optuna.Study, *, arch: str, tracker: Tracker) -> Any:
-    """The space a study's trials come from: its fine-tuning space, or ``--arch``'s."""
+    """The space a study's trials come from: its fine-tuning space, ``--arch``'s with its
+    pretrained weights, or ``--arch``'s."""
     text = study.user_attrs.get(FINETUNE_ATTR)
-    if text is None:
-        return resolve(arch)
-    return FineTuneSpace(FineTuneSpec.from_json(text), load_model=tracker.load_keras_model)
+    if text is not None:
+        return FineTuneSpace(FineTuneSpec.from_json(text), load_model=tracker.load_keras_model)
+    weights = study.user_attrs.get(SETTINGS_ATTR, {}).get("weights")
+    return resolve(arch) if weights is None else PretrainedSpace(resolve(arch), weights)
 
 
 def check_grid(grid: Mapping[str, Sequence[Any]]) -> dict[str, tuple[Any, ...]]:

@@ -69,6 +69,7 @@ class SearchOptions:
     enqueue: bool | str | None = None
     refit_epochs: int | None = None
     final_on_all_data: bool = False
+    weights: Path | None = None
     engine: str = "optuna"
     tuner: str = "hyperband"
     workers: int = 1
@@ -109,6 +110,7 @@ class Checked:
     hard_timeout: bool
     grid: tuple[dict[str, Any], ...] = ()
     recipe: Recipe | None = None
+    weights: str | None = None
 
 
 def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = None) -> Checked:
@@ -116,6 +118,7 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
     the engine's and the plan's adjustments (sampler, pruner, study name) made. ``grid``:
     the points of a grid that comes from elsewhere than a space file (fine-tuning)."""
     from search.choices import check_requirements, describe_space, parse_objectives
+    from search.finetune import pretrained_weights
     from search.overrides import load_space_file, parse_fixed
 
     o = options
@@ -174,6 +177,7 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
         hard_timeout=hard_timeout,
         grid=tuple(grid),
         recipe=named_recipe,
+        weights=pretrained_weights(space, given=o.weights, arch=o.arch),
     )
 
 
@@ -301,6 +305,7 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
         sampler=o.sampler, pruner=o.pruner, max_epochs=o.max_epochs, patience=o.patience,
         subset=o.subset, val_size=o.val_size, seed=o.seed, fixed=checked.fixed,
         narrowed=checked.narrowed, precision=o.precision, deterministic=o.deterministic,
+        weights=checked.weights,
     )  # fmt: skip
     # Split before the study exists, so that an impossible --subset creates nothing.
     split = settings.split(data)
@@ -335,6 +340,8 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
     )
     run_params = _run_params(o, fixed=checked.fixed, train_images=len(split.x_train),
                              storage=storage, data_source=data.source)  # fmt: skip
+    if hasattr(checked.space, "BACKBONE"):  # where its backbone's weights came from
+        run_params["weights"] = checked.weights or "none: trained from scratch"
     _, parent_run_id = open_study_run(study, arch=o.arch, tracker=tracker, params=run_params)
     return Opened(checked=checked, tracker=tracker, storage=storage, data=data, split=split,
                   settings=settings, study=study, run_params=run_params,

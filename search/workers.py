@@ -52,6 +52,7 @@ class SearchSettings:
         precision: A name in ``runners.precision.PRECISIONS`` (``auto`` resolves per host).
         deterministic: TensorFlow's op determinism in every trial (``--deterministic``): a
             seeded trial then trains to the same weights on the same machine.
+        weights: Pretrained backbone weights every trial starts from (a file; None: none).
     """
 
     sampler: str = "tpe"
@@ -65,6 +66,7 @@ class SearchSettings:
     narrowed: dict[str, str] = field(default_factory=dict)
     precision: str = "auto"
     deterministic: bool = False
+    weights: str | None = None
 
     @classmethod
     def from_distributions(cls, *, narrowed: dict[str, Any], **kwargs: Any) -> SearchSettings:

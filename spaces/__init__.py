@@ -5,7 +5,8 @@
 ``DEFAULTS``, its published configuration (``fmsearch run --enqueue`` starts from it). A
 module with ``REQUIRES = (package, install hint)`` needs an optional extra; a Keras module with
 ``SHORT_RUN`` has its own changes to the configuration a short search starts from
-(:func:`spaces.common.short_run_start`).
+(:func:`spaces.common.short_run_start`); one with ``BACKBONE`` (a layer's name) takes
+pretrained weights there (``fmsearch run --weights``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from spaces import (
     minicnn,
     mlp,
     resnet,
+    resnet50v2,
     rnn,
     svm,
     tinyvgg,
@@ -35,6 +37,7 @@ ARCHITECTURES: dict[str, ModuleType] = {
     "cnn": cnn,
     "rnn": rnn,
     "resnet": resnet,
+    "resnet50v2": resnet50v2,
     "tinyvgg": tinyvgg,
     "minicnn": minicnn,
     "vggbn": vggbn,

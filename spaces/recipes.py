@@ -10,7 +10,8 @@ Sources:
         2-layer LSTM + L2, ResNet (1 conv + 2 residual blocks + L2 dense head, 91.59%); Adam.
     tinyvgg: TinyVGG (3 conv, 2 max-pool), Adam at 1e-3 from an LR range test, 25 epochs:
         90.02%, test loss 0.372.
-    vgg-bn: VGG-style CNN with BatchNorm, augmentation, plateau schedule: 94.87%.
+    vgg-bn: VGG-style CNN with BatchNorm, augmentation, plateau schedule: 94.87%; ResNet50V2
+        transfer on 85x85x3 upscaled images with ImageNet weights.
     classic-ml: random forest, kNN, XGBoost on PCA features; MiniCNN.
 """
 
@@ -20,7 +21,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from spaces import cnn, dnn, forest, knn, minicnn, mlp, resnet, rnn, tinyvgg, vggbn
+from spaces import (
+    cnn,
+    dnn,
+    forest,
+    knn,
+    minicnn,
+    mlp,
+    resnet,
+    resnet50v2,
+    rnn,
+    tinyvgg,
+    vggbn,
+)
 from spaces import xgboost as xgboost_space
 
 if TYPE_CHECKING:
@@ -159,6 +172,14 @@ RECIPES: dict[str, Recipe] = {
             "Dropout(0.4)", "Dense(256)", "BatchNormalization", "Dropout(0.4)", "Dense(10)",
         ),
         note="early stopping watches validation accuracy here, validation loss in the source",
+    ),
+    "resnet50v2-imagenet": Recipe(
+        arch="resnet50v2",
+        params=dict(resnet50v2.DEFAULTS),
+        source="vgg-bn",
+        epochs=10,
+        note="ImageNet weights where the Keras cache has them (or --weights FILE); the frozen "
+        "share, the head, Adam at 1e-4, batches of 64 and 10 epochs are fmsearch's",
     ),
     "forest-pca": Recipe(
         arch="forest",

@@ -141,6 +141,13 @@ PUBLISHED = "published"
     "promotes that one (the plan keeps the time for it).",
 )
 @click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Pretrained backbone weights for a transfer architecture (resnet50v2): a Keras "
+    "weights file.  [default: ImageNet's from the Keras cache where present, else none]",
+)
+@click.option(
     "--engine",
     type=click.Choice(ENGINES),
     default="optuna",
@@ -194,6 +201,7 @@ def run(
     no_enqueue,
     refit_epochs,
     final_on_all_data,
+    weights,
     engine,
     tuner,
     workers,
@@ -239,6 +247,7 @@ def run(
         max_epochs=max_epochs, patience=patience, subset=subset, val_size=val_size,
         objective=objective, fixes=fixes, space_file=space_file, precision=precision,
         enqueue=enqueue, refit_epochs=refit_epochs, final_on_all_data=final_on_all_data,
+        weights=weights,
         engine=engine, tuner=tuner, workers=workers, threads=threads,
         heartbeat_interval=heartbeat_interval, data_dir=data_dir, register_as=register_as,
         max_params=max_params, max_latency_ms=max_latency_ms, promote=promote, quiet=quiet,

@@ -53,3 +53,69 @@ def test_finetune_refuses_what_it_cannot_fine_tune(stores):
         check_grid({"dropout": (0.1,)})
     with pytest.raises(FmsearchError, match=r"learning_rate: expected positive values, got"):
         check_grid({"learning_rate": ()})
+
+
+def test_a_transfer_model_starts_from_local_weights_and_trains_a_step(small_split, tmp_path):
+    """Weights saved locally go into the backbone; frozen layers stay as loaded, the rest
+    train."""
+    import numpy as np
+
+    from runners.data import Split
+    from runners.training import fit_trial
+    from search.finetune import PretrainedSpace
+    from spaces import resnet50v2
+
+    from ..runners.test_training import Recorder
+
+    params = {**resnet50v2.DEFAULTS, "image_size": 32, "frozen_fraction": 0.5}
+    source = resnet50v2.build(params).get_layer(resnet50v2.BACKBONE)
+    weights = tmp_path / "backbone.weights.h5"
+    source.save_weights(weights)
+
+    def kernels(backbone):  # the first and the last convolution's
+        convs = [layer for layer in backbone.layers if type(layer).__name__ == "Conv2D"]
+        return convs[0].kernel, convs[-1].kernel
+
+    model = PretrainedSpace(resnet50v2, str(weights)).build(params)
+    backbone = model.get_layer(resnet50v2.BACKBONE)
+    first, last = kernels(backbone)
+    for loaded, saved in zip((first, last), kernels(source), strict=True):
+        np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
+    fresh = resnet50v2.build(params).get_layer(resnet50v2.BACKBONE)
+    assert not np.array_equal(kernels(fresh)[0].numpy(), first.numpy())
+    trainable = [layer.trainable for layer in backbone.layers]
+    assert trainable.index(True) == round(0.5 * len(trainable)) and all(
+        trainable[trainable.index(True) :]
+    )
+
+    tiny = Split(small_split.x_train[:32], small_split.y_train[:32], small_split.x_val[:16],
+                 small_split.y_val[:16])  # fmt: skip
+    before = [first.numpy().copy(), last.numpy().copy()]
+    result = fit_trial(model, {**params, "batch_size": 16}, tiny, max_epochs=1,
+                       reporter=Recorder())  # fmt: skip
+    assert result.epochs == 1 and np.isfinite(result.history["train_loss"][0])
+    np.testing.assert_array_equal(first.numpy(), before[0])  # frozen
+    assert not np.array_equal(last.numpy(), before[1])  # trained
+
+
+def test_pretrained_weights_come_from_the_option_the_keras_cache_or_nowhere(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from search.finetune import pretrained_weights
+    from spaces import mlp, resnet50v2
+
+    monkeypatch.setattr(Path, "home", lambda: tmp_path)
+    given = tmp_path / "mine.weights.h5"
+    given.write_bytes(b"")
+    with pytest.raises(FmsearchError, match=r"--weights: expected an architecture with a "
+                       r"pretrained backbone \(resnet50v2\), got --arch mlp"):  # fmt: skip
+        pretrained_weights(mlp, given=given, arch="mlp")
+    assert pretrained_weights(mlp, given=None, arch="mlp") is None
+    with pytest.raises(FmsearchError, match=r"--weights: expected a weights file, got"):
+        pretrained_weights(resnet50v2, given=tmp_path / "none.h5", arch="resnet50v2")
+    assert pretrained_weights(resnet50v2, given=given, arch="resnet50v2") == str(given)
+    assert pretrained_weights(resnet50v2, given=None, arch="resnet50v2") is None  # scratch
+    cached = tmp_path / ".keras" / "models" / resnet50v2.IMAGENET_WEIGHTS
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert pretrained_weights(resnet50v2, given=None, arch="resnet50v2") == str(cached)
