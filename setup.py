@@ -45,6 +45,8 @@ setup(
         "gp": ["torch>=2.4"],
         # The CPU build: 6 MB against the CUDA build's 300 MB (GPU users: pip install xgboost).
         "xgboost": ["xgboost-cpu>=2.1"],
+        # fmsearch explain --embedding umap.
+        "umap": ["umap-learn>=0.5"],
         # fmsearch dashboard: Optuna's own web dashboard over the study storage.
         "dashboard": ["optuna-dashboard>=0.17"],
         # The UI test drives Debian's chromium through its chromedriver.
@@ -53,6 +55,7 @@ setup(
             "pytest-xdist>=3.5",
             "ruff>=0.6",
             "xgboost-cpu>=2.1",
+            "umap-learn>=0.5",
             "selenium>=4.20",
             # The Kubernetes manifests, checked against the API's schemas offline.
             "kubernetes-validate>=1.30",

@@ -106,18 +106,28 @@ def penultimate_features(classifier: Any, flavor: str, images: np.ndarray) -> np
     return flat
 
 
+# The 2-d maps of a model's features: pca (fast, linear), tsne (local neighbourhoods), umap
+# (local and global structure; the umap-learn package).
+EMBEDDINGS = ("pca", "tsne", "umap")
+
+
 def embed_2d(features: np.ndarray, *, method: str, seed: int = 0) -> np.ndarray:
-    """A 2-d map of ``features``: ``pca`` (fast, linear) or ``tsne`` (local neighbourhoods)."""
+    """A 2-d map of ``features`` by ``method``, one of :data:`EMBEDDINGS`."""
     from sklearn.decomposition import PCA
 
+    if method not in EMBEDDINGS:
+        raise ValueError(f"method must be one of {', '.join(EMBEDDINGS)}, got {method!r}")
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(features)
+    # PCA to 50 dimensions first, as scikit-learn's and UMAP's documentation advise for speed.
+    reduced = features
+    if features.shape[1] > 50:
+        reduced = PCA(n_components=50, random_state=seed).fit_transform(features)
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        # PCA to 50 dimensions first, as scikit-learn's documentation advises for speed.
-        reduced = features
-        if features.shape[1] > 50:
-            reduced = PCA(n_components=50, random_state=seed).fit_transform(features)
         return TSNE(n_components=2, init="pca", random_state=seed).fit_transform(reduced)
-    raise ValueError(f"method must be pca or tsne, got {method!r}")
+    import umap
+
+    # n_jobs=1: a random_state makes UMAP single-threaded anyway, and it warns unless told.
+    return umap.UMAP(n_components=2, random_state=seed, n_jobs=1).fit_transform(reduced)

@@ -234,17 +234,26 @@ def explain(
     embedding_images: int = 2000,
 ) -> Explanation:
     """Explain the served model's prediction for test image ``index`` (occlusion and LIME),
-    and with ``embedding`` (``pca``/``tsne``) map its penultimate features of the test set.
+    and with ``embedding`` (``pca``/``tsne``/``umap``) map its penultimate features of the test
+    set.
 
     Raises:
-        FmsearchError: ``index`` is outside the test set, or the model does not load.
+        FmsearchError: ``index`` is outside the test set, the model does not load, or
+            ``umap`` without the umap-learn package.
     """
+    import importlib.util
+
     from runners import explain as methods
     from runners.figures import embedding as embedding_figure
     from runners.figures import explanation as explanation_figure
 
     if not 0 <= index < len(images):
         raise FmsearchError(f"--index must be in 0..{len(images) - 1}, got {index}")
+    if embedding == "umap" and importlib.util.find_spec("umap") is None:
+        raise FmsearchError(
+            "--embedding umap: expected the umap-learn package (pip install 'fmsearch[umap]'), "
+            "got none installed"
+        )
     try:
         served = tracker.load_served_model(model_uri)
     except Exception as exc:

@@ -161,8 +161,9 @@ def eda(tracking_uri, data_dir, val_size, quiet, verbose) -> None:
 )
 @click.option(
     "--embedding",
-    type=click.Choice(["pca", "tsne"]),
-    help="Also map the model's penultimate features of the test set in 2-d.",
+    type=click.Choice(["pca", "tsne", "umap"]),
+    help="Also map the model's penultimate features of the test set in 2-d (umap: pip "
+    "install 'fmsearch[umap]').",
 )
 @click.option(
     "--embedding-images",

@@ -103,15 +103,23 @@ def test_explain_one_image_and_the_embedding(champion, registry, fashion, tmp_pa
     images, labels = fashion.x_test[TEST], fashion.y_test[TEST]
     result = explain(
         tracker=tracker, model_uri=champion, images=images, labels=labels, index=7,
-        output_dir=tmp_path / "out", lime_samples=100, embedding="pca", embedding_images=300,
+        output_dir=tmp_path / "out", lime_samples=100, embedding="umap", embedding_images=300,
     )  # fmt: skip
-    assert [p.name for p in result.files] == ["explain_7.png", "embedding_pca.png"]
+    assert [p.name for p in result.files] == ["explain_7.png", "embedding_umap.png"]
     assert all(_png(p)[0] > 400 for p in result.files)
     frame = mlflow.pyfunc.load_model(champion).predict(images[7:8])
     assert result.predicted_class == frame["class_name"][0]
     assert result.confidence == pytest.approx(frame[result.predicted_class][0])
     logged = tracker._client.download_artifacts(result.run_id, "prediction.json", str(tmp_path))
     assert json.loads(Path(logged).read_text())["true"] == result.true_class
+    import importlib.util
+
+    real = importlib.util.find_spec
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(importlib.util, "find_spec", lambda n: None if n == "umap" else real(n))
+        with pytest.raises(FmsearchError, match=r"--embedding umap: expected the umap-learn "):
+            explain(tracker=tracker, model_uri=champion, images=images, labels=labels, index=7,
+                    output_dir=tmp_path, embedding="umap")  # fmt: skip
     with pytest.raises(FmsearchError, match=r"--index must be in 0\.\.1999, got 2000"):
         explain(tracker=tracker, model_uri=champion, images=images, labels=labels, index=2000,
                 output_dir=tmp_path)  # fmt: skip
