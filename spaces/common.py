@@ -139,7 +139,8 @@ def short_run_start(space: Any) -> dict[str, Any]:
     against the published configuration's 0.8419; cosine alone 0.8350, batches of 64
     alone 0.8424, cosine with batches of 64 0.8459.
     """
-    defaults = space.DEFAULTS
+    # The cosine schedule has none of the plateau schedule's settings (vggbn's recipe has).
+    defaults = {k: v for k, v in space.DEFAULTS.items() if k not in PLATEAU_PARAMS}
     rate = min(2 * defaults["learning_rate"], LEARNING_RATE[1])
     return {
         **defaults, "lr_schedule": "cosine", "learning_rate": rate, "batch_size": 64,
