@@ -204,3 +204,30 @@ def test_an_ensemble_serves_the_mean_of_its_members_and_their_mirrors(tiny_study
     assert tags[MEMBERS_TAG] == f"{again_uri},{uris[1]}" and tags[TTA_TAG] == "true"
     assert tags[STANDS_IN_TAG] == str(chosen.number)
     assert select_candidate(study).number == stand_in.number
+
+
+def test_finals_are_planned_at_the_pace_the_finals_kept():
+    """A final that took longer per epoch than its configuration's rungs said slows the
+    estimate of the finals and the retraining after it (none yet: the estimate stands)."""
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.budget import epoch_seconds_on_all, finals_pace
+    from search.names import EPOCHS_ATTR, TRAIN_SECONDS_ATTR
+
+    study = optuna.create_study(direction="maximize")
+
+    def add(value, **attrs):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"x": 1},
+                                     distributions={"x": IntDistribution(0, 9)},
+                                     user_attrs=attrs))  # fmt: skip
+        return study.trials[-1]
+
+    plan = _plan()
+    source = add(0.8, **{RUNG_ATTR: 1, TRAIN_IMAGES_ATTR: 600, TRAIN_SECONDS_ATTR: 10.0,
+                         EPOCHS_ATTR: 2})  # fmt: skip
+    assert finals_pace(study, plan) == 1.0
+    estimate = epoch_seconds_on_all(study, plan, source)
+    add(0.85, **{FINAL_ATTR: True, REFIT_ATTR: source.number, EPOCHS_ATTR: 4,
+                 TRAIN_SECONDS_ATTR: 4 * 1.5 * estimate})  # fmt: skip
+    assert finals_pace(study, plan) == pytest.approx(1.5)
