@@ -10,6 +10,7 @@ estimate against what the command took.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -192,6 +193,11 @@ def run_finals(
     return trained
 
 
+# A retraining that fits fewer epochs than its best count trains that many, down to this
+# share of them; fewer, and it is left out.
+MIN_RETRAIN_SHARE = 0.75
+
+
 def with_validation_in_training(split: Split) -> Split:
     """``split`` with its validation images added to its training images (its validation
     images stay, so that the training loop runs as ever; what it reports on them is not a
@@ -214,7 +220,8 @@ def retrain_on_all_data(
 ) -> dict[int, int]:
     """Train the chosen model (the one promotion would pick) again with the validation
     images, as Keras Tuner's tutorial does: each of its members (one, or an ensemble's), best
-    first, for the epoch count that was best on validation, while the plan's time holds one
+    first, for the epoch count that was best on validation (or as many as the time left holds,
+    down to ``MIN_RETRAIN_SHARE`` of them), while the plan's time holds one
     more.
 
     Each retraining is a refit trial that stands in for its member (``STANDS_IN_ATTR``): the
@@ -243,18 +250,20 @@ def retrain_on_all_data(
         member = by_number[number]
         # best_epoch counts from 0: the epochs up to and including the best one.
         epochs = int(member.user_attrs.get(BEST_EPOCH_ATTR, max(plan.final_epochs, 1) - 1)) + 1
-        needed = (
-            epochs
-            * finals_pace(study, plan)
-            * epoch_seconds_on_all(study, plan, member, images=images)
-        )
+        # A final's own epochs were measured on all the training images: no pace on top.
+        per_epoch = epoch_seconds_on_all(study, plan, member, images=images)
         left = plan.retrain_ends_at - now()
-        if needed + TRIAL_OVERHEAD_SECONDS > left:
-            logger.warning(
-                "no retraining of trial %d on all images: it needs ~%.0f s, %.0f s are left",
-                number, needed, max(left, 0.0),
-            )  # fmt: skip
-            break
+        fits = int((left - TRIAL_OVERHEAD_SECONDS) // max(per_epoch, 1e-9))
+        if fits < epochs:
+            if fits < math.ceil(epochs * MIN_RETRAIN_SHARE):
+                logger.warning(
+                    "no retraining of trial %d on all images: %d epochs need ~%.0f s, %.0f s "
+                    "are left", number, epochs, epochs * per_epoch, max(left, 0.0),
+                )  # fmt: skip
+                break
+            # Its schedule anneals over the epochs it gets: most of them is still a model
+            # trained on more images, where none would leave the time unused.
+            epochs = fits
         logger.info(
             "retraining trial %d's configuration on %d images for %d epochs",
             number, images, epochs,

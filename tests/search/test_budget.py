@@ -231,3 +231,34 @@ def test_finals_are_planned_at_the_pace_the_finals_kept():
     add(0.85, **{FINAL_ATTR: True, REFIT_ATTR: source.number, EPOCHS_ATTR: 4,
                  TRAIN_SECONDS_ATTR: 4 * 1.5 * estimate})  # fmt: skip
     assert finals_pace(study, plan) == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(("share", "expected"), [(1.2, 20), (0.8, 16), (0.6, None)])
+def test_a_retraining_that_does_not_fit_trains_most_of_its_epochs_or_none(share, expected):
+    """20 epochs were best; the time left holds 1.2, 0.8 or 0.6 of them: all 20, as many as
+    fit (at least three quarters), or none."""
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.budget import epoch_seconds_on_all
+    from search.names import BEST_EPOCH_ATTR, EPOCHS_ATTR, TRAIN_SECONDS_ATTR
+    from search.plan import TRIAL_OVERHEAD_SECONDS
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(create_trial(
+        state=TrialState.COMPLETE, value=0.9, params={"x": 1},
+        distributions={"x": IntDistribution(0, 9)},
+        user_attrs={FINAL_ATTR: True, TRAIN_IMAGES_ATTR: 600, TRAIN_SECONDS_ATTR: 60.0,
+                    EPOCHS_ATTR: 30, BEST_EPOCH_ATTR: 19},
+    ))  # fmt: skip
+    (final,) = study.trials
+    plan = _plan()
+    per_epoch = epoch_seconds_on_all(study, plan, final, images=900)
+    now = plan.retrain_ends_at - TRIAL_OVERHEAD_SECONDS - share * 20 * per_epoch - 0.01
+    asked = []
+
+    def run(refit, seconds):
+        asked.append(refit.epochs)
+
+    retrain_on_all_data(study=study, plan=plan, chosen=final, run=run, now=lambda: now)
+    assert asked == ([] if expected is None else [expected])
