@@ -26,6 +26,7 @@ PARAMS = {
     **mlp.DEFAULTS,
     "n_units_l0": 64,
     "n_units_l1": 32,
+    "use_l2": True,
     "l2": 1e-5,
     "dropout": 0.0,
     "learning_rate": 3e-3,
