@@ -221,6 +221,17 @@ class Explanation:
     files: list[Path]
 
 
+def _check_embedding(embedding: str | None) -> None:
+    """Refuse ``umap`` without its package (an optional extra), before any work."""
+    import importlib.util
+
+    if embedding == "umap" and importlib.util.find_spec("umap") is None:
+        raise FmsearchError(
+            "--embedding umap: expected the umap-learn package (pip install 'fmsearch[umap]'), "
+            "got none installed"
+        )
+
+
 def explain(
     *,
     tracker: Tracker,
@@ -241,19 +252,13 @@ def explain(
         FmsearchError: ``index`` is outside the test set, the model does not load, or
             ``umap`` without the umap-learn package.
     """
-    import importlib.util
-
     from runners import explain as methods
     from runners.figures import embedding as embedding_figure
     from runners.figures import explanation as explanation_figure
 
     if not 0 <= index < len(images):
         raise FmsearchError(f"--index must be in 0..{len(images) - 1}, got {index}")
-    if embedding == "umap" and importlib.util.find_spec("umap") is None:
-        raise FmsearchError(
-            "--embedding umap: expected the umap-learn package (pip install 'fmsearch[umap]'), "
-            "got none installed"
-        )
+    _check_embedding(embedding)
     try:
         served = tracker.load_served_model(model_uri)
     except Exception as exc:

@@ -290,16 +290,7 @@ def make_plan(
         Rung(n, min(max_rung_epochs, FIRST_RUNG_EPOCHS + r), first // eta**r, trial_seconds(r, n))
         for r, n in enumerate(ladder)
     )
-    if k and rungs[0].configs < THIN_LADDER_CONFIGS:
-        notes.append(
-            f"a thin ladder ({rungs[0].configs} first-rung configurations): the first final "
-            "trains the published configuration"
-        )
-    if rungs[-1].train_images < train_images:
-        notes.append(
-            f"the ladder stops at {rungs[-1].train_images:,} images: another rung would not "
-            "get one configuration"
-        )
+    notes += _ladder_notes(rungs, train_images=train_images, finals=k)
     return Plan(
         budget_seconds=budget_seconds,
         started_at=started_at,
@@ -319,6 +310,21 @@ def make_plan(
         notes=tuple(notes),
         retrain_seconds=costs.retrain(epochs) if k else 0.0,
     )
+
+
+def _ladder_notes(rungs: tuple[Rung, ...], *, train_images: int, finals: int) -> list[str]:
+    notes = []
+    if finals and rungs[0].configs < THIN_LADDER_CONFIGS:
+        notes.append(
+            f"a thin ladder ({rungs[0].configs} first-rung configurations): the first final "
+            "trains the published configuration"
+        )
+    if rungs[-1].train_images < train_images:
+        notes.append(
+            f"the ladder stops at {rungs[-1].train_images:,} images: another rung would not "
+            "get one configuration"
+        )
+    return notes
 
 
 def _no_room(*, needed: float, probe_seconds: float, budget_seconds: float) -> FmsearchError:
