@@ -108,11 +108,10 @@ def reproduce(
         subset: Train on this many training images instead of all of them.
         val_size, seed, storage, tracking_uri, data_dir, precision, threads, quiet: as for
             :func:`search.api.search`.
-        study_name: The study; default ``reproduce-NAME-<date and time>``, a new one each
-            time.
+        study_name: A new study; default ``reproduce-NAME-<date and time>``.
 
     Raises:
-        FmsearchError: An unknown recipe, or a training that failed.
+        FmsearchError: An unknown recipe, a study that exists, or a training that failed.
     """
     from search import api
 
@@ -120,6 +119,16 @@ def reproduce(
         found = recipe(name)
     except KeyError as e:
         raise FmsearchError(f"recipe: {e.args[0]}") from None
+    if study_name is not None:
+        import optuna
+
+        from search.urls import default_storage
+
+        if study_name in optuna.get_all_study_names(storage or default_storage()):
+            raise FmsearchError(
+                f"--study-name: expected a new study (a reproduction is one trial of the "
+                f"recipe), got {study_name!r}, which exists"
+            )
     # Keras recipes train by epochs; scikit-learn ones have none.
     planned_epochs = None if found.epochs is None else epochs or found.epochs
     start = time.time()

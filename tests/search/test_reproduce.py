@@ -38,6 +38,8 @@ def test_reproduce_trains_the_recipe_and_sets_published_beside_obtained(cli, sto
     assert record["published_accuracy"] == 0.9002 and record["epochs"] == 2
     assert abs(record["test_accuracy"] - float(version.tags["test_accuracy"])) < 1e-6
     assert record["test_loss"] > 0 and record["time_boxed"] is False
+    again = cli("reproduce", "tinyvgg-25ep", "--study-name", "repro", *_store_args(stores), *TINY)
+    assert again.exit_code != 0 and "expected a new study" in again.output
 
 
 def test_enqueue_recipe_starts_the_study_from_it_exactly(cli, stores):
