@@ -21,7 +21,6 @@ from runners.data import NUM_CLASSES, Split
 from runners.errors import TrialFailed
 from runners.reporting import EpochReporter, TrialResult
 
-MONITOR = "val_accuracy"
 # The class a `class_weights` configuration weighs by `shirt_weight` (the others weigh 1):
 # the weakest class of every source project.
 SHIRT = 6

@@ -8,7 +8,7 @@ Kept free of heavy imports so that ``fmsearch --help`` lists the choices instant
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -166,8 +166,6 @@ def grid_points(narrowed: Mapping[str, BaseDistribution]) -> list[dict[str, Any]
     Raises:
         FmsearchError: ``narrowed`` lists no choices to make a grid of.
     """
-    import itertools
-
     from optuna.distributions import CategoricalDistribution
 
     axes = {n: d.choices for n, d in narrowed.items() if isinstance(d, CategoricalDistribution)}
@@ -176,4 +174,11 @@ def grid_points(narrowed: Mapping[str, BaseDistribution]) -> list[dict[str, Any]
             "--sampler grid: expected a --space-file listing choices (e.g. 'batch_size: [64, "
             "128]'), got " + ("ranges only" if narrowed else "no --space-file")
         )
+    return combinations(axes)
+
+
+def combinations(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of one value per axis (name -> values), as a grid's points."""
+    import itertools
+
     return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]

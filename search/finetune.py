@@ -18,7 +18,6 @@ champion on the test set.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -88,9 +87,9 @@ class FineTuneSpec:
 
     def points(self) -> list[dict[str, Any]]:
         """Every combination of the grid, each a trial."""
-        names = list(self.grid)
-        return [dict(zip(names, values, strict=True))
-                for values in itertools.product(*self.grid.values())]  # fmt: skip
+        from search.choices import combinations
+
+        return combinations(self.grid)
 
 
 class FineTuneSpace:

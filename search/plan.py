@@ -124,7 +124,7 @@ class Plan:
     def thin_ladder(self) -> bool:
         """Whether the ladder starts with too few configurations to beat a published recipe
         (``THIN_LADDER_CONFIGS``): its finals then train the study's baseline first."""
-        return bool(self.rungs) and self.rungs[0].configs < THIN_LADDER_CONFIGS
+        return _thin(self.rungs)
 
     @property
     def search_ends_at(self) -> float:
@@ -312,9 +312,13 @@ def make_plan(
     )
 
 
+def _thin(rungs: tuple[Rung, ...]) -> bool:
+    return bool(rungs) and rungs[0].configs < THIN_LADDER_CONFIGS
+
+
 def _ladder_notes(rungs: tuple[Rung, ...], *, train_images: int, finals: int) -> list[str]:
     notes = []
-    if finals and rungs[0].configs < THIN_LADDER_CONFIGS:
+    if finals and _thin(rungs):
         notes.append(
             f"a thin ladder ({rungs[0].configs} first-rung configurations): the first final "
             "trains the published configuration"

@@ -183,8 +183,8 @@ def _promote(
             parent_run_id=trial_tags.get(PARENT_TAG),
             model_uri=model_uri,
             flavor=trial_tags.get(FLAVOR_TAG, "keras"),
-            extra_packages=tuple(filter(None, trial_tags.get(EXTRA_PACKAGES_TAG, "").split(","))),
-            members=tuple(filter(None, trial_tags.get(MEMBERS_TAG, "").split(","))),
+            extra_packages=_listed(trial_tags, EXTRA_PACKAGES_TAG),
+            members=_listed(trial_tags, MEMBERS_TAG),
             tta=trial_tags.get(TTA_TAG) == "true",
             test_images=test_images,
             test_labels=test_labels,
@@ -393,6 +393,11 @@ def _register(
     return version
 
 
+def _listed(tags: dict[str, str], key: str) -> tuple[str, ...]:
+    """A run tag that holds a comma-separated list (none: empty)."""
+    return tuple(filter(None, tags.get(key, "").split(",")))
+
+
 def _baseline_record(
     study: optuna.Study,
     tracker: Tracker,
@@ -415,7 +420,7 @@ def _baseline_record(
     served = tracker.preview_served_model(
         model_uri=tags[MODEL_URI_TAG], flavor=tags.get(FLAVOR_TAG, "keras"),
         class_names=CLASS_NAMES,
-        extra_packages=tuple(filter(None, tags.get(EXTRA_PACKAGES_TAG, "").split(","))),
+        extra_packages=_listed(tags, EXTRA_PACKAGES_TAG),
     )  # fmt: skip
     predicted = served.predict(images)["class_index"].to_numpy()
     evaluation = evaluate_predictions(labels, predicted, class_names=CLASS_NAMES)
