@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 # Longer than this and `run --trials` suggests a --budget-hours command instead.
 LONG_SEARCH_SECONDS = 2 * 3600
+# Fewer training images than this in all (trials x epochs x images) and `run --trials` skips
+# its estimate: measuring traces a model and trains up to 20,000 images, as long as such a
+# search takes on the fast models and under two minutes on the slowest here.
+ESTIMATE_MIN_IMAGES = 10_000
 DEFAULT_TRIALS = 20
 
 
@@ -488,12 +492,17 @@ def make_plan(s: Opened) -> tuple[Plan, Any]:
 
 
 def estimate(s: Opened, *, n_trials: int) -> None:
-    """Print (and record) what --trials N costs at most on this host, measured first."""
+    """Print (and record) what --trials N costs at most on this host, measured first; a
+    search smaller than the measurement (``ESTIMATE_MIN_IMAGES``) is not measured."""
     from runners.precision import resolve_policy
     from search.budget import measure_host
     from search.plan import estimate_trials, span
 
     o, split = s.options, s.split
+    images = n_trials * o.max_epochs * len(split.x_train)
+    if images < ESTIMATE_MIN_IMAGES:
+        logger.debug("no estimate: %d training images in all cost less than measuring", images)
+        return
     rate = measure_host(arch=o.arch, split=split, fixed=s.settings.fixed, seconds=1.0,
                         policy=resolve_policy(s.settings.precision))  # fmt: skip
     seconds = estimate_trials(

@@ -45,6 +45,8 @@ def workdir(tmp_path_factory):
     assert "study mlp: 2 complete, 0 pruned, 0 failed" in result.stdout
     assert "fmsearch-mlp version 1 from trial" in result.stdout
     assert "Traceback" not in result.stderr
+    # 800 training images in all: less than measuring them would train, so no estimate.
+    assert "estimate:" not in result.stdout + result.stderr
     (cwd / "run.stderr").write_text(result.stderr)
     return cwd
 

@@ -45,7 +45,7 @@ def test_two_workers_through_a_postgres_restart(tmp_path, server):
     with postgres_database(password="hunter2-secret", exclusive=True) as url:
         run = start(
             [*FMSEARCH, "run", "--arch", "mlp", "--trials", "6", "--workers", "2",
-             "--heartbeat-interval", "2", "--subset", "3000", "--val-size", "500",
+             "--heartbeat-interval", "2", "--subset", "1500", "--val-size", "500",
              "--max-epochs", "3", "--pruner", "none", "--seed", "0", "--storage", url,
              "--tracking-uri", server],
             cwd=tmp_path, log=tmp_path / "run.log",

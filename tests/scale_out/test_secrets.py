@@ -63,8 +63,13 @@ def test_no_password_anywhere_whatever_the_url_shape(cli, tmp_path):
         with postgres_database() as url:
             for i, (shape, storage) in enumerate(_storage_shapes(url).items()):
                 name = f"logreg-{i}"
+                # A promotion writes nothing of the study's storage URL: one (through the
+                # same tracking URL as the others) shows what the registry keeps; the other
+                # shapes differ only where the storage URL itself is written.
+                promote = [] if i == 0 else ["--no-promote"]
                 result = cli("run", "--arch", "logreg", "--trials", 2, "--study-name", name,
-                             "--storage", storage, "--tracking-uri", tracking, *TINY)  # fmt: skip
+                             "--storage", storage, "--tracking-uri", tracking, *promote,
+                             *TINY)  # fmt: skip
                 assert result.exit_code == 0, (shape, result.output)
                 listing = cli("studies", "--storage", storage)
                 client = MlflowClient(f"http://127.0.0.1:{port}")
