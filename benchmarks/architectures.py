@@ -38,7 +38,7 @@ PUBLISHED = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="logreg, 5 s, 1,000 validation images (a smoke test)"
+        "--quick", action="store_true", help="logreg, 5 s, 500 images each (a smoke test)"
     )
     parser.add_argument("--arch", action="append", choices=sorted(ARCHITECTURES))
     parser.add_argument("--budget-minutes", type=float, default=4.0)
@@ -51,8 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     archs = args.arch or list(ARCHITECTURES)
     if args.quick:
-        archs, args.budget_minutes, args.subset, args.max_epochs = ["logreg"], 1 / 12, 1000, 2
-        args.val_size = 1000
+        archs, args.budget_minutes, args.subset, args.max_epochs = ["logreg"], 1 / 12, 500, 2
+        args.val_size = 500
     name = "architectures_quick" if args.quick else "architectures"
     previous = args.results_dir / f"{name}.json"
     rows = json.loads(previous.read_text())["results"] if args.update and previous.exists() else {}
