@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 
 # Longer than this and `run --trials` suggests a --budget-hours command instead.
 LONG_SEARCH_SECONDS = 2 * 3600
-# Fewer training images than this in all (trials x epochs x images) and `run --trials` skips
-# its estimate: measuring traces a model and trains up to 20,000 images, as long as such a
-# search takes on the fast models and under two minutes on the slowest here.
+# Fewer training images than this in all (trials x epochs x images) and `run --trials` prints
+# no estimate: measuring (a traced model, up to 20,000 training images) costs about as much as
+# such a search on the fast models, and the search takes under two minutes on the slowest here.
 ESTIMATE_MIN_IMAGES = 10_000
 DEFAULT_TRIALS = 20
 
