@@ -27,6 +27,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from benchmarks.budget_plan import QUICK_HOURS
 from benchmarks.common import add_results_dir, write
 
 CONTENDERS = {
@@ -92,7 +93,7 @@ def main() -> None:
         # start-ups at once beside the rest of the suite took 74 s of a one-minute budget on a
         # slow CI host, leaving no room for a trial. The plan starts first; the other two take
         # turns beside it (about 40 s each).
-        args.arch, args.minutes, seeds, args.parallel = "mlp", 1.25, [0], 2
+        args.arch, args.minutes, seeds, args.parallel = "mlp", QUICK_HOURS * 60, [0], 2
         extra = ["--max-epochs", "2", "--subset", "300", "--val-size", "100"]
         # Smoke test: two trials show that the contenders that take trials until the budget
         # is spent work; only the plan needs the whole budget (it is sized to fill it).
