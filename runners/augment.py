@@ -170,7 +170,22 @@ def train_dataset(
             lambda images, labels: mixer(images, labels, alpha=alpha, prob=prob),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _without_autotune(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def _without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` with tf.data's autotuning off.
+
+    Keras deletes a dataset's iterator at the end of every epoch, and with TensorFlow 2.21 the
+    deletion waits for the autotuning thread to wake from its sleep, which doubles up to 60 s:
+    measured on a 3-epoch VGG-BN trial on 50,000 images, 33-37 s of both cores idle twice
+    (219 s against 147 s without autotuning), and one epoch in three of a champion run's final
+    took 82 s instead of 49. The epochs themselves train as fast without it (45-48 s both ways:
+    the AUTOTUNE parallelism and prefetch fall back to TensorFlow's defaults).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def eval_dataset(
@@ -182,4 +197,4 @@ def eval_dataset(
         lambda images, labels: (tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _without_autotune(ds.prefetch(tf.data.AUTOTUNE))

@@ -119,3 +119,12 @@ def test_unknown_mix_is_refused(small_split):
             small_split.x_train, small_split.y_train,
             params={"batch_size": 8, "mix": "blend"}, num_classes=10,
         )  # fmt: skip
+
+
+def test_pipelines_leave_tf_data_autotuning_off(small_split):
+    """Deleting an autotuned iterator, as Keras does every epoch, waited up to a minute."""
+    params = {"batch_size": 32, "mix": "mixup", "mix_alpha": 0.2, "mix_prob": 0.5, "flip": True}
+    train = train_dataset(small_split.x_train, small_split.y_train, params=params, num_classes=10)
+    val = eval_dataset(small_split.x_val, small_split.y_val, batch_size=64, num_classes=10)
+    assert train.options().autotune.enabled is False
+    assert val.options().autotune.enabled is False
