@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runners.errors import FmsearchError
+from search.kinds import runner_for
 from search.names import (
     ARCH_ATTR,
     FINETUNE_ATTR,
@@ -225,13 +226,15 @@ def spec_for(
         ) from None
     arch = study.user_attrs.get(ARCH_ATTR, "")
     space = ARCHITECTURES.get(arch)
-    if space is None or space.KIND != "keras":
+    # Fine-tuning continues a model's training from its weights, by epochs.
+    runner = runner_for(space) if space is not None else None
+    if runner is None or not runner.trains_in_epochs:
         raise FmsearchError(
             f"finetune: expected a model of one Keras architecture, got --arch {arch} ({model_uri})"
         )
     trial = study.trials[int(tags[SOURCE_TRIAL_TAG])]
     run_tags = tracker.run_tags(trial.user_attrs[RUN_ID_ATTR])
-    if run_tags.get(FLAVOR_TAG, "keras") != "keras" or MODEL_URI_TAG not in run_tags:
+    if run_tags.get(FLAVOR_TAG, runner.kind) != runner.kind or MODEL_URI_TAG not in run_tags:
         raise FmsearchError(f"finetune: expected a Keras model, got none at {model_uri}")
     spec = FineTuneSpec(
         arch=arch,

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 # Longer than this and `run --trials` suggests a --budget-hours command instead.
 LONG_SEARCH_SECONDS = 2 * 3600
 # Fewer training images than this in all (trials x epochs x images) and `run --trials` prints
-# no estimate: measuring (a traced model, up to 20,000 training images) costs about as much as
+# no estimate: measuring (a traced model, trained for a few seconds) costs about as much as
 # such a search on the fast models, and the search takes under two minutes on the slowest here.
 ESTIMATE_MIN_IMAGES = 10_000
 DEFAULT_TRIALS = 20

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import mlflow
+import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
@@ -11,6 +13,7 @@ from runners.errors import FmsearchError
 from search import api
 from search.choices import describe_space
 from search.finetune import check_grid
+from search.names import ARCH_ATTR, SOURCE_TRIAL_TAG, STUDY_TAG
 from spaces import ARCHITECTURES
 
 DATA = {"subset": 300, "val_size": 100, "seed": 0, "quiet": True}
@@ -43,13 +46,29 @@ def test_finetune_runs_the_whole_grid_from_the_champion_s_weights(stores):
     assert result.promotion.alias in ("champion", "challenger")
 
 
-def test_finetune_refuses_what_it_cannot_fine_tune(stores):
+def test_finetune_refuses_what_it_cannot_fine_tune(stores, tracker):
     with pytest.raises(FmsearchError, match=r"expected a registered model as models:/NAME@"):
         api.finetune(model_uri="runs:/abc/model", storage=stores["storage"],
                      tracking_uri=stores["tracking"])  # fmt: skip
     with pytest.raises(FmsearchError, match=r"expected a registered version at models:/nope@"):
         api.finetune(model_uri="models:/nope@champion", storage=stores["storage"],
                      tracking_uri=stores["tracking"])  # fmt: skip
+    # A scikit-learn champion has no weights to continue from.
+    from search.finetune import spec_for
+
+    optuna.create_study(study_name="logreg", storage=stores["storage"]).set_user_attr(
+        ARCH_ATTR, "logreg"
+    )
+    client = mlflow.MlflowClient(stores["tracking"])
+    client.create_registered_model("fmsearch-logreg")
+    version = client.create_model_version(
+        "fmsearch-logreg", "file:///nowhere", tags={STUDY_TAG: "logreg", SOURCE_TRIAL_TAG: "0"}
+    )
+    client.set_registered_model_alias("fmsearch-logreg", "champion", version.version)
+    with pytest.raises(FmsearchError, match=r"expected a model of one Keras architecture, got "
+                       r"--arch logreg \(models:/fmsearch-logreg@champion\)"):  # fmt: skip
+        spec_for("models:/fmsearch-logreg@champion", tracker=tracker, storage=stores["storage"],
+                 grid={})  # fmt: skip
     with pytest.raises(FmsearchError, match=r"expected names among learning_rate, .*'dropout'"):
         check_grid({"dropout": (0.1,)})
     with pytest.raises(FmsearchError, match=r"learning_rate: expected positive values, got"):
