@@ -47,8 +47,9 @@ FINAL_SHARE = 0.6
 MAX_FIRST_RUNG_CONFIGS = 300
 # Fewer first-rung configurations than this (two halvings' worth) and the ladder's pick is
 # noise next to a published recipe: the finals train the study's baseline first. Measured
-# (benchmarks/results/equal_budget.md, cnn, 30 min of one core): the published configuration
-# trained 10 epochs on all images, 91.85%; the plan's ladder pick, 91.41%.
+# (README, "Three ways to spend 30 minutes": cnn, 30 min of one core, two seeds): random
+# search, the published configuration first on all images, 91.85% against the ladder's pick,
+# 91.41%, before this rule; 92.06% against the plan's 91.77% with it.
 THIN_LADDER_CONFIGS = REDUCTION_FACTOR**2
 # Per trial besides its epochs: building the model, the latency measurement, the confusion
 # matrix and report, logging the model (log_seconds 1.2-1.7 s for an mlp trial here).
