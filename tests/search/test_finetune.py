@@ -12,7 +12,7 @@ from optuna.distributions import CategoricalDistribution
 from runners.errors import FmsearchError
 from search import api
 from search.choices import describe_space
-from search.finetune import check_grid
+from search.finetune import check_grid, spec_for
 from search.names import ARCH_ATTR, SOURCE_TRIAL_TAG, STUDY_TAG
 from spaces import ARCHITECTURES
 
@@ -54,8 +54,6 @@ def test_finetune_refuses_what_it_cannot_fine_tune(stores, tracker):
         api.finetune(model_uri="models:/nope@champion", storage=stores["storage"],
                      tracking_uri=stores["tracking"])  # fmt: skip
     # A scikit-learn champion has no weights to continue from.
-    from search.finetune import spec_for
-
     optuna.create_study(study_name="logreg", storage=stores["storage"]).set_user_attr(
         ARCH_ATTR, "logreg"
     )
