@@ -138,7 +138,7 @@ def run_finals(
     now: Callable[[], float] = time.time,
 ) -> list[int]:
     """Train the plan's top configurations on all the images, one after the other (a thin
-    ladder's finals: the study's baseline first, see :attr:`search.plan.Plan.thin_ladder`).
+    ladder's one final: the study's baseline, see :attr:`search.plan.Plan.thin_ladder`).
 
     Each final training is a refit trial (``refit_of`` the ladder trial it trains again,
     ``final`` set) with a one-cycle schedule. Its epochs come from what an epoch on all the

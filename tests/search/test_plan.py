@@ -142,11 +142,27 @@ def test_a_budget_for_one_trial_but_not_a_final_too_plans_the_search_alone():
     assert plan.estimated_seconds <= plan.budget_seconds
 
 
-def test_a_thin_ladder_is_noted_and_known():
+@pytest.mark.parametrize("retrain_on_all", [False, True])
+def test_too_little_time_for_a_search_trains_the_published_configuration_long(retrain_on_all):
     """Seven first-rung configurations (30 minutes of one core for a CNN) are too few for the
-    ladder's pick to beat the published configuration: the plan says its final trains that."""
-    thin, full = _plan(0.5, train=450), _plan(1)
-    assert thin.rungs[0].configs < THIN_LADDER_CONFIGS <= full.rungs[0].configs
+    ladder's pick to beat the published configuration: the plan trains that one once on the
+    lowest rung, then gives it all the rest of the budget (none kept for rungs or a second
+    final)."""
+    thin = _plan(0.5, train=450, retrain_on_all=retrain_on_all)
+    full = _plan(1, retrain_on_all=retrain_on_all)
     assert thin.thin_ladder and not full.thin_ladder
-    assert "thin ladder (7 first-rung configurations)" in thin.describe(arch="cnn")
-    assert "thin ladder" not in full.describe(arch="cnn")
+    assert [(r.train_images, r.configs) for r in thin.rungs] == [(5556, 1)]
+    assert thin.search_seconds == thin.rungs[0].trial_seconds
+    assert thin.top_k == 1
+    # The final (and its retraining) take all but less than one more epoch of the budget.
+    per_epoch = thin.epoch_seconds(50_000) + (thin.epoch_seconds(60_000) if retrain_on_all else 0)
+    assert 0 <= thin.budget_seconds - thin.estimated_seconds < per_epoch
+    assert thin.notes == (
+        "too little time for a search (7 first-rung configurations would fit): the published "
+        "configuration, trained long",
+    )
+    text = thin.describe(arch="cnn")
+    assert "the published configuration alone" in text and "successive halving" not in text
+    assert "too little time" not in full.describe(arch="cnn")
+    assert Plan.from_json(thin.to_json()).thin_ladder
+
