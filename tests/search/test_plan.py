@@ -151,6 +151,7 @@ def test_too_little_time_for_a_search_trains_the_published_configuration_long(re
     thin = _plan(0.5, train=450, retrain_on_all=retrain_on_all)
     full = _plan(1, retrain_on_all=retrain_on_all)
     assert thin.thin_ladder and not full.thin_ladder
+    assert 7 < THIN_LADDER_CONFIGS <= full.rungs[0].configs
     assert [(r.train_images, r.configs) for r in thin.rungs] == [(5556, 1)]
     assert thin.search_seconds == thin.rungs[0].trial_seconds
     assert thin.top_k == 1
@@ -165,4 +166,3 @@ def test_too_little_time_for_a_search_trains_the_published_configuration_long(re
     assert "the published configuration alone" in text and "successive halving" not in text
     assert "too little time" not in full.describe(arch="cnn")
     assert Plan.from_json(thin.to_json()).thin_ladder
-
