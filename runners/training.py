@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import gc
 import math
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -185,6 +186,11 @@ def fit_trial(
     )
     out_of_time = _Deadline(deadline)
     own = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, monitor), out_of_time]
+    anneal = anneal_by_deadline(
+        params, deadline=deadline, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs
+    )
+    if anneal is not None:
+        own.append(anneal)
     if metric != "accuracy":  # first, so that every other callback reads it in the logs
         own.insert(0, _ValidationScore(split, metric))
     if params.get("lr_schedule") == "plateau":
@@ -218,7 +224,7 @@ def fit_trial(
         epochs=len(values),
         history=history,
         train_seconds=seconds,
-        out_of_time=out_of_time.stopped,
+        out_of_time=out_of_time.stopped or bool(anneal and anneal.shortened_to),
     )
 
 
@@ -295,6 +301,90 @@ class _Deadline(keras.callbacks.Callback):
         if self._deadline is not None and time.monotonic() >= self._deadline:
             self.stopped = True
             self.model.stop_training = True
+
+
+def anneal_by_deadline(
+    params: dict[str, Any],
+    *,
+    deadline: float | None,
+    steps_per_epoch: int,
+    max_epochs: int,
+    clock: Callable[[], float] = time.monotonic,
+) -> AnnealByDeadline | None:
+    """The callback that ends ``params``' decaying schedule (cosine, one-cycle) by
+    ``deadline``; None where there is nothing to fit (no deadline, or a rate that does not
+    decay)."""
+    schedule = params.get("lr_schedule", "constant")
+    if deadline is None or schedule not in ("cosine", "one_cycle"):
+        return None
+    warmup = int(steps_per_epoch * max_epochs * _ONE_CYCLE_WARMUP) if schedule == "one_cycle" else 0
+    return AnnealByDeadline(
+        deadline=deadline, end_epoch=max_epochs, steps_per_epoch=steps_per_epoch,
+        warmup_steps=warmup, clock=clock,
+    )  # fmt: skip
+
+
+class AnnealByDeadline(keras.callbacks.Callback):
+    """Shortens a decaying schedule that would not end by the deadline, so that the rate
+    still comes down to zero in the epochs the time holds, and ends training there.
+
+    Why: a final training's epochs are planned from epoch times measured on the ladder, and
+    epochs on one host vary by 10-15% (63-83 s in one champion run); stopped by the clock
+    mid-schedule, a final is a model that never annealed (four finals of three champion
+    runs: stopped after 24 of 29, 32 of 35, 33 of 45 and 33 of 36 epochs). After each epoch
+    the epochs that still fit are counted at the slower of the median and the last epoch
+    time; when they end before the schedule, the rest of it becomes a cosine decay from the
+    current rate over them (a built-in Keras schedule, so the saved model loads anywhere),
+    once the warm-up is over (cutting it short would train the rest below the peak).
+
+    Attributes:
+        shortened_to: The epoch count the schedule was shortened to, or None.
+    """
+
+    def __init__(
+        self,
+        *,
+        deadline: float,
+        end_epoch: int,
+        steps_per_epoch: int,
+        warmup_steps: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._deadline = deadline
+        self._end = end_epoch
+        self._steps_per_epoch = steps_per_epoch
+        self._warmup_steps = warmup_steps
+        self._clock = clock
+        self._seconds: list[float] = []
+        self._start = 0.0
+        self.shortened_to: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = self._clock()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = self._clock()
+        self._seconds.append(now - self._start)
+        done = epoch + 1
+        if done >= self._end:
+            self.model.stop_training = True
+            return
+        per_epoch = max(statistics.median(self._seconds), self._seconds[-1], 1e-9)
+        end = done + max(1, int((self._deadline - now) // per_epoch))
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if end >= self._end or step < self._warmup_steps:
+            return
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
+            rate,
+            decay_steps=(end - done) * self._steps_per_epoch,
+            warmup_target=rate,
+            warmup_steps=step,
+        )
+        # The compiled step holds the old schedule's constants: trace it again.
+        self.model.make_train_function(force=True)
+        self._end = self.shortened_to = end
 
 
 class _FailOnNaN(keras.callbacks.Callback):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import optuna
@@ -12,6 +14,7 @@ from runners.errors import TrialFailed
 from runners.metrics import predict_classes
 from runners.training import (
     _Pruning,
+    anneal_by_deadline,
     annealed_from,
     best_monitored,
     fit_trial,
@@ -260,3 +263,55 @@ def test_the_best_epoch_is_the_best_watched_one():
     assert best_monitored(values, initial_epoch=0, monitor_from=2) == 3
     assert best_monitored(values, initial_epoch=2, monitor_from=3) == 3  # epochs 2..5
     assert best_monitored(values, initial_epoch=0, monitor_from=9) == 3  # none: the last
+
+
+class _Clock:
+    """Time that passes ``epoch_seconds`` at the end of every epoch (a callback too)."""
+
+    def __init__(self, epoch_seconds: float) -> None:
+        self.now = 0.0
+        self.epoch_seconds = epoch_seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self) -> keras.callbacks.Callback:
+        clock = self
+
+        class Advance(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                clock.now += clock.epoch_seconds
+
+        return Advance()
+
+
+def test_a_schedule_that_would_outrun_the_deadline_anneals_by_it(small_split, tmp_path):
+    """One-cycle over 8 epochs of 10 s with 45 s left: after its warm-up (2.4 epochs) the
+    rest decays from the rate it had reached over the one epoch that still fits, and
+    training ends there, annealed, instead of being cut near the peak rate; the model saves
+    and loads with its shortened schedule."""
+    params = {**PARAMS, "lr_schedule": "one_cycle"}
+    steps = math.ceil(len(small_split.x_train) / params["batch_size"])
+    clock = _Clock(epoch_seconds=10)
+    anneal = anneal_by_deadline(params, deadline=45, steps_per_epoch=steps, max_epochs=8,
+                                clock=clock)  # fmt: skip
+    reporter = Recorder()
+    model = _model()
+    result = fit_trial(model, params, small_split, max_epochs=8, reporter=reporter,
+                       callbacks=[clock.advance(), anneal])  # fmt: skip
+    rates = [epoch["learning_rate"] for epoch in reporter.epochs]
+    planned = make_learning_rate(params, total_steps=8 * steps)
+    assert anneal.shortened_to == result.epochs == 4
+    # The first three epochs as planned (warm-up to the peak), then the decay to zero.
+    assert rates[:3] == pytest.approx([float(planned(e * steps)) for e in (1, 2, 3)], rel=1e-5)
+    assert rates[2] > 0.9 * params["learning_rate"] and rates[3] < 1e-6
+    model.save(tmp_path / "model.keras")
+    assert keras.models.load_model(tmp_path / "model.keras").optimizer.iterations == 4 * steps
+
+
+def test_only_a_decaying_schedule_with_a_deadline_is_fitted_to_it():
+    kwargs = {"steps_per_epoch": 10, "max_epochs": 5}
+    assert anneal_by_deadline({"lr_schedule": "cosine"}, deadline=None, **kwargs) is None
+    for schedule in ("constant", "plateau"):
+        assert anneal_by_deadline({"lr_schedule": schedule}, deadline=60, **kwargs) is None
+    assert anneal_by_deadline({"lr_schedule": "cosine"}, deadline=60, **kwargs) is not None
