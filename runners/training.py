@@ -317,7 +317,8 @@ def anneal_by_deadline(
     schedule = params.get("lr_schedule", "constant")
     if deadline is None or schedule not in ("cosine", "one_cycle"):
         return None
-    warmup = int(steps_per_epoch * max_epochs * _ONE_CYCLE_WARMUP) if schedule == "one_cycle" else 0
+    total = steps_per_epoch * max_epochs  # make_learning_rate's warm-up, in steps
+    warmup = max(1, int(total * _ONE_CYCLE_WARMUP)) if schedule == "one_cycle" else 0
     return AnnealByDeadline(
         deadline=deadline, end_epoch=max_epochs, steps_per_epoch=steps_per_epoch,
         warmup_steps=warmup, clock=clock,
