@@ -68,7 +68,7 @@ def make_learning_rate(
     if schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
     if schedule == "one_cycle":
-        warmup = max(1, int(total_steps * _ONE_CYCLE_WARMUP))
+        warmup = _one_cycle_warmup_steps(total_steps)
         return keras.optimizers.schedules.CosineDecay(
             lr / _ONE_CYCLE_START,
             decay_steps=max(1, total_steps - warmup),
@@ -76,6 +76,10 @@ def make_learning_rate(
             warmup_steps=warmup,
         )
     raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+
+
+def _one_cycle_warmup_steps(total_steps: int) -> int:
+    return max(1, int(total_steps * _ONE_CYCLE_WARMUP))
 
 
 def annealed_from(params: dict[str, Any], *, epochs: int) -> int:
@@ -317,8 +321,8 @@ def anneal_by_deadline(
     schedule = params.get("lr_schedule", "constant")
     if deadline is None or schedule not in ("cosine", "one_cycle"):
         return None
-    total = steps_per_epoch * max_epochs  # make_learning_rate's warm-up, in steps
-    warmup = max(1, int(total * _ONE_CYCLE_WARMUP)) if schedule == "one_cycle" else 0
+    total = steps_per_epoch * max_epochs
+    warmup = _one_cycle_warmup_steps(total) if schedule == "one_cycle" else 0
     return AnnealByDeadline(
         deadline=deadline, end_epoch=max_epochs, steps_per_epoch=steps_per_epoch,
         warmup_steps=warmup, clock=clock,
