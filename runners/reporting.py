@@ -31,6 +31,9 @@ class TrialResult:
         epochs: Epochs trained (scikit-learn: data-share steps).
         history: Per-epoch metrics, MLflow names (``train_loss``, ``val_accuracy``, ...).
         train_seconds: Wall time of ``fit``.
+        epoch_seconds: What a steady epoch took: the median epoch after the first, whose
+            time also holds the tracing of the training and validation steps (None: no
+            epochs, as for scikit-learn).
         out_of_time: Training stopped early because the search's time budget ran out.
     """
 
@@ -40,3 +43,4 @@ class TrialResult:
     history: dict[str, list[float]]
     train_seconds: float
     out_of_time: bool = False
+    epoch_seconds: float | None = None

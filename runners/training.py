@@ -189,7 +189,8 @@ def fit_trial(
         start_from_epoch=monitor_from,
     )
     out_of_time = _Deadline(deadline)
-    own = [_EpochLog(reporter), _FailOnNaN(), best, _Pruning(reporter, monitor), out_of_time]
+    log = _EpochLog(reporter)
+    own = [log, _FailOnNaN(), best, _Pruning(reporter, monitor), out_of_time]
     anneal = anneal_by_deadline(
         params, deadline=deadline, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs
     )
@@ -229,7 +230,16 @@ def fit_trial(
         history=history,
         train_seconds=seconds,
         out_of_time=out_of_time.stopped or bool(anneal and anneal.shortened_to),
+        epoch_seconds=steady_epoch_seconds(log.seconds),
     )
+
+
+def steady_epoch_seconds(seconds: list[float]) -> float | None:
+    """What an epoch takes once the training and validation steps are traced: the median
+    of the epochs after the first (the first alone when it is the only one)."""
+    if not seconds:
+        return None
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
 def class_weights(params: dict[str, Any]) -> dict[int, float] | None:
@@ -258,6 +268,7 @@ class _EpochLog(keras.callbacks.Callback):
         super().__init__()
         self._reporter = reporter
         self._start = 0.0
+        self.seconds: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
@@ -265,6 +276,7 @@ class _EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = {_METRIC_NAMES.get(k, k): float(v) for k, v in (logs or {}).items()}
         metrics["epoch_seconds"] = time.perf_counter() - self._start
+        self.seconds.append(metrics["epoch_seconds"])
         # The rate the last step used: follows the schedule and ReduceLROnPlateau.
         metrics.setdefault(
             "learning_rate",

@@ -48,6 +48,9 @@ REFIT_ATTR = "refit_of"
 REFIT_EPOCHS_ATTR = "refit_epochs"
 TRAIN_IMAGES_ATTR = "train_images"
 TRAIN_SECONDS_ATTR = "train_seconds"
+# Seconds of a steady epoch (the first, which traces the steps, left out): what a plan
+# extrapolates to the finals from.
+EPOCH_SECONDS_ATTR = "epoch_seconds"
 # A trial that stands for an ensemble of finished trials (their numbers), not a training of
 # its own; TTA_ATTR: whether it averages in the mirrored images' predictions too.
 ENSEMBLE_ATTR = "ensemble_of"

@@ -22,6 +22,7 @@ from search.kinds import FitPlan, FitRequest, runner_for
 from search.ladder import Ladder
 from search.names import (
     BEST_EPOCH_ATTR,
+    EPOCH_SECONDS_ATTR,
     EPOCHS_ATTR,
     FAIL_REASON_ATTR,
     LATENCY_ATTR,
@@ -332,6 +333,8 @@ class Objective:
         trial.set_user_attr(TRAIN_SECONDS_ATTR, result.train_seconds)
         trial.set_user_attr(BEST_EPOCH_ATTR, result.best_epoch)
         trial.set_user_attr(EPOCHS_ATTR, result.epochs)
+        if result.epoch_seconds is not None:
+            trial.set_user_attr(EPOCH_SECONDS_ATTR, result.epoch_seconds)
 
     def _fail(self, trial: optuna.Trial, log: TrialLog, reason: str) -> None:
         self._close(trial, log, state="FAIL", reason=reason)

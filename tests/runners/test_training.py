@@ -70,6 +70,17 @@ def test_reports_every_epoch_and_returns_the_best(small_split):
     assert result.best_value == max(result.history["val_accuracy"])
     assert set(reporter.epochs[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
     assert reporter.epochs[0]["epoch_seconds"] > 0
+    later = sorted(e["epoch_seconds"] for e in reporter.epochs[1:])
+    assert result.epoch_seconds == pytest.approx(sum(later) / 2)
+
+
+def test_a_steady_epoch_leaves_out_the_first_one_that_traces_the_steps():
+    from runners.training import steady_epoch_seconds
+
+    assert steady_epoch_seconds([]) is None
+    assert steady_epoch_seconds([4.0]) == 4.0
+    assert steady_epoch_seconds([9.0, 2.0]) == 2.0
+    assert steady_epoch_seconds([9.0, 2.0, 3.0, 2.5]) == 2.5
 
 
 def test_model_keeps_the_best_epochs_weights(small_split):

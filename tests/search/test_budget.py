@@ -22,6 +22,7 @@ from search.ensemble import DECISION_FILE, add_stand_in, combine_finals
 from search.ladder import RungMedianPruner
 from search.names import (
     ENSEMBLE_ATTR,
+    EPOCH_SECONDS_ATTR,
     FINAL_ATTR,
     MEMBERS_TAG,
     PROMOTED_FROM_ATTR,
@@ -73,6 +74,8 @@ def test_a_planned_search_from_ladder_to_champion(storage_url, tracker, fashion,
     assert {t.user_attrs[TRAIN_IMAGES_ATTR] for t in rungs[0]} == {200}
     (up,) = rungs[1]
     assert up.user_attrs[TRAIN_IMAGES_ATTR] == 600 and len(up.intermediate_values) == 2
+    done = [t for t in [*rungs[0], up] if t.state == optuna.trial.TrialState.COMPLETE]
+    assert up in done and all(t.user_attrs[EPOCH_SECONDS_ATTR] > 0 for t in done)
     best_low = max(rungs[0], key=lambda t: t.value)
     assert up.user_attrs[PROMOTED_FROM_ATTR] == best_low.number and up.params == best_low.params
     run = tracker._client.get_run(up.user_attrs[RUN_ID_ATTR])
@@ -231,6 +234,19 @@ def test_finals_are_planned_at_the_pace_the_finals_kept():
     add(0.85, **{FINAL_ATTR: True, REFIT_ATTR: source.number, EPOCHS_ATTR: 4,
                  TRAIN_SECONDS_ATTR: 4 * 1.5 * estimate})  # fmt: skip
     assert finals_pace(study, plan) == pytest.approx(1.5)
+
+
+def test_a_trials_steady_epoch_is_what_the_finals_are_estimated_from():
+    """Where a trial recorded its steady epoch (its first, which traces the steps, left
+    out), that is its seconds per epoch, not its training time over its epochs."""
+    from search.budget import seconds_per_epoch
+    from search.names import EPOCH_SECONDS_ATTR, EPOCHS_ATTR, TRAIN_SECONDS_ATTR
+
+    assert seconds_per_epoch({TRAIN_SECONDS_ATTR: 12.0, EPOCHS_ATTR: 3}) == 4.0
+    assert seconds_per_epoch(
+        {TRAIN_SECONDS_ATTR: 12.0, EPOCHS_ATTR: 3, EPOCH_SECONDS_ATTR: 2.5}
+    ) == 2.5  # fmt: skip
+    assert seconds_per_epoch({}) is None
 
 
 @pytest.mark.parametrize(("share", "expected"), [(1.2, 20), (0.8, 16), (0.6, None)])
