@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +79,18 @@ def first_rung_started(trials: Sequence[FrozenTrial]) -> int:
 
 
 def final_candidates(
-    study: optuna.Study, *, k: int, baseline_first: bool = False
+    study: optuna.Study,
+    *,
+    k: int,
+    baseline_first: bool = False,
+    too_slow: Callable[[FrozenTrial], bool] | None = None,
 ) -> list[FrozenTrial]:
     """The ``k`` configurations to train at full fidelity: the highest rung first, then the
     best value, one trial per distinct configuration, skipping those trained already. With
     ``baseline_first`` the study's baseline (``BASELINE_ATTR``: its published configuration
-    or recipe, whatever its rung or state) comes first."""
+    or recipe, whatever its rung or state) comes first. Trials of the highest rung that are
+    ``too_slow`` (for a long final in the time left) come after the others of that rung,
+    unless all are."""
     from search.names import BASELINE_ATTR, REFIT_ATTR
 
     trials = study.get_trials(deepcopy=False)
@@ -97,6 +103,14 @@ def final_candidates(
         (t for t in _search_trials(trials) if t.state == TrialState.COMPLETE),
         key=lambda t: (-rung_of(t), -t.value, t.number),
     )
+    if too_slow is not None and ranked:
+        # One trained already was chosen: it stays chosen, however little time is left now.
+        def slow(t: FrozenTrial) -> bool:
+            return t.number not in done and too_slow(t)
+
+        top = [t for t in ranked if rung_of(t) == rung_of(ranked[0])]
+        if not all(map(slow, top)):
+            ranked = sorted(top, key=slow) + ranked[len(top) :]  # sorted() is stable
     if baseline_first:
         # Pruned or complete: its configuration was suggested whole either way.
         settled = (TrialState.COMPLETE, TrialState.PRUNED)

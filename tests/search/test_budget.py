@@ -249,6 +249,40 @@ def test_a_trials_steady_epoch_is_what_the_finals_are_estimated_from():
     assert seconds_per_epoch({}) is None
 
 
+def test_a_final_the_time_left_holds_too_few_epochs_of_gives_way():
+    """The top rung's best takes 10 s an epoch, the next 1 s; 53 s are left for one final
+    of a planned 20 epochs: 5 of the first would fit (fewer than half), 50 of the second."""
+    import dataclasses
+
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.names import EPOCHS_ATTR, TRAIN_SECONDS_ATTR
+
+    study = optuna.create_study(direction="maximize")
+    for x, value, seconds in [(1, 0.93, 10.0), (2, 0.92, 1.0)]:
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=value, params={"x": x},
+            distributions={"x": IntDistribution(0, 9)},
+            user_attrs={RUNG_ATTR: 1, TRAIN_IMAGES_ATTR: 600, TRAIN_SECONDS_ATTR: 3 * seconds,
+                        EPOCHS_ATTR: 3},
+        ))  # fmt: skip
+    plan = dataclasses.replace(  # a ladder, not a thin one (whose baseline trains, however slow)
+        _plan(), rungs=(Rung(200, 2, 9, 2.0), Rung(600, 2, 3, 3.0)), top_k=1, final_epochs=20,
+        retrain_seconds=0.0,
+    )  # fmt: skip
+    asked = []
+
+    def run(refit, seconds):
+        asked.append((refit.of, refit.epochs))
+
+    run_finals(study=study, plan=plan, run=run, now=lambda: plan.finals_end_at - 53)
+    assert asked == [(1, 40)]  # trial 1 (x=2), at most twice the plan's epochs
+    asked.clear()
+    run_finals(study=study, plan=plan, run=run, now=lambda: plan.finals_end_at - 203)
+    assert asked[0][0] == 0  # 20 epochs of the best fit: it goes first
+
+
 @pytest.mark.parametrize(("share", "expected"), [(1.2, 20), (0.8, 16), (0.6, None)])
 def test_a_retraining_that_does_not_fit_trains_most_of_its_epochs_or_none(share, expected):
     """20 epochs were best; the time left holds 1.2, 0.8 or 0.6 of them: all 20, as many as

@@ -79,6 +79,24 @@ def test_finals_take_the_highest_rung_first_and_each_configuration_once():
     assert [t.params["x"] for t in final_candidates(study, k=3)] == [3, 4]
 
 
+def test_a_top_rung_configuration_too_slow_for_a_final_gives_way_to_one_of_its_rung():
+    study = optuna.create_study(direction="maximize")
+    _add(study, 0.99, x=1, rung=1)  # the best, too slow
+    _add(study, 0.95, x=2, rung=1)
+    _add(study, 0.90, x=3, rung=1)  # too slow too
+    _add(study, 0.97, x=4)  # rung 0: never ahead of the top rung
+    slow = {1, 3}
+
+    def too_slow(trial):
+        return trial.params["x"] in slow
+
+    assert [t.params["x"] for t in final_candidates(study, k=2, too_slow=too_slow)] == [2, 1]
+    slow = {1, 2, 3}  # all of the top rung: the order stands
+    assert [t.params["x"] for t in final_candidates(study, k=2, too_slow=too_slow)] == [1, 2]
+    _add(study, 0.96, x=1, **{REFIT_ATTR: 0})  # x=1's final trained: it stays chosen
+    assert final_candidates(study, k=1, too_slow=too_slow) == []
+
+
 def test_a_thin_ladder_trains_the_baseline_first_even_pruned_low():
     study = optuna.create_study(direction="maximize")
     _add(study, x=7, state=TrialState.PRUNED, **{BASELINE_ATTR: "published"})
