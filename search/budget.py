@@ -144,7 +144,8 @@ def run_finals(
     Each final training is a refit trial (``refit_of`` the ladder trial it trains again,
     ``final`` set) with a one-cycle schedule. Its epochs come from what an epoch on all the
     images will take (:func:`epoch_seconds_on_all`), so that the schedule fits the time
-    left and ends annealed.
+    left and ends annealed. A configuration whose final would get too few of them
+    (:func:`too_slow_for_a_final`) goes after the others of its rung.
 
     Args:
         study: The searched study.
