@@ -104,13 +104,12 @@ def final_candidates(
         key=lambda t: (-rung_of(t), -t.value, t.number),
     )
     if too_slow is not None and ranked:
-        # One trained already was chosen: it stays chosen, however little time is left now.
-        def slow(t: FrozenTrial) -> bool:
-            return t.number not in done and too_slow(t)
-
         top = [t for t in ranked if rung_of(t) == rung_of(ranked[0])]
-        if not all(map(slow, top)):
-            ranked = sorted(top, key=slow) + ranked[len(top) :]  # sorted() is stable
+        # Once each (each asks the study for the trial's epoch times); one trained already
+        # was chosen: it stays chosen, however little time is left now.
+        slow = {t.number: t.number not in done and too_slow(t) for t in top}
+        if not all(slow.values()):
+            ranked = sorted(top, key=lambda t: slow[t.number]) + ranked[len(top) :]  # stable
     if baseline_first:
         # Pruned or complete: its configuration was suggested whole either way.
         settled = (TrialState.COMPLETE, TrialState.PRUNED)
