@@ -160,22 +160,10 @@ def run_finals(
         study, k=plan.top_k, baseline_first=plan.thin_ladder,
         too_slow=None if plan.thin_ladder else too_slow_for_a_final(study, plan, now=now()),
     )  # fmt: skip
-    images = plan.train_images + plan.val_images
     trained = []
     for i, trial in enumerate(candidates):
-        pace = finals_pace(study, plan)
-        retrain_epoch = pace * epoch_seconds_on_all(study, plan, trial, images=images)
-        # Up to twice the plan's epochs when the time allows (the search ran faster than
-        # the probe said): a schedule fitted to the time left, but never far past the plan.
-        epochs = min(
-            2 * max(plan.final_epochs, 1),
-            final_epochs(
-                plan,
-                epoch_seconds=pace * epoch_seconds_on_all(study, plan, trial),
-                finals_left=len(candidates) - i,
-                now=now(),
-                retrain_epoch_seconds=retrain_epoch,
-            ),
+        epochs, retrain_epoch = epochs_for_final(
+            study, plan, trial, finals_left=len(candidates) - i, now=now()
         )
         # Without a retraining kept, retrain_ends_at is finals_end_at and the reserve is 0.
         reserve = retrain_reserve(plan, epochs=epochs, retrain_epoch_seconds=retrain_epoch)
@@ -207,16 +195,40 @@ def run_finals(
 MIN_FINAL_EPOCHS_SHARE = 0.5
 
 
+def epochs_for_final(
+    study: optuna.Study, plan: Plan, trial: FrozenTrial, *, finals_left: int, now: float
+) -> tuple[int, float]:
+    """The epochs ``trial``'s final would get if it started at ``now``, ``finals_left``
+    finals (itself among them) sharing the time left, and the seconds an epoch of its
+    retraining on all the images would take (what the finals leave for it, when the plan
+    keeps one).
+
+    Epochs are planned at the pace the finals so far kept (:func:`finals_pace`), up to twice
+    the plan's when the time allows (the search ran faster than the probe said): a schedule
+    fitted to the time left, but never far past the plan.
+    """
+    pace = finals_pace(study, plan)
+    images = plan.train_images + plan.val_images
+    retrain_epoch = pace * epoch_seconds_on_all(study, plan, trial, images=images)
+    fitted = final_epochs(
+        plan,
+        epoch_seconds=pace * epoch_seconds_on_all(study, plan, trial),
+        finals_left=finals_left,
+        now=now,
+        retrain_epoch_seconds=retrain_epoch,
+    )
+    return min(2 * max(plan.final_epochs, 1), fitted), retrain_epoch
+
+
 def too_slow_for_a_final(
     study: optuna.Study, plan: Plan, *, now: float
 ) -> Callable[[FrozenTrial], bool]:
     """Whether the time left would hold a configuration's final for too few epochs
-    (``MIN_FINAL_EPOCHS_SHARE`` of the plan's, each of its finals its share of the time)."""
-    pace = finals_pace(study, plan)
+    (``MIN_FINAL_EPOCHS_SHARE`` of the plan's, each of its finals its share of the time and
+    its retraining, when the plan keeps one, priced in: :func:`epochs_for_final`)."""
 
     def too_slow(trial: FrozenTrial) -> bool:
-        epochs = final_epochs(plan, epoch_seconds=pace * epoch_seconds_on_all(study, plan, trial),
-                              finals_left=plan.top_k, now=now)  # fmt: skip
+        epochs, _ = epochs_for_final(study, plan, trial, finals_left=plan.top_k, now=now)
         return epochs < MIN_FINAL_EPOCHS_SHARE * plan.final_epochs
 
     return too_slow

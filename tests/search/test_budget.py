@@ -283,6 +283,41 @@ def test_a_final_the_time_left_holds_too_few_epochs_of_gives_way():
     assert asked[0][0] == 0  # 20 epochs of the best fit: it goes first
 
 
+def test_a_final_whose_retraining_leaves_it_too_few_epochs_gives_way():
+    """With a retraining on all images kept, an epoch of a final costs one of the retraining
+    too. The best (10 s an epoch) has 120 s: 12 epochs of itself alone, but 5 with its
+    retraining, fewer than half the planned 20; the next (1 s) gets the most the plan
+    allows, 40."""
+    import dataclasses
+
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.names import EPOCHS_ATTR, TRAIN_SECONDS_ATTR
+    from search.plan import TRIAL_OVERHEAD_SECONDS
+
+    study = optuna.create_study(direction="maximize")
+    for x, value, seconds in [(1, 0.93, 10.0), (2, 0.92, 1.0)]:
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=value, params={"x": x},
+            distributions={"x": IntDistribution(0, 9)},
+            user_attrs={RUNG_ATTR: 1, TRAIN_IMAGES_ATTR: 600, TRAIN_SECONDS_ATTR: 3 * seconds,
+                        EPOCHS_ATTR: 3},
+        ))  # fmt: skip
+    plan = dataclasses.replace(
+        _plan(), rungs=(Rung(200, 2, 9, 2.0), Rung(600, 2, 3, 3.0)), top_k=1, final_epochs=20
+    )
+    assert plan.retrain_seconds > 0
+    asked = []
+
+    def run(refit, seconds):
+        asked.append((refit.of, refit.epochs))
+
+    now = plan.retrain_ends_at - 2 * TRIAL_OVERHEAD_SECONDS - 120.5
+    run_finals(study=study, plan=plan, run=run, now=lambda: now)
+    assert asked == [(1, 40)]
+
+
 @pytest.mark.parametrize(("share", "expected"), [(1.2, 20), (0.8, 16), (0.6, None)])
 def test_a_retraining_that_does_not_fit_trains_most_of_its_epochs_or_none(share, expected):
     """20 epochs were best; the time left holds 1.2, 0.8 or 0.6 of them: all 20, as many as
