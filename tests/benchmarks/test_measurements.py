@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
         "tracking_overhead",
         "trial_speed",
         "flops",
+        "probe_accuracy",
         "recipes",
     ],
 )
