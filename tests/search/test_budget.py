@@ -249,9 +249,9 @@ def test_a_trials_steady_epoch_is_what_the_finals_are_estimated_from():
     assert seconds_per_epoch({}) is None
 
 
-def test_a_final_the_time_left_holds_too_few_epochs_of_gives_way():
-    """The top rung's best takes 10 s an epoch, the next 1 s; 53 s are left for one final
-    of a planned 20 epochs: 5 of the first would fit (fewer than half), 50 of the second."""
+def _a_slow_best_and_a_fast_second(**changes):
+    """A study whose top rung's best took 10 s an epoch and the next 1 s (600 images), and a
+    ladder's plan of one final of 20 epochs, with ``changes``."""
     import dataclasses
 
     from optuna.distributions import IntDistribution
@@ -269,53 +269,38 @@ def test_a_final_the_time_left_holds_too_few_epochs_of_gives_way():
         ))  # fmt: skip
     plan = dataclasses.replace(  # a ladder, not a thin one (whose baseline trains, however slow)
         _plan(), rungs=(Rung(200, 2, 9, 2.0), Rung(600, 2, 3, 3.0)), top_k=1, final_epochs=20,
-        retrain_seconds=0.0,
+        **changes,
     )  # fmt: skip
+    return study, plan
+
+
+def _finals_asked(study, plan, *, now: float) -> list[tuple[int, int]]:
+    """(trial, epochs) of each final :func:`run_finals` starts at ``now``."""
     asked = []
+    run_finals(study=study, plan=plan, now=lambda: now,
+               run=lambda refit, seconds: asked.append((refit.of, refit.epochs)))  # fmt: skip
+    return asked
 
-    def run(refit, seconds):
-        asked.append((refit.of, refit.epochs))
 
-    run_finals(study=study, plan=plan, run=run, now=lambda: plan.finals_end_at - 53)
-    assert asked == [(1, 40)]  # trial 1 (x=2), at most twice the plan's epochs
-    asked.clear()
-    run_finals(study=study, plan=plan, run=run, now=lambda: plan.finals_end_at - 203)
-    assert asked[0][0] == 0  # 20 epochs of the best fit: it goes first
+def test_a_final_the_time_left_holds_too_few_epochs_of_gives_way():
+    """53 s are left for one final of a planned 20 epochs: 5 of the best would fit (fewer
+    than half), 50 of the second; with 203 s, 20 of the best fit and it goes first."""
+    study, plan = _a_slow_best_and_a_fast_second(retrain_seconds=0.0)
+    # trial 1 (x=2), at most twice the plan's epochs
+    assert _finals_asked(study, plan, now=plan.finals_end_at - 53) == [(1, 40)]
+    assert _finals_asked(study, plan, now=plan.finals_end_at - 203)[0][0] == 0
 
 
 def test_a_final_whose_retraining_leaves_it_too_few_epochs_gives_way():
     """With a retraining on all images kept, an epoch of a final costs one of the retraining
-    too. The best (10 s an epoch) has 120 s: 12 epochs of itself alone, but 5 with its
-    retraining, fewer than half the planned 20; the next (1 s) gets the most the plan
-    allows, 40."""
-    import dataclasses
-
-    from optuna.distributions import IntDistribution
-    from optuna.trial import TrialState, create_trial
-
-    from search.names import EPOCHS_ATTR, TRAIN_SECONDS_ATTR
+    too. The best has 120 s: 12 epochs of itself alone, but 5 with its retraining, fewer
+    than half the planned 20; the next gets the most the plan allows, 40."""
     from search.plan import TRIAL_OVERHEAD_SECONDS
 
-    study = optuna.create_study(direction="maximize")
-    for x, value, seconds in [(1, 0.93, 10.0), (2, 0.92, 1.0)]:
-        study.add_trial(create_trial(
-            state=TrialState.COMPLETE, value=value, params={"x": x},
-            distributions={"x": IntDistribution(0, 9)},
-            user_attrs={RUNG_ATTR: 1, TRAIN_IMAGES_ATTR: 600, TRAIN_SECONDS_ATTR: 3 * seconds,
-                        EPOCHS_ATTR: 3},
-        ))  # fmt: skip
-    plan = dataclasses.replace(
-        _plan(), rungs=(Rung(200, 2, 9, 2.0), Rung(600, 2, 3, 3.0)), top_k=1, final_epochs=20
-    )
+    study, plan = _a_slow_best_and_a_fast_second()
     assert plan.retrain_seconds > 0
-    asked = []
-
-    def run(refit, seconds):
-        asked.append((refit.of, refit.epochs))
-
     now = plan.retrain_ends_at - 2 * TRIAL_OVERHEAD_SECONDS - 120.5
-    run_finals(study=study, plan=plan, run=run, now=lambda: now)
-    assert asked == [(1, 40)]
+    assert _finals_asked(study, plan, now=now) == [(1, 40)]
 
 
 @pytest.mark.parametrize(("share", "expected"), [(1.2, 20), (0.8, 16), (0.6, None)])
