@@ -107,6 +107,7 @@ def read_planned_run(
         "actual_seconds": metrics["plan_actual_seconds"],
         "error": metrics["plan_error"],
         "rungs": " / ".join(f"{r.train_images}x{r.epochs}: {r.configs}" for r in plan.rungs),
+        "rungs_run": _rungs_run(study, n_rungs=len(plan.rungs)),
         "trials": len(study.trials),
         "finals": sum(bool(t.user_attrs.get(FINAL_ATTR)) for t in study.trials),
         # Models trained again with the validation images (--final-on-all-data), and whether
@@ -123,6 +124,16 @@ def read_planned_run(
         "ensemble": ensemble,
         "test_accuracy": float(champion.tags["test_accuracy"]),
     }
+
+
+def _rungs_run(study, *, n_rungs: int) -> str:
+    """Trials the ladder started on each rung, to read beside the plan's counts: promotions
+    are asynchronous (ASHA), so the upper rungs may take more than their share of them."""
+    from search.names import RUNG_ATTR
+
+    started = [t.user_attrs[RUNG_ATTR] for t in study.trials
+               if t.datetime_start is not None and RUNG_ATTR in t.user_attrs]  # fmt: skip
+    return " / ".join(str(started.count(rung)) for rung in range(n_rungs))
 
 
 def _kept(chosen: dict) -> str:

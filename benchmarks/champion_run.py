@@ -97,12 +97,13 @@ def main() -> None:
         f"champion's accuracy on the 10,000 test images, against the target of {TARGET:.1%} "
         "(the best published result of its kind, 94.87%).",
         "",
-        "| budget | estimated | took | rungs (images x epochs: configurations) | finals "
-        "| kept | best val accuracy | champion test accuracy | target reached |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| budget | estimated | took | rungs (images x epochs: configurations) | run per rung "
+        "| finals | kept | best val accuracy | champion test accuracy | target reached |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| {result['budget_seconds'] / 60:.0f} min | {result['estimated_seconds'] / 60:.1f} min "
         f"| {result['actual_seconds'] / 60:.1f} min ({result['error']:+.1%}) | {result['rungs']} "
-        f"| {result['finals']} x {result['final_epochs']} epochs | {result['kept']} "
+        f"| {result['rungs_run']} | {result['finals']} x {result['final_epochs']} epochs "
+        f"| {result['kept']} "
         f"| {result['ensemble']['chosen']['val_accuracy']:.4f} | {result['test_accuracy']:.4f} "
         f"| {verdict} |",
         "",
