@@ -48,6 +48,22 @@ def test_the_best_third_of_a_rung_moves_up_higher_rungs_first():
     assert next_promotion(study.trials, n_rungs=2, eta=3)[0].number == 6  # rung 1 is the top
 
 
+def test_a_rung_sends_up_no_more_than_its_best_third_in_all():
+    """Three done, the best moved up; a better fourth and fifth do not move up beside it
+    (5 // 3 = 1 in all) until a sixth opens a second place, which goes to the best not yet
+    moved up."""
+    study = optuna.create_study(direction="maximize")
+    for x, value in enumerate([0.6, 0.5, 0.4]):
+        _add(study, value, x=x)
+    assert next_promotion(study.trials, n_rungs=2, eta=3)[0].number == 0
+    _add(study, x=0, rung=1, state=TrialState.RUNNING, **{PROMOTED_FROM_ATTR: 0})
+    _add(study, 0.9, x=4)
+    _add(study, 0.8, x=5)
+    assert next_promotion(study.trials, n_rungs=2, eta=3) is None
+    _add(study, 0.3, x=6)
+    assert next_promotion(study.trials, n_rungs=2, eta=3)[0].params["x"] == 4
+
+
 def test_pruning_compares_a_trial_with_its_own_rung_only():
     study = optuna.create_study(direction="maximize")
     for x in range(4):
