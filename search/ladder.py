@@ -74,7 +74,9 @@ def next_promotion(
     started_from = {t.user_attrs[PROMOTED_FROM_ATTR] for t in promoted}
     for rung in range(n_rungs - 2, -1, -1):
         done = [t for t in trials if t.state == TrialState.COMPLETE and rung_of(t) == rung]
-        if sum(rung_of(t) == rung + 1 for t in promoted) >= len(done) // eta:
+        # Configurations, not trials: a failed promotion's retry is the same one.
+        sent_up = {t.user_attrs[PROMOTED_FROM_ATTR] for t in promoted if rung_of(t) == rung + 1}
+        if len(sent_up) >= len(done) // eta:
             continue
         done.sort(key=lambda t: (-t.value, t.number))
         for trial in done[: len(done) // eta]:

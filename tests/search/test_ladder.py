@@ -49,14 +49,15 @@ def test_the_best_third_of_a_rung_moves_up_higher_rungs_first():
 
 
 def test_a_rung_sends_up_no_more_than_its_best_third_in_all():
-    """Three done, the best moved up; a better fourth and fifth do not move up beside it
-    (5 // 3 = 1 in all) until a sixth opens a second place, which goes to the best not yet
-    moved up."""
+    """Three done, the best moved up (failed once, run again: one configuration); a better
+    fourth and fifth do not move up beside it (5 // 3 = 1 in all) until a sixth opens a
+    second place, which goes to the best not yet moved up."""
     study = optuna.create_study(direction="maximize")
     for x, value in enumerate([0.6, 0.5, 0.4]):
         _add(study, value, x=x)
     assert next_promotion(study.trials, n_rungs=2, eta=3)[0].number == 0
-    _add(study, x=0, rung=1, state=TrialState.RUNNING, **{PROMOTED_FROM_ATTR: 0})
+    _add(study, x=0, rung=1, state=TrialState.FAIL, **{PROMOTED_FROM_ATTR: 0})
+    _add(study, x=0, rung=1, state=TrialState.RUNNING, **{PROMOTED_FROM_ATTR: 0})  # its retry
     _add(study, 0.9, x=4)
     _add(study, 0.8, x=5)
     assert next_promotion(study.trials, n_rungs=2, eta=3) is None
