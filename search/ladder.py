@@ -3,7 +3,8 @@
 Every rung is an ordinary trial of the study (tracked in MLflow as ever), told apart by its
 ``rung`` user attribute. The pool stays small: after each trial, and whenever a worker finds
 the pool empty, :meth:`Ladder.top_up` adds one trial, a promotion when a configuration has
-earned one (ASHA: it is in the best ``1/eta`` of its rung's finished trials) or else a new
+earned one (ASHA: it is in the best ``1/eta`` of its rung's finished trials, and the rung
+has sent up fewer than ``1/eta`` of them, :func:`next_promotion`) or else a new
 configuration on the lowest rung, until the plan's first-rung count or its search time is
 spent. Workers on any host do the same under the storage's lock, so the ladder needs no
 coordinator.
