@@ -24,9 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import add_results_dir, write
 
-PROBE_SECONDS = 4.0  # what `fmsearch run --budget-hours` probes for
-RUNG_IMAGES = 5556  # the first rung of a 2-hour plan on 50,000 images
-
 
 def steady_rate(model, params: dict, images, labels, *, epochs: int) -> tuple[float, list]:
     """Training images per second of the epochs after the first (median), and every epoch's
@@ -94,8 +91,10 @@ def main() -> None:
 
     from runners.data import load_fashion_mnist
     from runners.precision import resolve_policy
+    from search.budget import PROBE_SECONDS
     from search.choices import describe_space
     from search.overrides import parse_fixed
+    from search.plan import rung_sizes
     from spaces import resolve
     from spaces.common import BATCH_SIZES, NO_AUGMENTATION
 
@@ -106,7 +105,8 @@ def main() -> None:
     base = {**space.DEFAULTS, **parse_fixed(args.fix, describe_space(space))}
     settings = [(f"batch {b}", {"batch_size": b}) for b in BATCH_SIZES]
     settings.append((f"batch {base['batch_size']}, no augmentation", NO_AUGMENTATION))
-    probe_seconds, images, epochs = PROBE_SECONDS, RUNG_IMAGES, 3
+    # The first rung of a plan over 50,000 training images (5,556).
+    probe_seconds, images, epochs = PROBE_SECONDS, rung_sizes(50_000)[0], 3
     if args.quick:
         settings, probe_seconds, images, epochs = settings[-1:], 0.5, 600, 2
     policy = resolve_policy("auto")

@@ -54,8 +54,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# Seconds the plan's probe trains for (benchmarks.probe_accuracy checks what it says).
+PROBE_SECONDS = 4.0
+
+
 def measure_host(
-    *, arch: str, split: Split, fixed: Mapping[str, Any], policy: str, seconds: float = 4.0
+    *,
+    arch: str,
+    split: Split,
+    fixed: Mapping[str, Any],
+    policy: str,
+    seconds: float = PROBE_SECONDS,
 ) -> Throughput:
     """How fast this host trains ``arch``'s published configuration (with ``fixed`` pinned).
 
