@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,24 +29,17 @@ def steady_rate(model, params: dict, images, labels, *, epochs: int) -> tuple[fl
     seconds: the trial's input pipeline, no validation."""
     import keras
 
+    from benchmarks.trial_speed import EpochTimer
     from runners.augment import train_dataset
     from runners.data import NUM_CLASSES
     from runners.training import make_optimizer
 
-    seconds: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(time.perf_counter() - self.start)
-
     model.compile(optimizer=make_optimizer(params, total_steps=1000),
                   loss=keras.losses.CategoricalCrossentropy())  # fmt: skip
     dataset = train_dataset(images, labels, params=params, num_classes=NUM_CLASSES)
-    model.fit(dataset, epochs=epochs, callbacks=[Timer()], shuffle=False, verbose=0)
-    return len(images) / statistics.median(seconds[1:]), seconds
+    timer = EpochTimer()
+    model.fit(dataset, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)
+    return len(images) / statistics.median(timer.seconds[1:]), timer.seconds
 
 
 def measure(space, params: dict, *, policy: str, data, probe_seconds: float, images: int,

@@ -50,7 +50,9 @@ class _Silent:
         self.seconds.append(metrics["epoch_seconds"])
 
 
-class _EpochTimer(keras.callbacks.Callback):
+class EpochTimer(keras.callbacks.Callback):
+    """Each epoch's wall-clock seconds, in ``seconds`` (benchmarks.probe_accuracy uses it too)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.seconds: list[float] = []
@@ -79,7 +81,7 @@ def bare_fit(arch: str, policy: str, split, *, epochs: int) -> list[float]:
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
-    timer = _EpochTimer()
+    timer = EpochTimer()
     onehot = np.eye(NUM_CLASSES, dtype=np.float32)
     model.fit(
         split.x_train.astype(np.float32),
