@@ -259,7 +259,6 @@ def make_plan(
     # Promotion predicts the test set, and the validation set once (its calibration); the
     # ensemble step, the validation set twice (plain and mirrored) with each final model.
     reserve = RESERVE_SECONDS + (TEST_IMAGES + (2 * top_k + 1) * val_images) / eval_images_per_s
-    available = budget_seconds - probe_seconds - reserve
     costs = _Costs(
         epoch_full=_epoch_seconds(train_images, val_images, train_images_per_s,
                                   eval_images_per_s),
@@ -267,9 +266,6 @@ def make_plan(
                                  eval_images_per_s),
         retrain_on_all=retrain_on_all,
     )  # fmt: skip
-    k, epochs, notes = _finals(costs, share=FINAL_SHARE * max(available, 0.0), top_k=top_k)
-    final = costs.final(k, epochs) if k else 0.0
-    search = available - final
     sizes = rung_sizes(train_images, eta=eta)
 
     def trial_seconds(r: int, n: int) -> float:
@@ -277,40 +273,20 @@ def make_plan(
         epoch = _epoch_seconds(n, val_images, train_images_per_s, eval_images_per_s)
         return e * epoch + TRIAL_OVERHEAD_SECONDS
 
-    ladder, per_config, first = _fit_ladder(sizes, search, trial_seconds=trial_seconds, eta=eta)
-    if first < 1 and k:
-        # Room for a trial but not for a trial and a final: the best trial is the result.
-        k, epochs, final, search = 0, 0, 0.0, available
-        notes = ["no final training: the budget holds one search trial, not a final too"]
-        ladder, per_config, first = _fit_ladder(sizes, search, trial_seconds=trial_seconds,
-                                                eta=eta)  # fmt: skip
-    if first < 1:
+    split = _split(
+        budget_seconds - probe_seconds - reserve,
+        costs=costs, sizes=sizes, trial_seconds=trial_seconds, top_k=top_k, eta=eta,
+    )  # fmt: skip
+    if split.first < 1:
         needed = probe_seconds + reserve + trial_seconds(0, sizes[0])
         raise _no_room(needed=needed, probe_seconds=probe_seconds, budget_seconds=budget_seconds)
-    if first > MAX_FIRST_RUNG_CONFIGS:
-        spare = (first - MAX_FIRST_RUNG_CONFIGS) * per_config
-        first, search = MAX_FIRST_RUNG_CONFIGS, MAX_FIRST_RUNG_CONFIGS * per_config
-        if k:  # the spare time goes to longer finals
-            per_epoch = k * costs.epoch_full + (costs.epoch_all if retrain_on_all else 0.0)
-            epochs += min(MAX_FINAL_EPOCHS - epochs, int(spare // per_epoch))
-            final = costs.final(k, epochs)
-    if k and first < THIN_LADDER_CONFIGS:
-        # Too few configurations for the ladder's pick to beat the published one: that one
-        # alone, once on the lowest rung (it must train, and its epochs are timed), then the
-        # rest of the budget in one long final, as a practitioner would spend it.
-        notes = [
-            f"too little time for a search ({first} first-rung configurations would fit): the "
-            "published configuration, trained long"
-        ]
-        ladder, first = sizes[:1], 1
-        search = trial_seconds(0, sizes[0])
-        k, epochs = 1, _epochs_that_fit(costs, available - search)
-        final = costs.final(k, epochs)
     rungs = tuple(
-        Rung(n, min(max_rung_epochs, FIRST_RUNG_EPOCHS + r), first // eta**r, trial_seconds(r, n))
-        for r, n in enumerate(ladder)
-    )
-    if rungs[-1].train_images < train_images and not (k and _thin(rungs)):
+        Rung(n, min(max_rung_epochs, FIRST_RUNG_EPOCHS + r), split.first // eta**r,
+             trial_seconds(r, n))
+        for r, n in enumerate(split.ladder)
+    )  # fmt: skip
+    notes = list(split.notes)
+    if rungs[-1].train_images < train_images and not (split.top_k and _thin(rungs)):
         notes.append(
             f"the ladder stops at {rungs[-1].train_images:,} images: another rung would not "
             "get one configuration"
@@ -325,15 +301,66 @@ def make_plan(
         val_images=val_images,
         reduction_factor=eta,
         rungs=rungs,
-        search_seconds=search,
-        top_k=k,
-        final_epochs=epochs,
-        final_seconds=final - costs.retrain(epochs),
+        search_seconds=split.search,
+        top_k=split.top_k,
+        final_epochs=split.epochs,
+        final_seconds=split.final - costs.retrain(split.epochs),
         reserve_seconds=reserve,
-        estimated_seconds=probe_seconds + search + final + reserve,
+        estimated_seconds=probe_seconds + split.search + split.final + reserve,
         notes=tuple(notes),
-        retrain_seconds=costs.retrain(epochs) if k else 0.0,
+        retrain_seconds=costs.retrain(split.epochs) if split.top_k else 0.0,
     )
+
+
+@dataclass(frozen=True)
+class _Split:
+    """The time after the probe and the reserve, divided: the rungs climbed (their image
+    counts), first-rung configurations, the ladder's seconds, and the finals (how many, their
+    epochs, their seconds with the retraining)."""
+
+    ladder: list[int]
+    first: int
+    search: float
+    top_k: int
+    epochs: int
+    final: float
+    notes: list[str]
+
+
+def _split(available: float, *, costs: _Costs, sizes: list[int], trial_seconds, top_k: int,
+           eta: int) -> _Split:  # fmt: skip
+    """Finals first (up to ``FINAL_SHARE``), the ladder the rest; ``first`` < 1 when not even
+    one trial fits."""
+    k, epochs, notes = _finals(costs, share=FINAL_SHARE * max(available, 0.0), top_k=top_k)
+    final = costs.final(k, epochs) if k else 0.0
+    search = available - final
+    ladder, per_config, first = _fit_ladder(sizes, search, trial_seconds=trial_seconds, eta=eta)
+    if first < 1 and k:
+        # Room for a trial but not for a trial and a final: the best trial is the result.
+        k, epochs, final, search = 0, 0, 0.0, available
+        notes = ["no final training: the budget holds one search trial, not a final too"]
+        ladder, per_config, first = _fit_ladder(sizes, search, trial_seconds=trial_seconds,
+                                                eta=eta)  # fmt: skip
+    if first > MAX_FIRST_RUNG_CONFIGS:
+        spare = (first - MAX_FIRST_RUNG_CONFIGS) * per_config
+        first, search = MAX_FIRST_RUNG_CONFIGS, MAX_FIRST_RUNG_CONFIGS * per_config
+        if k:  # the spare time goes to longer finals
+            per_epoch = k * costs.epoch_full + (costs.epoch_all if costs.retrain_on_all else 0.0)
+            epochs += min(MAX_FINAL_EPOCHS - epochs, int(spare // per_epoch))
+            final = costs.final(k, epochs)
+    if k and 1 <= first < THIN_LADDER_CONFIGS:
+        # Too few configurations for the ladder's pick to beat the published one: that one
+        # alone, once on the lowest rung (it must train, and its epochs are timed), then the
+        # rest of the budget in one long final, as a practitioner would spend it.
+        notes = [
+            f"too little time for a search ({first} first-rung configurations would fit): the "
+            "published configuration, trained long"
+        ]
+        ladder, first = sizes[:1], 1
+        search = trial_seconds(0, sizes[0])
+        k, epochs = 1, _epochs_that_fit(costs, available - search)
+        final = costs.final(k, epochs)
+    return _Split(ladder, first, search, k, epochs, final, notes)
 
 
 def _thin(rungs: tuple[Rung, ...]) -> bool:
