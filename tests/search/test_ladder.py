@@ -65,6 +65,23 @@ def test_a_rung_sends_up_no_more_than_its_best_third_in_all():
     assert next_promotion(study.trials, n_rungs=2, eta=3)[0].params["x"] == 4
 
 
+def test_pruned_trials_count_in_a_rung_s_third_and_rank_below_the_completed():
+    """One completed and four pruned: 5 // 3 = 1 place, which the completed one takes
+    (counted out, the pruned would leave 1 // 3 = 0); a pruned trial never moves up."""
+    study = optuna.create_study(direction="maximize")
+    _add(study, 0.6, x=0)
+    _add(study, x=1, state=TrialState.PRUNED, steps={0: 0.9})
+    assert next_promotion(study.trials, n_rungs=2, eta=3) is None  # 2 // 3 = 0
+    for x in range(2, 5):
+        _add(study, x=x, state=TrialState.PRUNED, steps={0: 0.9})
+    assert next_promotion(study.trials, n_rungs=2, eta=3)[0].params["x"] == 0
+    _add(study, x=0, rung=1, state=TrialState.RUNNING, **{PROMOTED_FROM_ATTR: 0})
+    _add(study, x=5, state=TrialState.PRUNED, steps={0: 0.9})
+    assert next_promotion(study.trials, n_rungs=2, eta=3) is None  # place 2: no completed one
+    _add(study, 0.5, x=6)
+    assert next_promotion(study.trials, n_rungs=2, eta=3)[0].params["x"] == 6
+
+
 def test_pruning_compares_a_trial_with_its_own_rung_only():
     study = optuna.create_study(direction="maximize")
     for x in range(4):
