@@ -221,6 +221,24 @@ class Explanation:
     files: list[Path]
 
 
+def _embedding_figure(
+    served: Any, images: np.ndarray, labels: np.ndarray, *, method: str, model_uri: str
+):
+    """The 2-D map (``method``) of the served model's penultimate features of ``images``."""
+    from runners import explain as methods
+    from runners.figures import embedding as embedding_figure
+
+    wrapped = served.unwrap_python_model()
+    features = methods.penultimate_features(wrapped.classifier, wrapped.flavor, images)
+    points = methods.embed_2d(features, method=method)
+    return embedding_figure(
+        points,
+        labels,
+        class_names=CLASS_NAMES,
+        title=f"{model_uri}: penultimate features of {len(points)} test images ({method})",
+    )
+
+
 def _check_embedding(embedding: str | None) -> None:
     """Refuse ``umap`` without its package (an optional extra), before any work."""
     import importlib.util
@@ -253,7 +271,6 @@ def explain(
             ``umap`` without the umap-learn package.
     """
     from runners import explain as methods
-    from runners.figures import embedding as embedding_figure
     from runners.figures import explanation as explanation_figure
 
     if not 0 <= index < len(images):
@@ -283,17 +300,10 @@ def explain(
         ),
     }
     if embedding is not None:
-        wrapped = served.unwrap_python_model()
-        subset = slice(0, min(embedding_images, len(images)))
-        features = methods.penultimate_features(wrapped.classifier, wrapped.flavor,
-                                                images[subset])  # fmt: skip
-        points = methods.embed_2d(features, method=embedding)
-        figures[f"embedding_{embedding}"] = embedding_figure(
-            points,
-            labels[subset],
-            class_names=CLASS_NAMES,
-            title=f"{model_uri}: penultimate features of {len(points)} test images ({embedding})",
-        )
+        figures[f"embedding_{embedding}"] = _embedding_figure(
+            served, images[:embedding_images], labels[:embedding_images],
+            method=embedding, model_uri=model_uri,
+        )  # fmt: skip
     output_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for name, figure in figures.items():

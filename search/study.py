@@ -191,23 +191,33 @@ def run_engine(
         deadline=deadline,
         tracker=tracker,
     )
+    return _run_and_close(engine, session, parent_run_id=parent_run_id, objectives=objectives)
+
+
+def _run_and_close(
+    engine: Engine, session: Session, *, parent_run_id: str, objectives: tuple[str, ...]
+) -> StudyOutcome:
+    """Let ``engine`` run ``session``'s trials, then record on the parent run how it ended,
+    even when interrupted."""
     status = "FAILED"
     try:
         engine.run(session)
-        status = "FAILED" if guard.tripped else "FINISHED"
+        status = "FAILED" if session.guard.tripped else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        outcome = summarize(study, parent_run_id=parent_run_id)
+        outcome = summarize(session.study, parent_run_id=parent_run_id)
         try:
-            close_study_run(tracker, study, outcome, status=status, objectives=objectives)
+            close_study_run(
+                session.tracker, session.study, outcome, status=status, objectives=objectives
+            )
         except Exception as exc:  # the trials are safe in Optuna; say what MLflow missed
             logger.warning("the study's parent run was not updated: %s", exc)
-    if guard.tripped:
+    if session.guard.tripped:
         raise FmsearchError(
             f"stopped after {MAX_CONSECUTIVE_FAILURES} trials in a row failed; "
-            f"the last one: {guard.last_reason}"
+            f"the last one: {session.guard.last_reason}"
         )
     return outcome
 
