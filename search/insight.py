@@ -23,6 +23,8 @@ from search.kinds import runner_for
 from search.names import ARCH_TAG, INDEX_TAG, MODEL_URI_TAG, ROLE_TAG, SOURCE_RUN_TAG, STUDY_TAG
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from runners.data import FashionMNIST, Split
     from search.tracking import Tracker
 
@@ -223,7 +225,7 @@ class Explanation:
 
 def _embedding_figure(
     served: Any, images: np.ndarray, labels: np.ndarray, *, method: str, model_uri: str
-):
+) -> Figure:
     """The 2-D map (``method``) of the served model's penultimate features of ``images``."""
     from runners import explain as methods
     from runners.figures import embedding as embedding_figure
