@@ -14,7 +14,7 @@ full-width network trains 72 images/s (about 700 s per 50,000-image epoch), the 
 about 275 images/s.
 
     python -m benchmarks.champion_run [--quick] [--hours 2] [--arch vggbn] [--fix width=0.5]
-        [--final-on-all-data] [--workdir DIR] [--summarize DIR]
+        [--final-on-all-data] [--top-k K] [--workdir DIR] [--summarize DIR]
 
 With ``--final-on-all-data`` the results go to ``champion_run_all_data.{md,json}``, beside
 the plain run's.
@@ -64,6 +64,10 @@ def main() -> None:
         help="Train the chosen model again with the validation images (fmsearch run's option)",
     )  # fmt: skip
     parser.add_argument(
+        "--top-k", type=int, metavar="K",
+        help="Final models to train at most (fmsearch run's option; default: the plan's 3)",
+    )  # fmt: skip
+    parser.add_argument(
         "--note", help="A paragraph written under the tables (what happened to a kept run)"
     )  # fmt: skip
     add_results_dir(parser)
@@ -77,6 +81,7 @@ def main() -> None:
         "run", "--arch", args.arch, "--budget-hours", f"{args.hours:.6g}", "--seed",
         str(args.seed), "-q", *extra,
         *(["--final-on-all-data"] if args.final_on_all_data else []),
+        *(["--top-k", str(args.top_k)] if args.top_k else []),
         *[option for fix in args.fix for option in ("--fix", fix)],
     ]  # fmt: skip
     with contextlib.ExitStack() as stack:

@@ -73,6 +73,7 @@ class SearchOptions:
     enqueue: bool | str | None = None
     refit_epochs: int | None = None
     final_on_all_data: bool = False
+    top_k: int | None = None
     weights: Path | None = None
     engine: str = "optuna"
     tuner: str = "hyperband"
@@ -157,6 +158,11 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
         raise FmsearchError(
             "--final-on-all-data: expected a planned search (--budget-hours without --trials, "
             "a Keras architecture, the Optuna engine, one objective, no --refit-epochs), got "
+            + ("no --budget-hours" if o.budget_hours is None else "a search that is not planned")
+        )
+    if o.top_k is not None and not planned:
+        raise FmsearchError(
+            "--top-k: expected a planned search (--budget-hours without --trials), got "
             + ("no --budget-hours" if o.budget_hours is None else "a search that is not planned")
         )
     if o.refit_epochs and len(objectives) > 1:
@@ -484,6 +490,7 @@ def make_plan(s: Opened) -> tuple[Plan, Any]:
         probe_seconds=time.time() - s.started_at,
         max_rung_epochs=s.settings.max_epochs,
         retrain_on_all=o.final_on_all_data,
+        **({} if o.top_k is None else {"top_k": o.top_k}),
     )
     logger.info("%s", plan.describe(arch=o.arch))
     record_plan(s.study, tracker=s.tracker, parent_run_id=s.parent_run_id, plan=plan, arch=o.arch)

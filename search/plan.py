@@ -11,8 +11,9 @@ How the budget is split:
 
 - promotion and the report keep a reserve (``RESERVE_SECONDS`` plus the test set's
   prediction time);
-- the final training gets up to ``FINAL_SHARE`` of the rest: ``TOP_K`` models for
-  ``FINAL_EPOCHS`` epochs each, fewer models when they do not fit, then fewer epochs;
+- the final training gets ``FINAL_SHARE`` of the rest: ``TOP_K`` models (``--top-k``) for
+  ``FINAL_EPOCHS`` epochs each, fewer models when they do not fit, then fewer epochs; models
+  that fit with time to spare train longer, up to ``MAX_FINAL_EPOCHS``;
 - with ``retrain_on_all``, the same share also holds one more training of the chosen model
   on the training and validation images together, for the final epochs;
 - the ladder gets the remainder. Rung ``r`` trains on ``N / eta**(R-1-r)`` images (the top
@@ -400,7 +401,8 @@ def _finals(costs: _Costs, *, share: float, top_k: int) -> tuple[int, int, list[
     while k > 1 and costs.final(k, epochs) > share:
         k -= 1
     if costs.final(k, epochs) <= share:
-        return k, epochs, []
+        # The share is spent: fewer models (a smaller --top-k) train longer, not the ladder.
+        return k, _epochs_that_fit(costs, share, models=k), []
     epochs = _epochs_that_fit(costs, share)
     if epochs < 1:
         return 0, 0, ["no final training: not one epoch on all images fits the budget"]
@@ -414,11 +416,12 @@ def _finals(costs: _Costs, *, share: float, top_k: int) -> tuple[int, int, list[
     )
 
 
-def _epochs_that_fit(costs: _Costs, share: float) -> int:
-    """Epochs of one final model (and its retraining, when kept) that ``share`` seconds
-    hold, at most ``MAX_FINAL_EPOCHS``."""
-    per_epoch = costs.epoch_full + (costs.epoch_all if costs.retrain_on_all else 0.0)
-    overhead = TRIAL_OVERHEAD_SECONDS * (2 if costs.retrain_on_all else 1)
+def _epochs_that_fit(costs: _Costs, share: float, *, models: int = 1) -> int:
+    """Epochs of each of ``models`` final models (and the retraining, when kept) that
+    ``share`` seconds hold, at most ``MAX_FINAL_EPOCHS``."""
+    retrain = costs.retrain_on_all
+    per_epoch = models * costs.epoch_full + (costs.epoch_all if retrain else 0.0)
+    overhead = TRIAL_OVERHEAD_SECONDS * (models + retrain)
     return min(MAX_FINAL_EPOCHS, int((share - overhead) // per_epoch))
 
 

@@ -117,6 +117,7 @@ def test_grid_sampler_runs_every_combination_of_the_space_file_s_choices_once(
          r"--final-on-all-data: expected a planned search .*got no --budget-hours"),
         (["--final-on-all-data", "--budget-hours", "1", "--trials", "3"],
          r"--final-on-all-data: expected a planned search .*got a search that is not planned"),
+        (["--top-k", "1"], r"--top-k: expected a planned search .*got no --budget-hours"),
         (["--engine", "keras-tuner", "--objective", "macro_f1"],
          r"--engine keras-tuner: expected --objective accuracy .*got --objective macro_f1"),
         (["--enqueue", "nope"], r"--enqueue: expected one of mlp-2hidden, .*, got 'nope'"),

@@ -141,6 +141,13 @@ PUBLISHED = "published"
     "promotes that one (the plan keeps the time for it).",
 )
 @click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    metavar="K",
+    help="A planned search (--budget-hours) trains at most K of its best configurations on "
+    "all images; fewer models train longer in the same time.  [default: 3]",
+)
+@click.option(
     "--weights",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     metavar="FILE",
@@ -201,6 +208,7 @@ def run(
     no_enqueue,
     refit_epochs,
     final_on_all_data,
+    top_k,
     weights,
     engine,
     tuner,
@@ -247,7 +255,7 @@ def run(
         max_epochs=max_epochs, patience=patience, subset=subset, val_size=val_size,
         objective=objective, fixes=fixes, space_file=space_file, precision=precision,
         enqueue=enqueue, refit_epochs=refit_epochs, final_on_all_data=final_on_all_data,
-        weights=weights,
+        top_k=top_k, weights=weights,
         engine=engine, tuner=tuner, workers=workers, threads=threads,
         heartbeat_interval=heartbeat_interval, data_dir=data_dir, register_as=register_as,
         max_params=max_params, max_latency_ms=max_latency_ms, promote=promote, quiet=quiet,
