@@ -7,6 +7,7 @@ import pytest
 
 from runners.errors import FmsearchError
 from search import api
+from search.names import FINAL_ATTR, REFIT_EPOCHS_ATTR
 
 
 def test_a_search_from_python_returns_what_the_cli_prints(stores, fashion, tmp_path, capsys):
@@ -46,3 +47,13 @@ def test_options_are_checked_before_anything_is_created(stores, tmp_path):
         api.search(arch="mlp", timeout=10, budget_hours=1, storage=stores["storage"],
                    tracking_uri=stores["tracking"])  # fmt: skip
     assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_planned_search_trains_as_many_finals_as_top_k_allows(stores):
+    result = api.search(
+        arch="mlp", budget_hours=0.012, subset=900, val_size=300, seed=0, top_k=1,
+        promote=False, storage=stores["storage"], tracking_uri=stores["tracking"], quiet=True,
+    )  # fmt: skip
+    assert result.plan.top_k == 1
+    finals = [t for t in result.study.trials if t.user_attrs.get(FINAL_ATTR)]
+    assert len(finals) == 1 and finals[0].user_attrs[REFIT_EPOCHS_ATTR] > 1
