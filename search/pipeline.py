@@ -475,6 +475,7 @@ def make_plan(s: Opened) -> tuple[Plan, Any]:
     """Measure this host, plan the budget, print and record the plan; the plan and ladder."""
     from runners.precision import resolve_policy
     from search.budget import make_ladder, measure_host, record_plan
+    from search.plan import TOP_K
     from search.plan import make_plan as plan_budget
 
     o = s.options
@@ -490,7 +491,7 @@ def make_plan(s: Opened) -> tuple[Plan, Any]:
         probe_seconds=time.time() - s.started_at,
         max_rung_epochs=s.settings.max_epochs,
         retrain_on_all=o.final_on_all_data,
-        **({} if o.top_k is None else {"top_k": o.top_k}),
+        top_k=TOP_K if o.top_k is None else o.top_k,
     )
     logger.info("%s", plan.describe(arch=o.arch))
     record_plan(s.study, tracker=s.tracker, parent_run_id=s.parent_run_id, plan=plan, arch=o.arch)

@@ -145,7 +145,7 @@ PUBLISHED = "published"
     type=click.IntRange(min=1),
     metavar="K",
     help="A planned search (--budget-hours) trains at most K of its best configurations on "
-    "all images; fewer models train longer in the same time.  [default: 3]",
+    "all images; the time fewer models leave goes to the search.  [default: 3]",
 )
 @click.option(
     "--weights",
