@@ -154,17 +154,15 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
         changes["study_name"] = o.study_name or f"{o.arch}-kt-{o.tuner}"
     if planned and changes.get("pruner", o.pruner) != "none":
         changes["pruner"] = PLANNED_PRUNER
-    if o.final_on_all_data and not planned:
-        raise FmsearchError(
-            "--final-on-all-data: expected a planned search (--budget-hours without --trials, "
-            "a Keras architecture, the Optuna engine, one objective, no --refit-epochs), got "
-            + ("no --budget-hours" if o.budget_hours is None else "a search that is not planned")
-        )
-    if o.top_k is not None and not planned:
-        raise FmsearchError(
-            "--top-k: expected a planned search (--budget-hours without --trials), got "
-            + ("no --budget-hours" if o.budget_hours is None else "a search that is not planned")
-        )
+    plan_only = {"--final-on-all-data": o.final_on_all_data, "--top-k": o.top_k is not None}
+    unplanned = "no --budget-hours" if o.budget_hours is None else "a search that is not planned"
+    for option, given in plan_only.items():
+        if given and not planned:
+            raise FmsearchError(
+                f"{option}: expected a planned search (--budget-hours without --trials, a "
+                "Keras architecture, the Optuna engine, one objective, no --refit-epochs), "
+                f"got {unplanned}"
+            )
     if o.refit_epochs and len(objectives) > 1:
         raise FmsearchError(
             "--refit-epochs: expected --objective accuracy (a refit is judged on accuracy "
