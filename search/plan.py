@@ -15,6 +15,8 @@ How the budget is split:
   for ``FINAL_EPOCHS`` epochs each, fewer models when they do not fit, then fewer epochs;
 - with ``retrain_on_all``, the same share also holds one more training of the chosen model
   on the training and validation images together, for the final epochs;
+- where the first rung is capped (``MAX_FIRST_RUNG_CONFIGS``), the time it cannot use
+  lengthens the finals instead, up to ``MAX_FINAL_EPOCHS``;
 - the ladder gets the remainder. Rung ``r`` trains on ``N / eta**(R-1-r)`` images (the top
   rung on all ``N``) for ``FIRST_RUNG_EPOCHS + r`` epochs; each rung keeps the best
   ``1/eta`` of the one below, so every rung costs about the same. Rungs are dropped from the
@@ -345,8 +347,7 @@ def _split(available: float, *, costs: _Costs, sizes: list[int], trial_seconds, 
         spare = (first - MAX_FIRST_RUNG_CONFIGS) * per_config
         first, search = MAX_FIRST_RUNG_CONFIGS, MAX_FIRST_RUNG_CONFIGS * per_config
         if k:  # the spare time goes to longer finals
-            per_epoch = k * costs.epoch_full + (costs.epoch_all if costs.retrain_on_all else 0.0)
-            epochs += min(MAX_FINAL_EPOCHS - epochs, int(spare // per_epoch))
+            epochs += min(MAX_FINAL_EPOCHS - epochs, int(spare // costs.epoch(k)))
             final = costs.final(k, epochs)
     if k and 1 <= first < THIN_LADDER_CONFIGS:
         # Too few configurations for the ladder's pick to beat the published one: that one
@@ -390,6 +391,10 @@ class _Costs:
             return 0.0
         return epochs * self.epoch_all + TRIAL_OVERHEAD_SECONDS
 
+    def epoch(self, k: int) -> float:
+        """Seconds one more epoch of ``k`` final models (and the retraining, when kept) takes."""
+        return k * self.epoch_full + (self.epoch_all if self.retrain_on_all else 0.0)
+
     def final(self, k: int, epochs: int) -> float:
         return k * (epochs * self.epoch_full + TRIAL_OVERHEAD_SECONDS) + self.retrain(epochs)
 
@@ -420,9 +425,8 @@ def _finals(costs: _Costs, *, share: float, top_k: int) -> tuple[int, int, list[
 def _epochs_that_fit(costs: _Costs, share: float) -> int:
     """Epochs of one final model (and its retraining, when kept) that ``share`` seconds
     hold, at most ``MAX_FINAL_EPOCHS``."""
-    per_epoch = costs.epoch_full + (costs.epoch_all if costs.retrain_on_all else 0.0)
     overhead = TRIAL_OVERHEAD_SECONDS * (2 if costs.retrain_on_all else 1)
-    return min(MAX_FINAL_EPOCHS, int((share - overhead) // per_epoch))
+    return min(MAX_FINAL_EPOCHS, int((share - overhead) // costs.epoch(1)))
 
 
 def _fit_ladder(sizes: list[int], search: float, *, trial_seconds, eta: int):
