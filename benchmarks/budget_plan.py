@@ -89,7 +89,13 @@ def read_planned_run(
     from mlflow import MlflowClient
 
     from search.budget import stored_plan
-    from search.names import ENSEMBLE_ATTR, FINAL_ATTR, SOURCE_TRIAL_TAG, STANDS_IN_ATTR
+    from search.names import (
+        ENSEMBLE_ATTR,
+        FINAL_ATTR,
+        FINAL_ON_ALL_DATA_TAG,
+        SOURCE_TRIAL_TAG,
+        STANDS_IN_ATTR,
+    )  # fmt: skip
 
     plan = stored_plan(study)
     client = MlflowClient(f"sqlite:///{directory}/mlruns/mlflow.db")
@@ -116,7 +122,7 @@ def read_planned_run(
             STANDS_IN_ATTR in t.user_attrs and ENSEMBLE_ATTR not in t.user_attrs
             for t in study.trials
         ),
-        "final_on_all_data": parent.data.tags.get("fmsearch.final_on_all_data"),
+        "final_on_all_data": parent.data.tags.get(FINAL_ON_ALL_DATA_TAG),
         "champion_stands_in": STANDS_IN_ATTR
         in study.trials[int(champion.tags[SOURCE_TRIAL_TAG])].user_attrs,
         "final_epochs": plan.final_epochs,

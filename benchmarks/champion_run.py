@@ -7,7 +7,8 @@ VGG-style CNN with BatchNorm and augmentation, 94.87%). Beside the accuracy: the
 estimate against the time taken, and the time-to-accuracy curve, the first moment (seconds
 since the command started) the champion-to-be's validation accuracy crossed 90/92/93/94%
 (the champion-to-be: its member final models, or the ensemble of them once it is decided),
-and the same for any trial of the search.
+and the same for any trial of the search; and the ladder's record (every configuration's rung,
+state, accuracy and parameters, and how each step up agreed with the ranking below it).
 
 The VGG-BN runs at half width (32-64-128 filters) by default: measured on this 2-core CPU, the
 full-width network trains 72 images/s (about 700 s per 50,000-image epoch), the half-width one
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -94,6 +96,7 @@ def main() -> None:
         result = read_planned_run(workdir, study, arch=args.arch, hours=args.hours, wall=wall)
         result["command"] = "fmsearch " + " ".join(command)
         result["time_to_accuracy"] = time_to_accuracy(workdir, study, arch=args.arch)
+        result["ladder"] = ladder_record(study)
     reached = result["test_accuracy"] >= TARGET
     curve = result["time_to_accuracy"]
     verdict = "yes" if reached else f"no ({result['test_accuracy'] - TARGET:+.2%})"
@@ -125,6 +128,8 @@ def main() -> None:
             + " |"
             for who in ("champion", "any trial")
         ),
+        "",
+        *_agreement_lines(result["ladder"]["agreement"]),
         *(["", args.note] if args.note else []),
     ]
     path = write(
@@ -150,6 +155,72 @@ def _study(workdir: Path):
     storage = f"sqlite:///{Path(workdir).resolve()}/mlruns/optuna.db"
     (summary,) = optuna.get_all_study_summaries(storage)
     return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def ladder_record(study) -> dict:
+    """Every configuration the search trained (its rung, or the final it was; state, value,
+    parameters) and how well each step up agreed with the one below it.
+
+    Why: in the two-hour runs the ladder's best five-epoch accuracy set the champion's, so
+    what a run says about the ladder (did the low rungs rank the configurations as the high
+    ones did, where did the published configuration end) is kept with its outcome.
+    """
+    from scipy.stats import spearmanr
+
+    from search import names
+
+    trials = [t for t in study.trials if names.ENSEMBLE_ATTR not in t.user_attrs]
+    by_number = {t.number: t for t in trials}
+    rows = [
+        {
+            "number": t.number,
+            "rung": t.user_attrs.get(names.RUNG_ATTR),
+            "final": bool(t.user_attrs.get(names.FINAL_ATTR)),
+            "from": t.user_attrs.get(names.PROMOTED_FROM_ATTR, t.user_attrs.get(names.REFIT_ATTR)),
+            "baseline": t.user_attrs.get(names.BASELINE_ATTR),
+            "state": t.state.name,
+            "value": t.value,
+            "epochs": len(t.intermediate_values),
+            # Where a pruned trial stood when it was stopped.
+            "last_value": t.intermediate_values[max(t.intermediate_values)]
+            if t.intermediate_values
+            else None,
+            "params": t.params,
+        }
+        for t in trials
+        if names.STANDS_IN_ATTR not in t.user_attrs
+    ]
+
+    def step(name: str, upper: list) -> dict:
+        below = [by_number[t["from"]].value for t in upper if t["state"] == "COMPLETE"]
+        above = [t["value"] for t in upper if t["state"] == "COMPLETE"]
+        # Fewer than three pairs rank nothing; nor do ties all along one side (NaN).
+        rho = float(spearmanr(below, above).statistic) if len(above) >= 3 else math.nan
+        return {"step": name, "pairs": len(above), "spearman": None if math.isnan(rho) else rho}
+
+    promoted = [r for r in rows if r["rung"] and r["from"] is not None and not r["final"]]
+    steps = [step(f"rung {n - 1} -> rung {n}", [r for r in promoted if r["rung"] == n])
+             for n in sorted({r["rung"] for r in promoted})]  # fmt: skip
+    finals = [r for r in rows if r["final"] and r["from"] is not None]
+    if finals:
+        steps.append(step("top rung -> final", finals))
+    return {"trials": rows, "agreement": steps}
+
+
+def _agreement_lines(steps: list[dict]) -> list[str]:
+    return [
+        "How each step up ranked the configurations it was given (Spearman's rank correlation "
+        "of their accuracy on the step's two sides; - : fewer than 3 to rank, or all tied):",
+        "",
+        "| step | configurations | Spearman |",
+        "|---|---|---|",
+        *(
+            f"| {s['step']} | {s['pairs']} | "
+            + ("-" if s["spearman"] is None else f"{s['spearman']:+.2f}")
+            + " |"
+            for s in steps
+        ),
+    ]
 
 
 def time_to_accuracy(workdir: Path, study, *, arch: str) -> dict[str, dict[str, float | None]]:

@@ -33,6 +33,16 @@ def test_budget_plan_records_estimate_and_outcome_and_champion_run_reads_it(run_
     assert set(curve) == {"champion", "any trial"}
     assert set(curve["champion"]) == {"0.90", "0.92", "0.93", "0.94"}
     assert all(s is None or s > 0 for who in curve.values() for s in who.values())
+    ladder = champion["ladder"]
+    (published,) = [t for t in ladder["trials"] if t["baseline"] == "published"]
+    assert published["rung"] == 0 and published["params"]
+    finals = [t for t in ladder["trials"] if t["final"]]
+    assert len(finals) == row["finals"] and all(t["rung"] is None for t in finals)
+    # A step per rung the ladder climbed to (a short plan may climb none), then the finals.
+    climbed = sorted({t["rung"] for t in ladder["trials"] if t["rung"]})
+    steps = {s["step"]: s for s in ladder["agreement"]}
+    assert list(steps) == [f"rung {n - 1} -> rung {n}" for n in climbed] + ["top rung -> final"]
+    assert steps["top rung -> final"]["pairs"] == sum(t["state"] == "COMPLETE" for t in finals)
 
 
 def test_keras_tuner_tutorial_side_by_side(run_quick):
