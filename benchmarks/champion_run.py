@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -194,9 +193,10 @@ def ladder_record(study) -> dict:
     def step(name: str, upper: list) -> dict:
         below = [by_number[t["from"]].value for t in upper if t["state"] == "COMPLETE"]
         above = [t["value"] for t in upper if t["state"] == "COMPLETE"]
-        # Fewer than three pairs rank nothing; nor do ties all along one side (NaN).
-        rho = float(spearmanr(below, above).statistic) if len(above) >= 3 else math.nan
-        return {"step": name, "pairs": len(above), "spearman": None if math.isnan(rho) else rho}
+        # Fewer than three pairs rank nothing; nor do ties all along one side.
+        ranks = len(above) >= 3 and len(set(below)) > 1 and len(set(above)) > 1
+        rho = float(spearmanr(below, above).statistic) if ranks else None
+        return {"step": name, "pairs": len(above), "spearman": rho}
 
     promoted = [r for r in rows if r["rung"] and r["from"] is not None and not r["final"]]
     steps = [step(f"rung {n - 1} -> rung {n}", [r for r in promoted if r["rung"] == n])
