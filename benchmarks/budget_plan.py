@@ -95,7 +95,7 @@ def read_planned_run(
         FINAL_ON_ALL_DATA_TAG,
         SOURCE_TRIAL_TAG,
         STANDS_IN_ATTR,
-    )  # fmt: skip
+    )
 
     plan = stored_plan(study)
     client = MlflowClient(f"sqlite:///{directory}/mlruns/mlflow.db")

@@ -180,10 +180,8 @@ def ladder_record(study) -> dict:
             "state": t.state.name,
             "value": t.value,
             "epochs": len(t.intermediate_values),
-            # Where a pruned trial stood when it was stopped.
-            "last_value": t.intermediate_values[max(t.intermediate_values)]
-            if t.intermediate_values
-            else None,
+            # Where a pruned trial stood when it was stopped (the highest step's value).
+            "last_value": max(t.intermediate_values.items(), default=(None, None))[1],
             "params": t.params,
         }
         for t in trials

@@ -38,7 +38,7 @@ def test_the_record_ranks_each_step_up_against_the_one_below():
     first = [_add(study, v, x=v * 10, **{RUNG_ATTR: 0}) for v in (0.70, 0.80, 0.75, 0.60)]
     published = _add(study, None, x=9.0, state=TrialState.PRUNED,
                      **{RUNG_ATTR: 0, BASELINE_ATTR: "published"})  # fmt: skip
-    # Rung 1 orders the two it was given as rung 0 did, but swaps the third.
+    # Rung 1 keeps rung 0's best first but swaps the other two.
     upper = [
         _add(study, v, x=study.trials[n].params["x"], **{RUNG_ATTR: 1, PROMOTED_FROM_ATTR: n})
         for n, v in ((first[1], 0.90), (first[2], 0.85), (first[0], 0.88))
