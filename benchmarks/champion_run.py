@@ -189,17 +189,18 @@ def ladder_record(study) -> dict:
     ]
 
     def step(name: str, upper: list) -> dict:
-        below = [by_number[t["from"]].value for t in upper if t["state"] == "COMPLETE"]
-        above = [t["value"] for t in upper if t["state"] == "COMPLETE"]
+        done = [t for t in upper if t["state"] == "COMPLETE"]
+        below, above = [by_number[t["from"]].value for t in done], [t["value"] for t in done]
         # Fewer than three pairs rank nothing; nor do ties all along one side.
         ranks = len(above) >= 3 and len(set(below)) > 1 and len(set(above)) > 1
         rho = float(spearmanr(below, above).statistic) if ranks else None
         return {"step": name, "pairs": len(above), "spearman": rho}
 
-    promoted = [r for r in rows if r["rung"] and r["from"] is not None and not r["final"]]
+    # Every trial above rung 0 was promoted from one below; every final refits a ladder trial.
+    promoted = [r for r in rows if r["rung"]]
     steps = [step(f"rung {n - 1} -> rung {n}", [r for r in promoted if r["rung"] == n])
              for n in sorted({r["rung"] for r in promoted})]  # fmt: skip
-    finals = [r for r in rows if r["final"] and r["from"] is not None]
+    finals = [r for r in rows if r["final"]]
     if finals:
         steps.append(step("top rung -> final", finals))
     return {"trials": rows, "agreement": steps}
