@@ -70,6 +70,16 @@ def hyperparameters(
     return hp
 
 
+def oracle_seed(seed: int | None) -> int | None:
+    """The seed handed to Keras Tuner's oracle for fmsearch's ``seed``: one more.
+
+    Why: Keras Tuner reads a seed of 0 as no seed at all (``seed or random.randint(1,
+    10000)`` in its ``Oracle``), so ``--seed 0``, the seed every benchmark starts from, drew
+    other configurations on each run. Shifting every seed keeps them all distinct.
+    """
+    return None if seed is None else seed + 1
+
+
 def _tuner_class(kind: str):
     """A Keras Tuner class of ``kind`` whose trials run through fmsearch's objective."""
     import keras_tuner as kt
@@ -136,7 +146,7 @@ class KerasTunerEngine(Engine):
         directory: Where Keras Tuner keeps its state, one folder per study.
         distributions: The space's distributions, narrowed (Keras Tuner draws from them).
         fixed: Hyperparameters pinned to one value.
-        seed: Seed of Keras Tuner's oracle.
+        seed: The search's seed (Keras Tuner's oracle gets :func:`oracle_seed` of it).
     """
 
     def __init__(
@@ -185,7 +195,7 @@ class KerasTunerEngine(Engine):
             "hyperparameters": hyperparameters(self._distributions, fixed=self._fixed),
             "tune_new_entries": False,
             "allow_new_entries": False,
-            "seed": self._seed,
+            "seed": oracle_seed(self._seed),
             "directory": str(self._directory),
             "project_name": study.study_name,
             "overwrite": False,
@@ -238,7 +248,8 @@ def run_keras_tuner(
         max_epochs: Epochs a trial trains at most (Hyperband's ``max_epochs``).
         n_trials: Trials to add to the ones Keras Tuner has run before in ``directory``.
         directory: Where Keras Tuner keeps its state, one folder per study.
-        seed: Seed of Keras Tuner's oracle; trial ``n`` trains from seed ``seed + n``.
+        seed: The search's seed (see :func:`oracle_seed`); trial ``n`` trains from seed
+            ``seed + n``.
         fixed: Hyperparameters pinned to one value (``--fix``).
         narrowed: Narrower distributions for some hyperparameters (``--space-file``).
         **lifecycle: ``timeout``, ``hard_timeout``, ``deterministic``, ``precision``,

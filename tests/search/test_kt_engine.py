@@ -108,6 +108,17 @@ def test_bayesian_runs_the_trials_asked_for(kt_study, tracker, small_split, tmp_
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
+def test_seed_0_draws_the_same_configurations_again(kt_study, tracker, small_split, tmp_path):
+    # Keras Tuner reads seed 0 as no seed; the same seeded search must draw the same trials.
+    drawn = []
+    for name in ("kt-seed-a", "kt-seed-b"):
+        study = kt_study(name)
+        _search(study, tracker, small_split, tmp_path / name, tuner="random", max_epochs=1,
+                n_trials=2)  # fmt: skip
+        drawn.append([t.params for t in study.trials])
+    assert drawn[0] == drawn[1] and drawn[0][0] != drawn[0][1]
+
+
 def test_scikit_learn_architectures_are_refused(kt_study, tracker, small_split, tmp_path):
     with pytest.raises(FmsearchError, match="expected a Keras architecture, got knn"):
         run_keras_tuner(
