@@ -179,7 +179,8 @@ def ladder_record(study) -> dict:
             "baseline": t.user_attrs.get(names.BASELINE_ATTR),
             "state": t.state.name,
             "value": t.value,
-            "epochs": len(t.intermediate_values),
+            # Finals report no epochs to a pruner; a pruned trial records none of its own.
+            "epochs": t.user_attrs.get(names.EPOCHS_ATTR, len(t.intermediate_values)),
             # Where a pruned trial stood when it was stopped (the highest step's value).
             "last_value": max(t.intermediate_values.items(), default=(None, None))[1],
             "params": t.params,
