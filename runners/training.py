@@ -50,6 +50,8 @@ PLATEAU_PATIENCE = 2
 # One-cycle: warm up from learning_rate / 25 over the first 30% of the steps (Smith's defaults).
 _ONE_CYCLE_START = 25.0
 _ONE_CYCLE_WARMUP = 0.3
+# Cosine decay is down to a quarter of its peak this far through.
+_COSINE_ANNEALED = 2 / 3
 _EVAL_BATCH = 512
 
 
@@ -91,11 +93,10 @@ def annealed_from(params: dict[str, Any], *, epochs: int) -> int:
     it at epoch 18 of 33, never annealed, below the 5-epoch trial it was to improve on.
     """
     schedule = params.get("lr_schedule", "constant")
-    # Cosine decay is down to a quarter of its peak two thirds of the way through.
     if schedule == "cosine":
-        fraction = 2 / 3
+        fraction = _COSINE_ANNEALED
     elif schedule == "one_cycle":
-        fraction = _ONE_CYCLE_WARMUP + (1 - _ONE_CYCLE_WARMUP) * 2 / 3
+        fraction = _ONE_CYCLE_WARMUP + (1 - _ONE_CYCLE_WARMUP) * _COSINE_ANNEALED
     else:
         return 0
     return max(0, math.ceil(epochs * fraction) - 1)
@@ -138,6 +139,7 @@ def fit_trial(
     reporter: EpochReporter,
     patience: int | None = None,
     deadline: float | None = None,
+    stretch_to: int | None = None,
     initial_epoch: int = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     monitor_from: int = 0,
@@ -158,6 +160,9 @@ def fit_trial(
             None trains all ``max_epochs`` unless pruned.
         deadline: A ``time.monotonic()`` value: the first epoch that ends after it is the
             last (the model keeps its best epoch, as after early stopping).
+        stretch_to: With a deadline and a decaying schedule, the most epochs the schedule
+            may be lengthened to when the time holds more than ``max_epochs``
+            (:class:`AnnealByDeadline`); None: ``max_epochs`` at most.
         initial_epoch: Epochs the model has trained already (its weights carry them): a
             Keras Tuner Hyperband trial that continues an earlier one trains
             ``initial_epoch`` to ``max_epochs``.
@@ -192,10 +197,12 @@ def fit_trial(
     log = _EpochLog(reporter)
     own = [log, _FailOnNaN(), best, _Pruning(reporter, monitor), out_of_time]
     anneal = anneal_by_deadline(
-        params, deadline=deadline, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs
-    )
+        params, deadline=deadline, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs,
+        stretch_to=stretch_to, watch=best,
+    )  # fmt: skip
     if anneal is not None:
         own.append(anneal)
+        max_epochs = anneal.most_epochs
     if metric != "accuracy":  # first, so that every other callback reads it in the logs
         own.insert(0, _ValidationScore(split, metric))
     if params.get("lr_schedule") == "plateau":
@@ -222,6 +229,8 @@ def fit_trial(
     seconds = time.perf_counter() - start
     history = {_METRIC_NAMES.get(k, k): [float(v) for v in vs] for k, vs in history.items()}
     values = history[monitor]
+    # A lengthened schedule anneals later, and early stopping watched from then on.
+    monitor_from = best.start_from_epoch
     best_epoch = best_monitored(values, initial_epoch=initial_epoch, monitor_from=monitor_from)
     return TrialResult(
         best_value=values[best_epoch],
@@ -325,11 +334,14 @@ def anneal_by_deadline(
     deadline: float | None,
     steps_per_epoch: int,
     max_epochs: int,
+    stretch_to: int | None = None,
+    watch: keras.callbacks.EarlyStopping | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> AnnealByDeadline | None:
     """The callback that ends ``params``' decaying schedule (cosine, one-cycle) by
-    ``deadline``; None where there is nothing to fit (no deadline, or a rate that does not
-    decay)."""
+    ``deadline``, lengthened up to ``stretch_to`` epochs when the time holds more (``watch``:
+    the early stopping that must wait for the later anneal); None where there is nothing to
+    fit (no deadline, or a rate that does not decay)."""
     schedule = params.get("lr_schedule", "constant")
     if deadline is None or schedule not in ("cosine", "one_cycle"):
         return None
@@ -337,7 +349,7 @@ def anneal_by_deadline(
     warmup = _one_cycle_warmup_steps(total) if schedule == "one_cycle" else 0
     return AnnealByDeadline(
         deadline=deadline, end_epoch=max_epochs, steps_per_epoch=steps_per_epoch,
-        warmup_steps=warmup, clock=clock,
+        warmup_steps=warmup, stretch_to=stretch_to, watch=watch, clock=clock,
     )  # fmt: skip
 
 
@@ -354,8 +366,17 @@ class AnnealByDeadline(keras.callbacks.Callback):
     current rate over them (a built-in Keras schedule, so the saved model loads anywhere),
     once the warm-up is over (cutting it short would train the rest below the peak).
 
+    The same decay lengthens a schedule whose epochs run faster than planned, up to
+    ``stretch_to`` epochs (``fit`` must be given that many), as long as early stopping
+    (``watch``) has not begun to watch it; its watch then starts where the longer decay is
+    annealed. Why: a final's epochs are planned from the ladder's epochs of its
+    configuration, which can be slower than its final's (one on this host planned 11 epochs
+    at an estimated 177 s, trained at 143 s, and left 8 of its 60 minutes unused).
+
     Attributes:
-        shortened_to: The epoch count the schedule was shortened to, or None.
+        shortened_to: The epoch count the schedule was shortened to last, or None.
+        stretched_to: The epoch count the schedule was lengthened to last, or None.
+        most_epochs: The epochs ``fit`` must be given (``stretch_to`` or the planned end).
     """
 
     def __init__(
@@ -365,17 +386,22 @@ class AnnealByDeadline(keras.callbacks.Callback):
         end_epoch: int,
         steps_per_epoch: int,
         warmup_steps: int,
+        stretch_to: int | None = None,
+        watch: keras.callbacks.EarlyStopping | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self._deadline = deadline
         self._end = end_epoch
+        self.most_epochs = max(end_epoch, stretch_to or 0)
+        self._watch = watch
         self._steps_per_epoch = steps_per_epoch
         self._warmup_steps = warmup_steps
         self._clock = clock
         self._seconds: list[float] = []
         self._start = 0.0
         self.shortened_to: int | None = None
+        self.stretched_to: int | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = self._clock()
@@ -388,9 +414,13 @@ class AnnealByDeadline(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         per_epoch = max(statistics.median(self._seconds), self._seconds[-1], 1e-9)
-        end = done + max(1, int((self._deadline - now) // per_epoch))
+        end = min(self.most_epochs, done + max(1, int((self._deadline - now) // per_epoch)))
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if end >= self._end or step < self._warmup_steps:
+        if end == self._end or step < self._warmup_steps:
+            return
+        # Early stopping has begun to watch (and keep) the planned anneal's epochs: too late.
+        watched = self._watch is not None and done > self._watch.start_from_epoch
+        if end > self._end and watched:
             return
         rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
@@ -401,7 +431,14 @@ class AnnealByDeadline(keras.callbacks.Callback):
         )
         # The compiled step holds the old schedule's constants: trace it again.
         self.model.make_train_function(force=True)
-        self._end = self.shortened_to = end
+        if end > self._end:
+            self.stretched_to = end
+            if self._watch is not None:
+                annealed = done + math.ceil((end - done) * _COSINE_ANNEALED) - 1
+                self._watch.start_from_epoch = max(self._watch.start_from_epoch, annealed)
+        else:
+            self.shortened_to = end
+        self._end = end
 
 
 class _FailOnNaN(keras.callbacks.Callback):

@@ -33,11 +33,13 @@ from search.names import (
     PROMOTED_FROM_ATTR,
     REFIT_ATTR,
     STANDS_IN_ATTR,
+    STRETCH_TO_ATTR,
     TRAIN_IMAGES_ATTR,
     TRAIN_SECONDS_ATTR,
 )
 from search.outcome import Refit, StudyOutcome
 from search.plan import (
+    MAX_FINAL_EPOCHS,
     TRIAL_OVERHEAD_SECONDS,
     Plan,
     final_epochs,
@@ -188,7 +190,9 @@ def run_finals(
             of=trial.number,
             epochs=epochs,
             params=final_params(trial.params),
-            attrs={FINAL_ATTR: True},
+            # Planned from the ladder's epochs of its configuration; where its own run
+            # faster, its schedule lengthens into the time they leave.
+            attrs={FINAL_ATTR: True, STRETCH_TO_ATTR: most_final_epochs(plan)},
         )
         run(refit, left / (len(candidates) - i))
         trained.append(trial.number)
@@ -226,7 +230,13 @@ def epochs_for_final(
         now=now,
         retrain_epoch_seconds=retrain_epoch,
     )
-    return min(2 * max(plan.final_epochs, 1), fitted), retrain_epoch
+    return min(most_final_epochs(plan), fitted), retrain_epoch
+
+
+def most_final_epochs(plan: Plan) -> int:
+    """The most epochs a final trains: up to twice the plan's when the time allows (the
+    search or the final ran faster than the probe said), never far past the plan."""
+    return min(MAX_FINAL_EPOCHS, 2 * max(plan.final_epochs, 1))
 
 
 def too_slow_for_a_final(

@@ -35,12 +35,15 @@ class FitPlan:
         initial_epoch: Epochs its starting weights already carry.
         prepare: Called with the built model before training (loads those weights).
         callbacks: More Keras callbacks for ``fit``.
+        stretch_to: The most epochs a decaying schedule may be lengthened to when the
+            trial's deadline holds more than ``max_epochs`` (None: never lengthened).
     """
 
     max_epochs: int
     initial_epoch: int = 0
     prepare: Callable[[Any], None] | None = None
     callbacks: Sequence[Any] = ()
+    stretch_to: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ class KerasRunner(ModelRunner):
                 patience=request.patience,
                 monitor_from=request.monitor_from,
                 deadline=request.deadline,
+                stretch_to=request.plan.stretch_to,
                 initial_epoch=request.plan.initial_epoch,
                 callbacks=request.plan.callbacks,
                 metric=request.metric,

@@ -46,6 +46,9 @@ LOG_SECONDS_ATTR = "log_seconds"
 # unpruned, for its own number of epochs. REFIT_ATTR holds the number of the trial it refits.
 REFIT_ATTR = "refit_of"
 REFIT_EPOCHS_ATTR = "refit_epochs"
+# The most epochs a refit's decaying schedule may be lengthened to when its time holds more
+# than REFIT_EPOCHS_ATTR (a planned search's final, planned from slower epochs than its own).
+STRETCH_TO_ATTR = "stretch_to"
 TRAIN_IMAGES_ATTR = "train_images"
 TRAIN_SECONDS_ATTR = "train_seconds"
 # Seconds of a steady epoch (the first, which traces the steps, left out): what a plan

@@ -33,6 +33,7 @@ from search.names import (
     RUN_ID_ATTR,
     RUNG_ATTR,
     STANDS_IN_ATTR,
+    STRETCH_TO_ATTR,
     TRAIN_IMAGES_ATTR,
     TRAIN_SECONDS_ATTR,
     UNLOGGED_ATTR,
@@ -238,7 +239,9 @@ class Objective:
         reporter: _Reporter,
         max_epochs: int,
     ) -> TrialResult:
-        plan = (self._fit_plan and self._fit_plan(trial)) or FitPlan(max_epochs)
+        plan = (self._fit_plan and self._fit_plan(trial)) or FitPlan(
+            max_epochs, stretch_to=trial.user_attrs.get(STRETCH_TO_ATTR)
+        )
         by_epoch = self._runner.trains_in_epochs  # early stopping watches epochs
         request = FitRequest(
             params=params,

@@ -320,6 +320,34 @@ def test_a_schedule_that_would_outrun_the_deadline_anneals_by_it(small_split, tm
     assert keras.models.load_model(tmp_path / "model.keras").optimizer.iterations == 4 * steps
 
 
+@pytest.mark.parametrize("stretch_to", [None, 6])
+def test_a_schedule_whose_time_holds_more_epochs_lengthens_up_to_its_cap(small_split, stretch_to):
+    """One-cycle planned for 3 epochs with two minutes left (a final whose epochs run faster
+    than planned): given a cap, it lengthens after its warm-up into a decay over 6 epochs that
+    ends at a rate of zero, and early stopping waits for that later anneal; without a cap it
+    trains the 3 planned."""
+    import time
+
+    params = {**PARAMS, "lr_schedule": "one_cycle"}
+    steps = math.ceil(len(small_split.x_train) / params["batch_size"])
+    reporter = Recorder()
+    planned_from = annealed_from(params, epochs=3)
+    result = fit_trial(_model(), params, small_split, max_epochs=3, reporter=reporter,
+                       deadline=time.monotonic() + 120, stretch_to=stretch_to,
+                       monitor_from=planned_from)  # fmt: skip
+    rates = [epoch["learning_rate"] for epoch in reporter.epochs]
+    planned = make_learning_rate(params, total_steps=3 * steps)
+    assert rates[0] == pytest.approx(float(planned(steps)), rel=1e-5)
+    if stretch_to is None:
+        assert result.epochs == 3
+        return
+    assert result.epochs == 6 and rates[-1] < 1e-6
+    # Decaying from the peak over epochs 2-6: still above half the peak at epoch 3 (where
+    # the planned schedule was down to zero).
+    assert rates[2] > 0.5 * params["learning_rate"]
+    assert result.best_epoch >= 1 + math.ceil(5 * 2 / 3) - 1 > planned_from
+
+
 def test_only_a_decaying_schedule_with_a_deadline_is_fitted_to_it():
     kwargs = {"steps_per_epoch": 10, "max_epochs": 5}
     assert anneal_by_deadline({"lr_schedule": "cosine"}, deadline=None, **kwargs) is None

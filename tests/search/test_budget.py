@@ -13,6 +13,7 @@ import pytest
 from runners.data import CLASS_NAMES
 from search.budget import (
     make_ladder,
+    most_final_epochs,
     record_outcome,
     retrain_on_all_data,
     run_finals,
@@ -23,6 +24,7 @@ from search.ladder import RungMedianPruner
 from search.names import (
     ENSEMBLE_ATTR,
     EPOCH_SECONDS_ATTR,
+    EPOCHS_ATTR,
     FINAL_ATTR,
     MEMBERS_TAG,
     PROMOTED_FROM_ATTR,
@@ -32,6 +34,7 @@ from search.names import (
     RUNG_ATTR,
     STANDS_IN_ATTR,
     STANDS_IN_TAG,
+    STRETCH_TO_ATTR,
     TRAIN_IMAGES_ATTR,
     TTA_ATTR,
     TTA_TAG,
@@ -94,6 +97,8 @@ def test_a_planned_search_from_ladder_to_champion(storage_url, tracker, fashion,
         assert final.user_attrs[TRAIN_IMAGES_ATTR] == 600
         assert final.params["lr_schedule"] == "one_cycle"
         assert 1 <= final.user_attrs[REFIT_EPOCHS_ATTR] <= 2 * plan.final_epochs
+        assert final.user_attrs[STRETCH_TO_ATTR] == most_final_epochs(plan)
+        assert final.user_attrs[EPOCHS_ATTR] <= most_final_epochs(plan)
         assert final.user_attrs[REFIT_ATTR] in trained
     assert run_finals(study=study, plan=plan, run=run_final) == []  # trained once only
 
