@@ -354,8 +354,9 @@ def anneal_by_deadline(
 
 
 class AnnealByDeadline(keras.callbacks.Callback):
-    """Shortens a decaying schedule that would not end by the deadline, so that the rate
-    still comes down to zero in the epochs the time holds, and ends training there.
+    """Fits a decaying schedule to the deadline: one that would not end by it is shortened,
+    so that the rate still comes down to zero in the epochs the time holds, and training
+    ends there.
 
     Why: a final training's epochs are planned from epoch times measured on the ladder, and
     epochs on one host vary by 10-15% (63-83 s in one champion run); stopped by the clock
@@ -375,7 +376,6 @@ class AnnealByDeadline(keras.callbacks.Callback):
 
     Attributes:
         shortened_to: The epoch count the schedule was shortened to last, or None.
-        stretched_to: The epoch count the schedule was lengthened to last, or None.
         most_epochs: The epochs ``fit`` must be given (``stretch_to`` or the planned end).
     """
 
@@ -401,7 +401,6 @@ class AnnealByDeadline(keras.callbacks.Callback):
         self._seconds: list[float] = []
         self._start = 0.0
         self.shortened_to: int | None = None
-        self.stretched_to: int | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = self._clock()
@@ -431,13 +430,11 @@ class AnnealByDeadline(keras.callbacks.Callback):
         )
         # The compiled step holds the old schedule's constants: trace it again.
         self.model.make_train_function(force=True)
-        if end > self._end:
-            self.stretched_to = end
-            if self._watch is not None:
-                annealed = done + math.ceil((end - done) * _COSINE_ANNEALED) - 1
-                self._watch.start_from_epoch = max(self._watch.start_from_epoch, annealed)
-        else:
+        if end < self._end:
             self.shortened_to = end
+        elif self._watch is not None:
+            annealed = done + math.ceil((end - done) * _COSINE_ANNEALED) - 1
+            self._watch.start_from_epoch = max(self._watch.start_from_epoch, annealed)
         self._end = end
 
 
