@@ -190,8 +190,8 @@ def run_finals(
             of=trial.number,
             epochs=epochs,
             params=final_params(trial.params),
-            # Planned from the ladder's epochs of its configuration; where its own run
-            # faster, its schedule lengthens into the time they leave.
+            # Planned from the ladder's epochs of its configuration; where its own epochs
+            # run faster, its schedule lengthens into the time they leave.
             attrs={FINAL_ATTR: True, STRETCH_TO_ATTR: most_final_epochs(plan)},
         )
         run(refit, left / (len(candidates) - i))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -326,8 +327,6 @@ def test_a_schedule_whose_time_holds_more_epochs_lengthens_up_to_its_cap(small_s
     than planned): given a cap, it lengthens after its warm-up into a decay over 6 epochs that
     ends at a rate of zero, and early stopping waits for that later anneal; without a cap it
     trains the 3 planned."""
-    import time
-
     params = {**PARAMS, "lr_schedule": "one_cycle"}
     steps = math.ceil(len(small_split.x_train) / params["batch_size"])
     reporter = Recorder()
