@@ -202,7 +202,6 @@ def fit_trial(
     )  # fmt: skip
     if anneal is not None:
         own.append(anneal)
-        max_epochs = anneal.most_epochs
     if metric != "accuracy":  # first, so that every other callback reads it in the logs
         own.insert(0, _ValidationScore(split, metric))
     if params.get("lr_schedule") == "plateau":
@@ -216,7 +215,8 @@ def fit_trial(
     start = time.perf_counter()
     history = model.fit(
         train_dataset(split.x_train, split.y_train, params=params, num_classes=NUM_CLASSES),
-        epochs=max_epochs,
+        # A schedule fitted to the deadline may lengthen past max_epochs.
+        epochs=max_epochs if anneal is None else anneal.most_epochs,
         initial_epoch=initial_epoch,
         validation_data=eval_dataset(
             split.x_val, split.y_val, batch_size=_EVAL_BATCH, num_classes=NUM_CLASSES
@@ -433,7 +433,7 @@ class AnnealByDeadline(keras.callbacks.Callback):
         if end < self._end:
             self.shortened_to = end
         elif self._watch is not None:
-            annealed = done + math.ceil((end - done) * _COSINE_ANNEALED) - 1
+            annealed = done + annealed_from({"lr_schedule": "cosine"}, epochs=end - done)
             self._watch.start_from_epoch = max(self._watch.start_from_epoch, annealed)
         self._end = end
 
