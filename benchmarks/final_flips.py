@@ -134,6 +134,7 @@ def judged(study, *, cwd: Path) -> dict:
     test, test_tta = accuracies(data.x_test[..., None], data.y_test)
     curve = dict(sorted(trial.intermediate_values.items()))
     return {
+        "trained_params": trial.params,
         "trial_value": trial.value,
         "epochs": len(curve),
         "best_epoch": max(curve, key=lambda e: (curve[e], -e)) + 1,

@@ -23,3 +23,24 @@ pytestmark = pytest.mark.slow
 )
 def test_quick_benchmark_writes_its_results(name, run_quick):
     run_quick(name)
+
+
+def test_final_flips_trains_the_recorded_configuration_both_ways(run_quick):
+    import json
+
+    from benchmarks.common import RESULTS
+
+    payload = run_quick("final_flips")
+    (source,) = [
+        t
+        for t in json.loads((RESULTS / payload["source"]).read_text())["result"]["ladder"]["trials"]
+        if t["number"] == payload["trial"]
+    ]
+    chosen, flipped = payload["rows"]
+    assert (chosen["flip"], flipped["flip"]) == (source["params"]["flip"], True) == (False, True)
+    for row in payload["rows"]:
+        trained = row["trained_params"]
+        assert trained["flip"] is row["flip"]
+        assert trained["lr_schedule"] == "one_cycle"
+        assert trained["learning_rate"] == pytest.approx(source["params"]["learning_rate"])
+        assert row["epochs"] == 1 and 0.0 <= row["test_accuracy_tta"] <= 1.0
