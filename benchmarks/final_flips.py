@@ -30,6 +30,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from benchmarks.common import RESULTS, add_results_dir, fmsearch_here, write
 
 VARIANTS = {"as chosen": None, "with flips": True}
+# The best configuration of the seed-2 champion run's ladder; another one's results get a
+# name of their own (final_flips_trialN).
+DEFAULT_TRIAL = 38
 # --quick: the smallest training that still exercises both variants end to end.
 QUICK_DATA = ("--subset", "300", "--val-size", "300")
 
@@ -44,7 +47,7 @@ def main() -> None:
         help="A champion run's results (its ladder's record holds each configuration)",
     )  # fmt: skip
     parser.add_argument(
-        "--trial", type=int, default=38,
+        "--trial", type=int, default=DEFAULT_TRIAL,
         help="The ladder trial whose configuration is trained (default: the seed-2 run's best)",
     )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=30)
@@ -55,9 +58,11 @@ def main() -> None:
     )  # fmt: skip
     add_results_dir(parser)
     args = parser.parse_args()
+    from search.ladder import final_params
+
     record = json.loads(args.source.read_text())["result"]
     (trained,) = [t for t in record["ladder"]["trials"] if t["number"] == args.trial]
-    params = {**trained["params"], "lr_schedule": "one_cycle"}
+    params = final_params(trained["params"])
     extra: list[str] = []
     if args.quick:
         args.epochs, params["width"], extra = 1, 0.25, list(QUICK_DATA)
@@ -75,8 +80,12 @@ def main() -> None:
             cwd = workdir / variant.replace(" ", "-")
             wall, study = fmsearch_here(command, cwd=cwd)
             rows.append(
-                {"variant": variant, "flip": fixed["flip"], "wall_seconds": wall,
-                 **judged(study, cwd=cwd)}  # fmt: skip
+                {
+                    "variant": variant,
+                    "flip": fixed["flip"],
+                    "wall_seconds": wall,
+                    **judged(study, cwd=cwd),
+                }
             )
     lines = [
         f"Trial {args.trial} of `{args.source.name}` ({record['command']}), trained as a final "
@@ -95,9 +104,17 @@ def main() -> None:
         ),
     ]
     path = write(
-        "final_flips" + ("_quick" if args.quick else ""),
-        {"source": args.source.name, "trial": args.trial, "epochs": args.epochs,
-         "seed": args.seed, "params": params, "rows": rows},  # fmt: skip
+        "final_flips"
+        + ("_quick" if args.quick else "")
+        + ("" if args.trial == DEFAULT_TRIAL else f"_trial{args.trial}"),
+        {
+            "source": args.source.name,
+            "trial": args.trial,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "params": params,
+            "rows": rows,
+        },
         "\n".join(lines),
         directory=args.results_dir,
     )
@@ -115,9 +132,7 @@ def judged(study, *, cwd: Path) -> dict:
 
     trial = study.best_trial
     tracker = Tracker(tracking_uri=f"sqlite:///{cwd.resolve()}/mlruns/mlflow.db")
-    model = tracker.load_keras_model(
-        tracker.run_tags(trial.user_attrs[RUN_ID_ATTR])[MODEL_URI_TAG]
-    )
+    model = tracker.load_keras_model(tracker.run_tags(trial.user_attrs[RUN_ID_ATTR])[MODEL_URI_TAG])
     data = load_fashion_mnist()
     split = SearchSettings(**study.user_attrs[SETTINGS_ATTR]).split(data)
 
