@@ -10,7 +10,7 @@ the best epoch kept) twice, as chosen and with random horizontal flips added, an
 each on validation and on the test images, plain and with flip TTA.
 
     python -m benchmarks.final_flips [--quick] [--source champion_run_seed2.json]
-        [--trial 38] [--epochs 30] [--seed 0] [--workdir DIR]
+        [--trial 38] [--epochs 30] [--variant "as chosen"] [--seed 0] [--workdir DIR]
 
 Each training is one ``fmsearch run --trials 1`` with every hyperparameter fixed, in a
 directory of its own, so each is a tracked, promoted study a user can open in MLflow.
@@ -33,6 +33,7 @@ VARIANTS = {"as chosen": None, "with flips": True}
 # The best configuration of the seed-2 champion run's ladder; another one's results get a
 # name of their own (final_flips_trialN).
 DEFAULT_TRIAL = 38
+DEFAULT_EPOCHS = 30
 # --quick: the smallest training that still exercises both variants end to end.
 QUICK_DATA = ("--subset", "300", "--val-size", "300")
 
@@ -50,7 +51,11 @@ def main() -> None:
         "--trial", type=int, default=DEFAULT_TRIAL,
         help="The ladder trial whose configuration is trained (default: the seed-2 run's best)",
     )  # fmt: skip
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument(
+        "--variant", action="append", choices=list(VARIANTS),
+        help="Train only this variant (repeatable; default: both)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--workdir", type=Path, help="Keep the studies' stores here (default: a temporary "
@@ -63,13 +68,17 @@ def main() -> None:
     record = json.loads(args.source.read_text())["result"]
     (trained,) = [t for t in record["ladder"]["trials"] if t["number"] == args.trial]
     params = final_params(trained["params"])
+    name_suffix = ("" if args.trial == DEFAULT_TRIAL else f"_trial{args.trial}") + (
+        "" if args.epochs == DEFAULT_EPOCHS else f"_epochs{args.epochs}"
+    )
     extra: list[str] = []
     if args.quick:
         args.epochs, params["width"], extra = 1, 0.25, list(QUICK_DATA)
     rows = []
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        for variant, flip in VARIANTS.items():
+        for variant in args.variant or VARIANTS:
+            flip = VARIANTS[variant]
             fixed = {**params, "flip": params["flip"] if flip is None else flip}
             command = [
                 "run", "--arch", record["arch"], "--trials", "1", "--no-enqueue", "--pruner",
@@ -90,7 +99,11 @@ def main() -> None:
     lines = [
         f"Trial {args.trial} of `{args.source.name}` ({record['command']}), trained as a final "
         f"({args.epochs} one-cycle epochs on all training images, the best epoch kept, "
-        f"seed {args.seed}), as chosen and with random horizontal flips:",
+        f"seed {args.seed}), "
+        + " and ".join(r["variant"] for r in rows).replace(
+            "with flips", "with random horizontal flips"
+        )
+        + ":",
         "",
         "| variant | flips | best epoch | val accuracy | val, flip TTA | test accuracy "
         "| test, flip TTA | took |",
@@ -104,9 +117,7 @@ def main() -> None:
         ),
     ]
     path = write(
-        "final_flips"
-        + ("_quick" if args.quick else "")
-        + ("" if args.trial == DEFAULT_TRIAL else f"_trial{args.trial}"),
+        "final_flips" + ("_quick" if args.quick else "") + name_suffix,
         {
             "source": args.source.name,
             "trial": args.trial,
