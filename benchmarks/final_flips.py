@@ -28,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmarks.common import RESULTS, add_results_dir, fmsearch_here, write
+from search.ladder import final_params
 
 VARIANTS = {"as chosen": None, "with flips": True}
 # The best configuration of the seed-2 champion run's ladder; another one's results get a
@@ -63,8 +64,6 @@ def main() -> None:
     )  # fmt: skip
     add_results_dir(parser)
     args = parser.parse_args()
-    from search.ladder import final_params
-
     record = json.loads(args.source.read_text())["result"]
     (trained,) = [t for t in record["ladder"]["trials"] if t["number"] == args.trial]
     params = final_params(trained["params"])
