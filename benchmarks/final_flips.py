@@ -35,8 +35,8 @@ from benchmarks.common import RESULTS, add_results_dir, fmsearch_here, write
 from search.ladder import final_params
 
 VARIANTS = {"as chosen": None, "with flips": True}
-# The best configuration of the seed-2 champion run's ladder; another one's results get a
-# name of their own (final_flips_trialN).
+# The best configuration of the seed-2 champion run's ladder; another one's results, or
+# another length or seed, get a name of their own (final_flips_trialN_epochsE_seedS).
 DEFAULT_TRIAL = 38
 DEFAULT_EPOCHS = 30
 # --quick: the smallest training that still exercises both variants end to end.
@@ -71,8 +71,10 @@ def main() -> None:
     record = json.loads(args.source.read_text())["result"]
     (trained,) = [t for t in record["ladder"]["trials"] if t["number"] == args.trial]
     params = final_params(trained["params"])
-    name_suffix = ("" if args.trial == DEFAULT_TRIAL else f"_trial{args.trial}") + (
-        "" if args.epochs == DEFAULT_EPOCHS else f"_epochs{args.epochs}"
+    name_suffix = (
+        ("" if args.trial == DEFAULT_TRIAL else f"_trial{args.trial}")
+        + ("" if args.epochs == DEFAULT_EPOCHS else f"_epochs{args.epochs}")
+        + ("" if args.seed == 0 else f"_seed{args.seed}")
     )
     extra: list[str] = []
     if args.quick:
