@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from benchmarks.common import RESULTS
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +30,6 @@ def test_quick_benchmark_writes_its_results(name, run_quick):
 
 
 def test_final_flips_trains_the_recorded_configuration_both_ways(run_quick):
-    import json
-
-    from benchmarks.common import RESULTS
-
     payload = run_quick("final_flips")
     (source,) = [
         t
