@@ -32,6 +32,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmarks.common import RESULTS, add_results_dir, fmsearch_here, write
+from runners.data import FashionMNIST, load_fashion_mnist
 from search.ladder import final_params
 
 VARIANTS = {"as chosen": None, "with flips": True}
@@ -79,6 +80,7 @@ def main() -> None:
     extra: list[str] = []
     if args.quick:
         args.epochs, params["width"], extra = 1, 0.25, list(QUICK_DATA)
+    data = load_fashion_mnist()
     rows = []
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -98,7 +100,7 @@ def main() -> None:
                     "variant": variant,
                     "flip": fixed["flip"],
                     "wall_seconds": wall,
-                    **judged(study, cwd=cwd),
+                    **judged(study, cwd=cwd, data=data),
                 }
             )
     lines = [
@@ -137,10 +139,9 @@ def main() -> None:
     print(path.read_text())
 
 
-def judged(study, *, cwd: Path) -> dict:
-    """The study's one model on validation and test images, plain and with flip TTA, and its
-    per-epoch validation curve."""
-    from runners.data import load_fashion_mnist
+def judged(study, *, cwd: Path, data: FashionMNIST) -> dict:
+    """The study's one model on ``data``'s validation and test images, plain and with flip
+    TTA, and its per-epoch validation curve."""
     from runners.ensemble import average, view_probabilities
     from search.names import MODEL_URI_TAG, RUN_ID_ATTR, SETTINGS_ATTR
     from search.tracking import Tracker
@@ -149,7 +150,6 @@ def judged(study, *, cwd: Path) -> dict:
     trial = study.best_trial
     tracker = Tracker(tracking_uri=f"sqlite:///{cwd.resolve()}/mlruns/mlflow.db")
     model = tracker.load_keras_model(tracker.run_tags(trial.user_attrs[RUN_ID_ATTR])[MODEL_URI_TAG])
-    data = load_fashion_mnist()
     split = SearchSettings(**study.user_attrs[SETTINGS_ATTR]).split(data)
 
     def accuracies(images, labels) -> tuple[float, float]:
