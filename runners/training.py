@@ -229,9 +229,10 @@ def fit_trial(
     seconds = time.perf_counter() - start
     history = {_METRIC_NAMES.get(k, k): [float(v) for v in vs] for k, vs in history.items()}
     values = history[monitor]
-    # A lengthened schedule anneals later, and early stopping watched from then on.
-    monitor_from = best.start_from_epoch
-    best_epoch = best_monitored(values, initial_epoch=initial_epoch, monitor_from=monitor_from)
+    # Early stopping's first watched epoch, moved later where the schedule was lengthened.
+    best_epoch = best_monitored(
+        values, initial_epoch=initial_epoch, monitor_from=best.start_from_epoch
+    )
     return TrialResult(
         best_value=values[best_epoch],
         best_epoch=initial_epoch + best_epoch,
