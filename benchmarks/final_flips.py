@@ -36,8 +36,10 @@ from runners.data import FashionMNIST, load_fashion_mnist
 from search.ladder import final_params
 
 VARIANTS = {"as chosen": None, "with flips": True}
-# The best configuration of the seed-2 champion run's ladder; another one's results, or
-# another length or seed, get a name of their own (final_flips_trialN_epochsE_seedS).
+# The best configuration of the seed-2 champion run's ladder; another run's or another trial's
+# results, or another length or seed, get a name of their own
+# (final_flips_from_SOURCE_trialN_epochsE_seedS): trial numbers repeat across runs.
+DEFAULT_SOURCE = RESULTS / "champion_run_seed2.json"
 DEFAULT_TRIAL = 38
 DEFAULT_EPOCHS = 30
 # --quick: the smallest training that still exercises both variants end to end.
@@ -50,7 +52,7 @@ def main() -> None:
         "--quick", action="store_true", help="1 epoch on 300 images at quarter width"
     )  # fmt: skip
     parser.add_argument(
-        "--source", type=Path, default=RESULTS / "champion_run_seed2.json",
+        "--source", type=Path, default=DEFAULT_SOURCE,
         help="A champion run's results (its ladder's record holds each configuration)",
     )  # fmt: skip
     parser.add_argument(
@@ -73,7 +75,8 @@ def main() -> None:
     (trained,) = [t for t in record["ladder"]["trials"] if t["number"] == args.trial]
     params = final_params(trained["params"])
     name_suffix = (
-        ("" if args.trial == DEFAULT_TRIAL else f"_trial{args.trial}")
+        ("" if args.source.resolve() == DEFAULT_SOURCE.resolve() else f"_from_{args.source.stem}")
+        + ("" if args.trial == DEFAULT_TRIAL else f"_trial{args.trial}")
         + ("" if args.epochs == DEFAULT_EPOCHS else f"_epochs{args.epochs}")
         + ("" if args.seed == 0 else f"_seed{args.seed}")
     )
