@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 import optuna
 import pytest
 from optuna.distributions import IntDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from search.ladder import Ladder, RungData, RungMedianPruner, final_candidates, next_promotion
+from search.ladder import (
+    Ladder,
+    RungData,
+    RungMedianPruner,
+    final_candidates,
+    first_rung_cap,
+    next_promotion,
+)
 from search.names import (
     BASELINE_ATTR,
     ENSEMBLE_ATTR,
+    EPOCH_SECONDS_ATTR,
+    EPOCHS_ATTR,
     PROMOTED_FROM_ATTR,
     REFIT_ATTR,
     RUNG_ATTR,
 )
-from search.plan import Plan, Rung
+from search.plan import MAX_FIRST_RUNG_CONFIGS, Plan, Rung, make_plan
 
 
 def _add(study, value=None, *, x, rung=0, state=TrialState.COMPLETE, steps=None, **attrs):
@@ -186,3 +196,62 @@ def test_top_up_adds_one_trial_to_an_empty_pool_until_the_plan_is_spent(storage_
     assert study.trials[-1].state == TrialState.WAITING
     with pytest.raises(ValueError, match="expected 2 rungs' data, got 1"):
         Ladder(plan=_plan(ends_in=600), rungs=data[:1])
+
+
+def _timed(number, *, seconds, epoch_seconds=None, epochs=3, state=TrialState.COMPLETE, rung=0,
+           **attrs):  # fmt: skip
+    """A finished trial that took ``seconds``, its epochs ``epoch_seconds`` each."""
+    start = datetime(2026, 12, 7)
+    if epoch_seconds is not None:
+        attrs |= {EPOCH_SECONDS_ATTR: epoch_seconds, EPOCHS_ATTR: epochs}
+    return FrozenTrial(
+        number=number, trial_id=number, state=state,
+        value=0.8 - number / 100 if state == TrialState.COMPLETE else None,
+        datetime_start=start, datetime_complete=start + timedelta(seconds=seconds),
+        params={"x": number}, distributions={"x": IntDistribution(0, 100)},
+        user_attrs={RUNG_ATTR: rung, **attrs}, system_attrs={}, intermediate_values={},
+    )  # fmt: skip
+
+
+def test_the_first_rung_widens_when_its_trials_run_faster_than_the_probe_said():
+    # The two-hour run whose probe read 582 images/s: its trials' epochs took 0.68 of the
+    # plan's, a first-rung trial about 35 s (43.7 planned), a pruned one about 15.
+    plan = make_plan(budget_seconds=7200, train_images_per_s=582, eval_images_per_s=2483,
+                     train_images=50_000, val_images=10_000, started_at=time.time(),
+                     probe_seconds=23)  # fmt: skip
+    assert [r.configs for r in plan.rungs] == [31, 10, 3]
+    epoch = 0.68 * plan.epoch_seconds(plan.rungs[0].train_images)
+    done = [_timed(i, seconds=35.0, epoch_seconds=epoch) for i in range(3)]
+    pruned = [_timed(i, seconds=15.0, state=TrialState.PRUNED) for i in range(3, 6)]
+    assert first_rung_cap(plan, done[:2]) == 31  # too few to judge the host by
+    widened = first_rung_cap(plan, done)
+    # about 100 s a configuration where the plan costed 139: 4,425 s hold ~44
+    assert 40 <= widened <= 46
+    assert first_rung_cap(plan, done + pruned) > widened  # pruning's savings count
+    # A slower host keeps its plan (the search's end cuts its ladder), a thin ladder its
+    # published configuration alone; and no more than the plan's cap on first-rung trials.
+    slow = [_timed(i, seconds=80.0, epoch_seconds=2 * epoch) for i in range(3)]
+    assert first_rung_cap(plan, slow) == 31
+    thin = _plan(ends_in=600, configs=(1, 0))
+    assert (
+        first_rung_cap(thin, [_timed(i, seconds=0.1, epoch_seconds=0.001) for i in range(3)]) == 1
+    )
+    quick = _plan(ends_in=600, configs=(9, 3))
+    assert (
+        first_rung_cap(quick, [_timed(i, seconds=0.1, epoch_seconds=0.001) for i in range(3)])
+        == MAX_FIRST_RUNG_CONFIGS
+    )
+
+
+def test_top_up_starts_configurations_past_the_plan_s_count_on_a_fast_host(small_split):
+    study = optuna.create_study(direction="maximize")
+    plan = _plan(ends_in=600, configs=(9, 3))  # an epoch planned at 0.02 s, a trial at 1 s
+    for i in range(9):
+        study.add_trial(_timed(i, seconds=0.5, epoch_seconds=0.01, epochs=1))
+    for i in range(3):  # rung 0's quota of promotions, spent
+        study.add_trial(_timed(9 + i, seconds=0.5, epoch_seconds=0.02, epochs=1, rung=1,
+                               **{PROMOTED_FROM_ATTR: i}))  # fmt: skip
+    ladder = Ladder(plan=plan, rungs=[RungData(small_split, 1), RungData(small_split, 1)])
+    assert ladder.top_up(study)  # a tenth configuration where the plan had nine
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.user_attrs == {RUNG_ATTR: 0}
