@@ -22,12 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import IMAGE_SHAPE, NUM_CLASSES, FashionMNIST, Split, split_train_val
 from runners.precision import dtype_policy
-from search.ladder import Ladder, RungData, final_candidates, final_params
+from search.ladder import Ladder, RungData, final_candidates, final_params, seconds_per_epoch
 from search.names import (
     BEST_EPOCH_ATTR,
     ENSEMBLE_ATTR,
-    EPOCH_SECONDS_ATTR,
-    EPOCHS_ATTR,
     FINAL_ATTR,
     PLAN_ATTR,
     PROMOTED_FROM_ATTR,
@@ -35,7 +33,6 @@ from search.names import (
     STANDS_IN_ATTR,
     STRETCH_TO_ATTR,
     TRAIN_IMAGES_ATTR,
-    TRAIN_SECONDS_ATTR,
 )
 from search.outcome import Refit, StudyOutcome
 from search.plan import (
@@ -360,19 +357,6 @@ def finals_pace(study: optuna.Study, plan: Plan) -> float:
         if (measured := seconds_per_epoch(attrs)) is not None:
             ratios.append(measured / epoch_seconds_on_all(study, plan, source))
     return float(np.median(ratios)) if ratios else 1.0
-
-
-def seconds_per_epoch(attrs: dict[str, Any]) -> float | None:
-    """A trained trial's seconds per epoch, from its user attributes: its steady epoch
-    (``EPOCH_SECONDS_ATTR``) where recorded, else its training time over its epochs (None:
-    not trained). The average also counts the first epoch's tracing of the steps, once per
-    training, not once per epoch: from one rung of 3 short epochs (667 images), a planned
-    search's final got 33 epochs where the plan held 43, and 44 with the steady epoch."""
-    if attrs.get(EPOCH_SECONDS_ATTR):
-        return float(attrs[EPOCH_SECONDS_ATTR])
-    if attrs.get(TRAIN_SECONDS_ATTR) and attrs.get(EPOCHS_ATTR):
-        return attrs[TRAIN_SECONDS_ATTR] / attrs[EPOCHS_ATTR]
-    return None
 
 
 def epoch_seconds_on_all(

@@ -28,7 +28,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runners.data import Split
 from search.locks import storage_lock
-from search.names import EPOCH_SECONDS_ATTR, EPOCHS_ATTR, PROMOTED_FROM_ATTR, RUNG_ATTR
+from search.names import (
+    EPOCH_SECONDS_ATTR,
+    EPOCHS_ATTR,
+    PROMOTED_FROM_ATTR,
+    RUNG_ATTR,
+    TRAIN_SECONDS_ATTR,
+)
 from search.plan import MAX_FIRST_RUNG_CONFIGS, Plan
 from search.storage import backend_of
 from spaces.common import PLATEAU_PARAMS
@@ -103,6 +109,19 @@ def first_rung_started(trials: Sequence[FrozenTrial]) -> int:
     return sum(PROMOTED_FROM_ATTR not in t.user_attrs for t in _search_trials(trials))
 
 
+def seconds_per_epoch(attrs: dict[str, Any]) -> float | None:
+    """A trained trial's seconds per epoch, from its user attributes: its steady epoch
+    (``EPOCH_SECONDS_ATTR``) where recorded, else its training time over its epochs (None:
+    not trained). The average also counts the first epoch's tracing of the steps, once per
+    training, not once per epoch: from one rung of 3 short epochs (667 images), a planned
+    search's final got 33 epochs where the plan held 43, and 44 with the steady epoch."""
+    if attrs.get(EPOCH_SECONDS_ATTR):
+        return float(attrs[EPOCH_SECONDS_ATTR])
+    if attrs.get(TRAIN_SECONDS_ATTR) and attrs.get(EPOCHS_ATTR):
+        return attrs[TRAIN_SECONDS_ATTR] / attrs[EPOCHS_ATTR]
+    return None
+
+
 def first_rung_cap(plan: Plan, trials: Sequence[FrozenTrial]) -> int:
     """First-rung configurations the plan's search time holds at the pace its first rung
     kept: the plan's count, or more once ``REPLAN_AFTER`` first-rung trials have ended.
@@ -125,19 +144,17 @@ def first_rung_cap(plan: Plan, trials: Sequence[FrozenTrial]) -> int:
         if rung_of(t) == 0 and t.state in ended and t.duration is not None
     ]  # fmt: skip
     timed = [
-        t for t in first
-        if t.state == TrialState.COMPLETE
-        and t.user_attrs.get(EPOCH_SECONDS_ATTR) and t.user_attrs.get(EPOCHS_ATTR)
+        (t, seconds) for t in first
+        if t.state == TrialState.COMPLETE and t.user_attrs.get(EPOCHS_ATTR)
+        and (seconds := seconds_per_epoch(t.user_attrs)) is not None
     ]  # fmt: skip
     if len(first) < REPLAN_AFTER or not timed:
         return planned
-    rung0 = plan.rungs[0]
-    pace = statistics.median(t.user_attrs[EPOCH_SECONDS_ATTR] for t in timed) / (
-        plan.epoch_seconds(rung0.train_images)
+    pace = statistics.median(seconds for _, seconds in timed) / (
+        plan.epoch_seconds(plan.rungs[0].train_images)
     )
     overhead = statistics.median(
-        t.duration.total_seconds() - t.user_attrs[EPOCHS_ATTR] * t.user_attrs[EPOCH_SECONDS_ATTR]
-        for t in timed
+        t.duration.total_seconds() - t.user_attrs[EPOCHS_ATTR] * seconds for t, seconds in timed
     )
     per_config = statistics.mean(t.duration.total_seconds() for t in first) + sum(
         (rung.epochs * plan.epoch_seconds(rung.train_images) * pace + max(overhead, 0.0))
@@ -258,18 +275,19 @@ class Ladder:
             )
             logger.info("trial %d moves up to rung %d", trial.number, rung)
             return True
-        cap = first_rung_cap(self.plan, trials)
-        started = first_rung_started(trials)
-        if started < cap:
-            if started == self.plan.rungs[0].configs:
+        started, planned = first_rung_started(trials), self.plan.rungs[0].configs
+        if started >= planned:  # only then may the first rung's pace add more
+            cap = first_rung_cap(self.plan, trials)
+            if started >= cap:
+                return False
+            if started == planned:
                 logger.info(
                     "the first rung's trials run faster than the probe said: %d first-rung "
                     "configurations fit the search's time, where the plan had %d",
-                    cap, self.plan.rungs[0].configs,
+                    cap, planned,
                 )  # fmt: skip
-            study.enqueue_trial({}, user_attrs={RUNG_ATTR: 0})
-            return True
-        return False
+        study.enqueue_trial({}, user_attrs={RUNG_ATTR: 0})
+        return True
 
     def retire_waiting(self, study: optuna.Study) -> int:
         """Fail the ladder's trials still waiting when its time is up; returns how many.

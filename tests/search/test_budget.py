@@ -244,7 +244,7 @@ def test_finals_are_planned_at_the_pace_the_finals_kept():
 def test_a_trials_steady_epoch_is_what_the_finals_are_estimated_from():
     """Where a trial recorded its steady epoch (its first, which traces the steps, left
     out), that is its seconds per epoch, not its training time over its epochs."""
-    from search.budget import seconds_per_epoch
+    from search.ladder import seconds_per_epoch
     from search.names import EPOCH_SECONDS_ATTR, EPOCHS_ATTR, TRAIN_SECONDS_ATTR
 
     assert seconds_per_epoch({TRAIN_SECONDS_ATTR: 12.0, EPOCHS_ATTR: 3}) == 4.0
