@@ -28,6 +28,7 @@ from search.names import (
     ENSEMBLE_ATTR,
     FINAL_ATTR,
     PLAN_ATTR,
+    PLAN_TAG_PREFIX,
     PROMOTED_FROM_ATTR,
     REFIT_ATTR,
     STANDS_IN_ATTR,
@@ -133,7 +134,7 @@ def record_plan(
     study.set_user_attr(PLAN_ATTR, plan.to_json())
     summary = plan_summary(plan)
     if any(key in tracker.run_params(parent_run_id) for key in summary):
-        tracker.set_tags(parent_run_id, {f"fmsearch.{k}": v for k, v in summary.items()})
+        tracker.set_tags(parent_run_id, {PLAN_TAG_PREFIX + k: v for k, v in summary.items()})
     else:
         tracker.log_params(parent_run_id, summary)
     tracker.log_json(parent_run_id, {"arch": arch, **asdict(plan)}, "plan.json")

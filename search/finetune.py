@@ -30,6 +30,7 @@ from search.kinds import runner_for
 from search.names import (
     ARCH_ATTR,
     FINETUNE_ATTR,
+    FINETUNE_OF_TAG,
     FLAVOR_TAG,
     MEMBERS_TAG,
     MODEL_URI_TAG,
@@ -306,6 +307,6 @@ def finetune(
     result = api.run_search(options, grid=points, prepare=keep_source)
     parent = tracker.study_run_id(result.study_name)
     if parent is not None:
-        tracker.set_tags(parent, {"fmsearch.finetune_of": spec.source})
+        tracker.set_tags(parent, {FINETUNE_OF_TAG: spec.source})
         tracker.log_json(parent, asdict(spec), "finetune.json")
     return result

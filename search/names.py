@@ -104,6 +104,13 @@ ENSEMBLE_TAG = "fmsearch.ensemble"
 FINAL_ON_ALL_DATA_TAG = "fmsearch.final_on_all_data"
 # On an explanation's run: the index of the test image it explains.
 INDEX_TAG = "fmsearch.index"
+# On a reproduction's parent run: the source recipe it trains (spaces.recipes).
+RECIPE_TAG = "fmsearch.recipe"
+# On a fine-tuning study's parent run: the model it starts from.
+FINETUNE_OF_TAG = "fmsearch.finetune_of"
+# On a planned study's parent run resumed with a new plan: each headline figure of that plan
+# (MLflow params never change), as PLAN_TAG_PREFIX + the param's name.
+PLAN_TAG_PREFIX = "fmsearch."
 
 # MLflow: registry tags ------------------------------------------------------------------------
 

@@ -258,9 +258,7 @@ def make_plan(
     """
     if top_k < 1:
         raise FmsearchError(f"top_k must be >= 1, got {top_k}")
-    # Promotion predicts the test set, and the validation set once (its calibration); the
-    # ensemble step, the validation set twice (plain and mirrored) with each final model.
-    reserve = RESERVE_SECONDS + (TEST_IMAGES + (2 * top_k + 1) * val_images) / eval_images_per_s
+    reserve = _reserve_seconds(top_k=top_k, val_images=val_images, eval_rate=eval_images_per_s)
     costs = _Costs(
         epoch_full=_epoch_seconds(train_images, val_images, train_images_per_s,
                                   eval_images_per_s),
@@ -287,12 +285,6 @@ def make_plan(
              trial_seconds(r, n))
         for r, n in enumerate(split.ladder)
     )  # fmt: skip
-    notes = list(split.notes)
-    if rungs[-1].train_images < train_images and not (split.top_k and _thin(rungs)):
-        notes.append(
-            f"the ladder stops at {rungs[-1].train_images:,} images: another rung would not "
-            "get one configuration"
-        )
     return Plan(
         budget_seconds=budget_seconds,
         started_at=started_at,
@@ -309,7 +301,7 @@ def make_plan(
         final_seconds=split.final - costs.retrain(split.epochs),
         reserve_seconds=reserve,
         estimated_seconds=probe_seconds + split.search + split.final + reserve,
-        notes=tuple(notes),
+        notes=_notes(split, rungs=rungs, train_images=train_images),
         retrain_seconds=costs.retrain(split.epochs) if split.top_k else 0.0,
     )
 
@@ -362,6 +354,22 @@ def _split(available: float, *, costs: _Costs, sizes: list[int], trial_seconds, 
         k, epochs = 1, _epochs_that_fit(costs, available - search)
         final = costs.final(k, epochs)
     return _Split(ladder, first, search, k, epochs, final, notes)
+
+
+def _reserve_seconds(*, top_k: int, val_images: int, eval_rate: float) -> float:
+    # Promotion predicts the test set, and the validation set once (its calibration); the
+    # ensemble step, the validation set twice (plain and mirrored) with each final model.
+    return RESERVE_SECONDS + (TEST_IMAGES + (2 * top_k + 1) * val_images) / eval_rate
+
+
+def _notes(split: _Split, *, rungs: tuple[Rung, ...], train_images: int) -> tuple[str, ...]:
+    if rungs[-1].train_images < train_images and not (split.top_k and _thin(rungs)):
+        return (
+            *split.notes,
+            f"the ladder stops at {rungs[-1].train_images:,} images: another rung would not "
+            "get one configuration",
+        )
+    return tuple(split.notes)
 
 
 def _thin(rungs: tuple[Rung, ...]) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from runners.errors import FmsearchError
-from search.names import EPOCHS_ATTR, OUT_OF_TIME_ATTR
+from search.names import EPOCHS_ATTR, OUT_OF_TIME_ATTR, RECIPE_TAG
 from spaces.recipes import Recipe, recipe
 
 
@@ -157,6 +157,6 @@ def reproduce(
     tracker = api.open_tracker(tracking_uri)
     parent = tracker.study_run_id(result.study_name)
     if parent is not None:
-        tracker.set_tags(parent, {"fmsearch.recipe": name})
+        tracker.set_tags(parent, {RECIPE_TAG: name})
         tracker.log_json(parent, reproduction.as_dict(), "reproduction.json")
     return reproduction

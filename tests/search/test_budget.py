@@ -15,6 +15,7 @@ from search.budget import (
     make_ladder,
     most_final_epochs,
     record_outcome,
+    record_plan,
     retrain_on_all_data,
     run_finals,
     with_validation_in_training,
@@ -27,6 +28,8 @@ from search.names import (
     EPOCHS_ATTR,
     FINAL_ATTR,
     MEMBERS_TAG,
+    PLAN_ATTR,
+    PLAN_TAG_PREFIX,
     PROMOTED_FROM_ATTR,
     REFIT_ATTR,
     REFIT_EPOCHS_ATTR,
@@ -39,7 +42,7 @@ from search.names import (
     TTA_ATTR,
     TTA_TAG,
 )
-from search.plan import Plan, Rung
+from search.plan import Plan, Rung, plan_summary
 from search.promotion import promote_winner, select_candidate
 from search.storage import create_or_load_study, open_storage
 from search.study import run_worker
@@ -167,6 +170,26 @@ def _read(tracker, run_id):
 
     with tempfile.TemporaryDirectory() as tmp:
         return Path(tracker._client.download_artifacts(run_id, DECISION_FILE, tmp)).read_text()
+
+
+def test_a_resumed_study_s_new_plan_shows_in_tags_beside_the_first_plan_s_params(tracker):
+    study = optuna.create_study()
+    parent = tracker.start_study_run(
+        experiment_id=tracker.experiment_id("planned"), study_name="planned", arch="mlp",
+        params={},
+    )  # fmt: skip
+    first, second = _plan(), Plan(**{**vars(_plan()), "top_k": 1, "final_epochs": 5})
+    record_plan(study, tracker=tracker, parent_run_id=parent, plan=first, arch="mlp")
+    record_plan(study, tracker=tracker, parent_run_id=parent, plan=second, arch="mlp")
+    run = tracker._client.get_run(parent)
+    # MLflow params never change: the first plan's stay, the new one's go to tags.
+    assert run.data.params == {k: str(v) for k, v in plan_summary(first).items()}
+    assert run.data.params["plan_top_k"] == "2"
+    assert {k: run.data.tags[PLAN_TAG_PREFIX + k] for k in plan_summary(second)} == {
+        k: str(v) for k, v in plan_summary(second).items()
+    }
+    assert run.data.tags[PLAN_TAG_PREFIX + "plan_top_k"] == "1"
+    assert Plan.from_json(study.user_attrs[PLAN_ATTR]) == second
 
 
 def test_an_ensemble_serves_the_mean_of_its_members_and_their_mirrors(tiny_study, tracker):
