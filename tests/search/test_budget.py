@@ -3,6 +3,7 @@ the ensemble decision, promotion of what won."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -178,7 +179,8 @@ def test_a_resumed_study_s_new_plan_shows_in_tags_beside_the_first_plan_s_params
         experiment_id=tracker.experiment_id("planned"), study_name="planned", arch="mlp",
         params={},
     )  # fmt: skip
-    first, second = _plan(), Plan(**{**vars(_plan()), "top_k": 1, "final_epochs": 5})
+    first = _plan()
+    second = dataclasses.replace(first, top_k=1, final_epochs=5)
     record_plan(study, tracker=tracker, parent_run_id=parent, plan=first, arch="mlp")
     record_plan(study, tracker=tracker, parent_run_id=parent, plan=second, arch="mlp")
     run = tracker._client.get_run(parent)
