@@ -54,15 +54,15 @@ def test_every_architecture_runs_a_tracked_trial(cli, stores, arch):
 
 
 def test_scikit_learn_champion_serves_the_same_contract(cli, stores, fashion):
-    result = cli("run", "--arch", "logreg", "--trials", 2, *_store_args(stores), *TINY)
+    result = cli("run", "--arch", "knn", "--trials", 2, *_store_args(stores), *TINY)
     assert result.exit_code == 0, result.output
-    assert "fmsearch-logreg version 1 from trial" in result.output
+    assert "fmsearch-knn version 1 from trial" in result.output
     mlflow.set_tracking_uri(stores["tracking"])
-    model = mlflow.pyfunc.load_model("models:/fmsearch-logreg@champion")
+    model = mlflow.pyfunc.load_model("models:/fmsearch-knn@champion")
     frame = model.predict(fashion.x_test[:20])  # raw uint8 (N, 28, 28)
     assert list(frame.columns[:2]) == ["class_index", "class_name"] and len(frame) == 20
     np.testing.assert_allclose(frame.iloc[:, 2:].sum(axis=1), 1.0, rtol=1e-6)
     flat = model.predict(fashion.x_test[:20].reshape(20, 784) / 255.0)
     assert (flat["class_index"] == frame["class_index"]).all()
-    version = mlflow.MlflowClient().get_model_version_by_alias("fmsearch-logreg", "champion")
+    version = mlflow.MlflowClient().get_model_version_by_alias("fmsearch-knn", "champion")
     assert 0.5 < float(version.tags["test_accuracy"]) <= 1.0

@@ -62,12 +62,12 @@ def test_no_password_anywhere_whatever_the_url_shape(cli, tmp_path):
     try:
         with postgres_database() as url:
             for i, (shape, storage) in enumerate(_storage_shapes(url).items()):
-                name = f"logreg-{i}"
+                name = f"knn-{i}"
                 # A promotion writes nothing of the study's storage URL: one (through the
                 # same tracking URL as the others) shows what the registry keeps; the other
                 # shapes differ only where the storage URL itself is written.
                 promote = [] if i == 0 else ["--no-promote"]
-                result = cli("run", "--arch", "logreg", "--trials", 2, "--study-name", name,
+                result = cli("run", "--arch", "knn", "--trials", 2, "--study-name", name,
                              "--storage", storage, "--tracking-uri", tracking, *promote,
                              *TINY)  # fmt: skip
                 assert result.exit_code == 0, (shape, result.output)
