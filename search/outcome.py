@@ -46,6 +46,19 @@ class StudyOutcome:
     best_trial: int | None
     parent_run_id: str
 
+    def describe(self) -> str:
+        """The line the CLI prints for the study's outcome."""
+        return (
+            f"study {self.study_name}: {self.n_complete} complete, {self.n_pruned} pruned, "
+            f"{self.n_failed} failed"
+            + (f", {self.n_retried} re-run after their worker died" if self.n_retried else "")
+            + (
+                f"; best trial {self.best_trial}: val_accuracy {self.best_value:.4f}"
+                if self.best_trial is not None
+                else ""
+            )
+        )
+
 
 def most_accurate(study: optuna.Study) -> FrozenTrial | None:
     """The completed trial with the best validation accuracy (the first objective), or None."""

@@ -425,20 +425,6 @@ def full_split(data: FashionMNIST, *, settings: SearchSettings, split: Split) ->
     return split_train_val(data.x_train, data.y_train, val_size=settings.val_size, subset=None)
 
 
-def describe_outcome(outcome: StudyOutcome) -> str:
-    """The line the CLI prints for a study's outcome."""
-    return (
-        f"study {outcome.study_name}: {outcome.n_complete} complete, {outcome.n_pruned} pruned, "
-        f"{outcome.n_failed} failed"
-        + (f", {outcome.n_retried} re-run after their worker died" if outcome.n_retried else "")
-        + (
-            f"; best trial {outcome.best_trial}: val_accuracy {outcome.best_value:.4f}"
-            if outcome.best_trial is not None
-            else ""
-        )
-    )
-
-
 @dataclass(frozen=True)
 class RefitOutcome:
     """A refit asked for: the trial it refits and the refit trial (None: it did not run)."""

@@ -140,7 +140,6 @@ def finetune(model_uri, learning_rates, batch_sizes, patiences, max_epochs, stud
     setup_logging(quiet=quiet, verbose=verbose)
     from search import api
     from search.finetune import DEFAULT_GRID
-    from search.pipeline import describe_outcome
 
     given = {"learning_rate": learning_rates, "batch_size": batch_sizes, "patience": patiences}
     grid = {name: values or DEFAULT_GRID[name] for name, values in given.items()}
@@ -150,7 +149,7 @@ def finetune(model_uri, learning_rates, batch_sizes, patiences, max_epochs, stud
         seed=seed, data_dir=data_dir, precision=precision, threads=threads,
         register_as=register_as, promote=promote, quiet=quiet,
     )  # fmt: skip
-    click.echo(describe_outcome(result.outcome))
+    click.echo(result.outcome.describe())
     if result.promotion is not None:
         echo_promotion(result.promotion)
 

@@ -260,9 +260,7 @@ def run(
         heartbeat_interval=heartbeat_interval, data_dir=data_dir, register_as=register_as,
         max_params=max_params, max_latency_ms=max_latency_ms, promote=promote, quiet=quiet,
     )  # fmt: skip
-    from search.pipeline import describe_outcome
-
-    click.echo(describe_outcome(result.searched))
+    click.echo(result.searched.describe())
     if result.refit is not None:
         _echo_refit(result.refit, study=result.study)
     if result.promotion is not None:
@@ -362,9 +360,7 @@ def worker(
         budget_hours=budget_hours, wait=wait, max_trials_per_process=max_trials_per_process,
         max_memory_mib=max_memory_mib, worker_index=worker_index, started_at=started_at,
     )  # fmt: skip
-    from search.pipeline import describe_outcome
-
-    click.echo(describe_outcome(result.outcome))
+    click.echo(result.outcome.describe())
     if result.restart_reason is not None:
         _start_again(result.restart_reason, started_at=started_at)
 
