@@ -66,9 +66,12 @@ test: data browser
 	$(BIN)/python -m compileall -q search runners spaces benchmarks tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The layering of search/, spaces/ and runners/ is written as import-linter contracts in
+# pyproject.toml.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The long ones run by hand: python -m benchmarks.architectures (about 45 min) and
 # python -m benchmarks.champion_run --hours 3 (3 hours, best alone on the machine).

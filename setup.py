@@ -54,6 +54,8 @@ setup(
             "pytest>=8.0",
             "pytest-xdist>=3.5",
             "ruff>=0.6",
+            # The layering contracts in pyproject.toml (make lint, tests/test_layers.py).
+            "import-linter>=2.1",
             "xgboost-cpu>=2.1",
             "umap-learn>=0.5",
             "selenium>=4.20",

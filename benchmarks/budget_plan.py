@@ -88,7 +88,7 @@ def read_planned_run(
     (``wall``: the command's wall time where it was measured here)."""
     from mlflow import MlflowClient
 
-    from search.budget import stored_plan
+    from search.budget.finals import stored_plan
     from search.names import (
         ENSEMBLE_ATTR,
         FINAL_ATTR,

@@ -231,7 +231,7 @@ def time_to_accuracy(workdir: Path, study, *, arch: str) -> dict[str, dict[str, 
 
     from benchmarks.budget_plan import parent_run
     from search.names import ENSEMBLE_ATTR, RUN_ID_ATTR, STANDS_IN_ATTR
-    from search.promotion import select_candidate
+    from search.promotion.promote import select_candidate
 
     client = MlflowClient(f"sqlite:///{Path(workdir).resolve()}/mlruns/mlflow.db")
     parent = parent_run(client, arch)

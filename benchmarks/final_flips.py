@@ -33,7 +33,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmarks.common import RESULTS, add_results_dir, fmsearch_here, write
 from runners.data import FashionMNIST, load_fashion_mnist
-from search.ladder import final_params
+from search.budget.ladder import final_params
 
 VARIANTS = {"as chosen": None, "with flips": True}
 # The best configuration of the seed-2 champion run's ladder; another run's or another trial's
@@ -147,8 +147,8 @@ def judged(study, *, cwd: Path, data: FashionMNIST) -> dict:
     TTA, and its per-epoch validation curve."""
     from runners.ensemble import average, view_probabilities
     from search.names import MODEL_URI_TAG, RUN_ID_ATTR, SETTINGS_ATTR
+    from search.run.workers import SearchSettings
     from search.tracking import Tracker
-    from search.workers import SearchSettings
 
     trial = study.best_trial
     tracker = Tracker(tracking_uri=f"sqlite:///{cwd.resolve()}/mlruns/mlflow.db")

@@ -83,10 +83,10 @@ def main() -> None:
 
     from runners.data import load_fashion_mnist
     from runners.precision import resolve_policy
-    from search.budget import PROBE_SECONDS
-    from search.choices import describe_space
-    from search.overrides import parse_fixed
-    from search.plan import rung_sizes
+    from search.budget.finals import PROBE_SECONDS
+    from search.budget.plan import rung_sizes
+    from search.trials.choices import describe_space
+    from search.trials.overrides import parse_fixed
     from spaces import resolve
     from spaces.common import BATCH_SIZES, NO_AUGMENTATION
 

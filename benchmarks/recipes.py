@@ -76,7 +76,7 @@ def main() -> None:
 
 
 def _reproduce(name: str, *, workdir: Path, **options) -> dict:
-    from search.reproduce import reproduce
+    from search.recipes.reproduce import reproduce
 
     stores = workdir.resolve() / "mlruns"
     stores.mkdir(parents=True, exist_ok=True)

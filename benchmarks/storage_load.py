@@ -30,7 +30,7 @@ def worker(url: str, out: Path) -> None:
     """One worker process: run trials from the pool until it is empty; record what it ran."""
     import optuna
 
-    from search.storage import PoolEmpty, open_storage
+    from search.storage.rdb import PoolEmpty, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     locked = []
@@ -68,8 +68,8 @@ def worker(url: str, out: Path) -> None:
 def measure(url: str, *, workers: int, per_worker: int, tmp: Path) -> dict:
     import optuna
 
-    from search.storage import open_storage
-    from search.study import add_budget
+    from search.engines.optuna_pool import add_budget
+    from search.storage.rdb import open_storage
 
     study = optuna.create_study(study_name="load", storage=open_storage(url))
     total = workers * per_worker

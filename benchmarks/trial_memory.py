@@ -41,10 +41,10 @@ def child(trials: int, cleanup: bool, images: int, arch: str) -> None:
 
     import runners.training
     from runners.data import load_fashion_mnist, split_train_val
-    from search.storage import create_or_load_study, open_storage
-    from search.study import run_study
+    from search.engines.optuna_pool import run_study
+    from search.run.workers import resident_mib
+    from search.storage.rdb import create_or_load_study, open_storage
     from search.tracking import Tracker
-    from search.workers import resident_mib
 
     if not cleanup:
         runners.training.free_memory = lambda: None

@@ -178,11 +178,9 @@ def _without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
 
     Keras deletes an epoch's iterator as the next epoch starts (and as fit ends), and with
     TensorFlow 2.21 the deletion waits for the autotuning thread to wake from its sleep,
-    which doubles up to 60 s: measured on a 3-epoch VGG-BN trial on 50,000 images, 36 and
-    38 s of both cores idle (219 s against 147 s without autotuning), and one epoch in three
-    of a champion run's final took 82 s instead of 49. The epochs themselves train as fast
-    without it (45-48 s both ways: the AUTOTUNE parallelism and prefetch fall back to
-    TensorFlow's defaults).
+    which doubles up to 60 s: both cores sit idle for tens of seconds at the start of long
+    epochs (docs/performance.md). The epochs themselves train as fast without it (the
+    AUTOTUNE parallelism and prefetch fall back to TensorFlow's defaults).
     """
     options = tf.data.Options()
     options.autotune.enabled = False

@@ -73,8 +73,8 @@ def image_grid(
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
     height = 1.9 * nrows + 0.4
-    # Fixed margins, not the constrained layout: its solver over 32 captioned axes took as
-    # long as drawing them (0.8 of 2 s a grid here, twice per promotion).
+    # Fixed margins, not the constrained layout: its solver over 32 captioned axes costs as
+    # much as drawing them.
     fig = Figure(figsize=(1.6 * ncols, height))
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.75 / height, bottom=0.1 / height,
                         wspace=0.1, hspace=0.45)  # fmt: skip

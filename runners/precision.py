@@ -1,8 +1,8 @@
 """Numeric precision of a trial's model: float32, or Keras mixed precision where it pays.
 
-Mixed precision computes in 16 bits and keeps the weights in float32. Measured with
-TensorFlow 2.21 on a CPU with AMX/AVX512-BF16, a 4-conv BatchNorm CNN trains 1.6x faster under
-``mixed_bfloat16``; CPUs without native bfloat16 emulate it, slower than float32. On GPUs,
+Mixed precision computes in 16 bits and keeps the weights in float32. On CPUs with native
+bfloat16 (AMX, AVX512-BF16) the convolutional networks train faster under ``mixed_bfloat16``
+(benchmarks/results/flops.md); CPUs without it emulate it, slower than float32. On GPUs,
 ``mixed_float16`` uses the tensor cores of any CUDA GPU since Volta, ``mixed_bfloat16`` those
 since Ampere, without loss scaling. The softmax head stays float32 in every space
 (``spaces.common.classifier_head``), so served probabilities are never rounded to 16 bits.

@@ -21,9 +21,9 @@ from runners.training import make_optimizer
 
 # Batches before the clock starts: the first traces the graph, the next settle oneDNN's caches.
 _WARMUP_BATCHES = 3
-# About the fastest any architecture here trains (the MLP: an epoch of 50,000 images in about
-# 3 s on 2 cores): the probe holds enough batches for its seconds at this rate, so that the
-# clock, not the data, ends it.
+# Above the fastest any architecture here trains (the MLP; benchmarks/results/flops.md): the
+# probe holds enough batches for its seconds at this rate, so that the clock, not the data,
+# ends it.
 _MAX_IMAGES_PER_SECOND = 20_000
 _EVAL_BATCH = 512
 

@@ -263,8 +263,8 @@ def free_memory() -> None:
     """Drop the graphs and tensors of finished trials, which otherwise pile up in one process.
 
     What survives the collection (modules, the data set, the study) is frozen out of later
-    ones: over the half million objects that TensorFlow, MLflow and Optuna keep alive a
-    collection took 0.35-0.7 s a trial here, over one trial's objects a few milliseconds.
+    ones, so that each collection scans one trial's objects, not the half million that
+    TensorFlow, MLflow and Optuna keep alive (benchmarks/results/trial_memory.md).
     Frozen objects are still freed when their last reference goes.
     """
     # One collection: clear_session(free_memory=True) would run a second, as long.
@@ -360,9 +360,8 @@ class AnnealByDeadline(keras.callbacks.Callback):
     ends there.
 
     Why: a final training's epochs are planned from epoch times measured on the ladder, and
-    epochs on one host vary by 10-15% (63-83 s in one champion run); stopped by the clock
-    mid-schedule, a final is a model that never annealed (four finals of three champion
-    runs: stopped after 24 of 29, 32 of 35, 33 of 45 and 33 of 36 epochs). After each epoch
+    epochs on one host vary by 10-15%; stopped by the clock mid-schedule, a final is a model
+    that never annealed. After each epoch
     the epochs that still fit are counted at the slower of the median and the last epoch
     time; when they end before the schedule, the rest of it becomes a cosine decay from the
     current rate over them (a built-in Keras schedule, so the saved model loads anywhere),

@@ -9,9 +9,9 @@ name is a format: everything that reads or writes one imports it from here.
 
 ARCH_ATTR = "fmsearch.arch"
 OBJECTIVES_ATTR = "objectives"
-# How the study's trials train (search.workers.SearchSettings), for workers on other hosts.
+# How the study's trials train (search.run.workers.SearchSettings), for workers on other hosts.
 SETTINGS_ATTR = "fmsearch.settings"
-# The planned search's plan (search.plan.Plan), for the ladder in every worker.
+# The planned search's plan (search.budget.plan.Plan), for the ladder in every worker.
 PLAN_ATTR = "fmsearch.plan"
 # A fine-tuning study's source: the champion's configuration, its model, the grid.
 FINETUNE_ATTR = "fmsearch.finetune"

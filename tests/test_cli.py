@@ -307,8 +307,8 @@ def test_eda(cli, stores):
 
 
 def test_lr_find_writes_a_space_file_that_run_accepts(cli, stores, tmp_path):
-    from search.choices import describe_space
-    from search.overrides import load_space_file
+    from search.trials.choices import describe_space
+    from search.trials.overrides import load_space_file
     from spaces import mlp
 
     space_file = tmp_path / "lr.yaml"
@@ -342,13 +342,13 @@ def test_a_search_loads_all_its_modules_before_it_starts(keras):
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     names, loaded = json.loads(out.strip().splitlines()[-1])
-    # Modules and subpackages (search.cli), whose own modules load with them.
-    files = {f"{p.parent.name}.{p.stem}" for d in ("search", "runners")
-             for p in (root / d).glob("*.py") if p.stem != "__init__"}  # fmt: skip
-    files |= {f"{p.parent.parent.name}.{p.parent.name}" for d in ("search", "runners")
-              for p in (root / d).glob("*/__init__.py")}  # fmt: skip
+    # Every module and subpackage (search.cli) at any depth, by its dotted name.
+    files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+             for d in ("search", "runners") for p in (root / d).rglob("*.py")}  # fmt: skip
+    files -= {"search", "runners"}
     tensorflow = {"runners.augment", "runners.lr_find", "runners.throughput", "runners.training"}
     expected = files - {"search.__main__"} - (set() if keras else tensorflow)
+    assert {"search.run.orchestrator", "search.engines.optuna_pool"} <= expected
     assert set(names) == expected and expected <= set(loaded)
     assert {"search.cli.search_commands", "search.cli.options"} <= set(loaded)
     assert ("tensorflow" in loaded) is keras
@@ -360,7 +360,7 @@ def test_native_start_up_output_is_logged_at_debug_not_printed(capfd, caplog):
 
     from search.api import start_up_output_logged
 
-    with caplog.at_level(logging.DEBUG, logger="search.api"), start_up_output_logged():
+    with caplog.at_level(logging.DEBUG, logger="search.run.start"), start_up_output_logged():
         os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on.\n")
     assert "oneDNN" not in capfd.readouterr().err
     assert "oneDNN custom operations" in caplog.text

@@ -16,7 +16,7 @@ import click
 from runners.errors import FmsearchError
 from search.cli import insight_commands, recipe_commands, search_commands, serve_commands
 from search.cli.options import ENVIRONMENT
-from search.urls import redact
+from search.storage.urls import redact
 
 
 class _Group(click.Group):

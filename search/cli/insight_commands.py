@@ -30,7 +30,7 @@ def spaces(arch) -> None:
         return
     import optuna
 
-    from search.choices import describe_space
+    from search.trials.choices import describe_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     module = ARCHITECTURES[arch]
@@ -93,7 +93,7 @@ def leaderboard(tracking_uri, data_dir, model_names, csv_path, quiet, verbose) -
     setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import load_fashion_mnist
     from search.api import load_tensorflow, open_tracker
-    from search.insight import build_leaderboard, entry_row, publish_leaderboard
+    from search.insight.tools import build_leaderboard, entry_row, publish_leaderboard
 
     load_tensorflow()  # the champions are Keras models, mostly
 
@@ -133,7 +133,7 @@ def eda(tracking_uri, data_dir, val_size, quiet, verbose) -> None:
     setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import CLASS_NAMES, load_fashion_mnist, split_train_val
     from search.api import open_tracker
-    from search.insight import run_eda
+    from search.insight.tools import run_eda
 
     tracker = open_tracker(tracking_uri)
     data = load_fashion_mnist(data_dir=data_dir)
@@ -211,7 +211,7 @@ def explain(
     setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import load_fashion_mnist
     from search.api import load_tensorflow, open_tracker
-    from search.insight import explain as explain_image
+    from search.insight.tools import explain as explain_image
 
     load_tensorflow()
     tracker = open_tracker(tracking_uri)
@@ -299,7 +299,7 @@ def lr_find(
     setup_logging(quiet=quiet, verbose=verbose)
     from runners.data import load_fashion_mnist, split_train_val
     from search.api import load_tensorflow, open_tracker
-    from search.insight import find_learning_rate_range
+    from search.insight.tools import find_learning_rate_range
 
     load_tensorflow(threads=threads)
 

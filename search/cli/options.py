@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from runners.precision import PRECISIONS
-from search.urls import redact
+from search.storage.urls import redact
 from spaces import ARCHITECTURES, resolve
 
 ENVIRONMENT = {
@@ -29,8 +29,8 @@ ENVIRONMENT = {
     # included (found by tests/scale_out/test_secrets.py); fmsearch prints its own lines.
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "TF_CPP_MIN_LOG_LEVEL": "2",
-    # `fmsearch ui` and `fmsearch server`: MLflow 3's job runner (seven Huey processes, for
-    # its GenAI jobs, which fmsearch never submits) made the server answer after 23 s here.
+    # `fmsearch ui` and `fmsearch server`: MLflow 3's job runner (seven Huey processes for
+    # GenAI jobs, which fmsearch never submits) more than doubles the server's start-up.
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
 

@@ -73,7 +73,7 @@ def reproduce(recipe, epochs, time_box_hours, subset, val_size, seed, study_name
       fmsearch reproduce tinyvgg-25ep --time-box 0.5
     """
     setup_logging(quiet=quiet, verbose=verbose)
-    from search.reproduce import reproduce as run_recipe
+    from search.recipes.reproduce import reproduce as run_recipe
 
     reproduction = run_recipe(
         recipe, epochs=epochs, time_box_hours=time_box_hours, subset=subset,
@@ -139,7 +139,7 @@ def finetune(model_uri, learning_rates, batch_sizes, patiences, max_epochs, stud
     """
     setup_logging(quiet=quiet, verbose=verbose)
     from search import api
-    from search.finetune import DEFAULT_GRID
+    from search.trials.spaces import DEFAULT_GRID
 
     given = {"learning_rate": learning_rates, "batch_size": batch_sizes, "patience": patiences}
     grid = {name: values or DEFAULT_GRID[name] for name, values in given.items()}

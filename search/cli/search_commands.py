@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from search.choices import ENGINES, OBJECTIVES, PRUNERS, SAMPLERS, TUNERS
 from search.cli.options import (
     STARTED_AT_ENV,
     ArchType,
@@ -36,7 +35,8 @@ from search.cli.options import (
     verbose_option,
     workers_option,
 )
-from search.urls import redact
+from search.storage.urls import redact
+from search.trials.choices import ENGINES, OBJECTIVES, PRUNERS, SAMPLERS, TUNERS
 from spaces.families import AUTO
 
 logger = logging.getLogger(__name__)
@@ -368,7 +368,7 @@ def worker(
 def _start_again(reason: str, *, started_at: float) -> None:
     """Replace this worker process with a new one running the same command (``exec``: same
     process id, so whatever supervises it sees one worker throughout)."""
-    from search.workers import worker_command
+    from search.run.workers import worker_command
 
     if sys.argv[1:2] != ["worker"]:
         # Called in-process (a test's CliRunner): there is no command line to start again.
@@ -393,7 +393,7 @@ def studies(storage, study_name) -> None:
     setup_logging(quiet=True)
     from search import api
     from search.names import ARCH_ATTR
-    from search.urls import default_storage
+    from search.storage.urls import default_storage
 
     found = api.studies(storage=storage, study_name=study_name)
     click.echo(f"storage {redact(storage or default_storage())}: {len(found)} studies")

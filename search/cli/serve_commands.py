@@ -17,7 +17,7 @@ from search.cli.options import (
     storage_option,
     tracking_option,
 )
-from search.urls import redact
+from search.storage.urls import redact
 
 
 @click.command()
@@ -57,7 +57,7 @@ def server(
     rebinding). It listens on 127.0.0.1 unless --host says otherwise: it has no
     authentication, so put a proxy in front to expose it.
     """
-    from search.urls import DEFAULT_STORE_DIR, default_tracking_uri, sqlite_path
+    from search.storage.urls import DEFAULT_STORE_DIR, default_tracking_uri, sqlite_path
 
     uri = backend_store_uri or default_tracking_uri()
     db = sqlite_path(uri)
@@ -96,7 +96,7 @@ def _with_local_hosts(allowed_hosts: str) -> str:
 @port_option(default=5000)
 def ui(tracking_uri, host, port) -> None:
     """Serve the MLflow UI over fmsearch's tracking store."""
-    from search.urls import default_artifact_root, default_tracking_uri, sqlite_path
+    from search.storage.urls import default_artifact_root, default_tracking_uri, sqlite_path
 
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
@@ -176,7 +176,7 @@ def predict(files, model_uri, tracking_uri, output) -> None:
 @port_option(default=8080)
 def dashboard(storage, host, port) -> None:
     """Serve optuna-dashboard over the study storage (pip install 'fmsearch[dashboard]')."""
-    from search.urls import default_storage
+    from search.storage.urls import default_storage
 
     url = storage or default_storage()
     found = _executable(

@@ -48,9 +48,9 @@ from search.names import (
     TRIAL_TAG,
     TTA_TAG,
 )
+from search.storage.urls import redact
 from search.tracking.registry import LOCK_LEASE_SECONDS, Registry
 from search.tracking.trial_log import TrialLog, root_cause
-from search.urls import redact
 
 if TYPE_CHECKING:
     import keras
@@ -63,14 +63,14 @@ __all__ = ["LOCK_LEASE_SECONDS", "RUN_STATUS", "Tracker", "TrialLog", "confusion
 
 logger = logging.getLogger(__name__)
 
-SERVED_MODEL_CODE = Path(__file__).parent.parent / "served_model.py"
+SERVED_MODEL_CODE = Path(__file__).parent / "served_model.py"
 # Optuna's trial states, as MLflow run statuses.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _BATCH = 900  # below MLflow's 1000-entity limit per log_batch
 
 
 def _requirements(*packages: str) -> list[str]:
-    # Explicit requirements: inferring them costs about 10 s per logged model.
+    # Explicit requirements: MLflow's inference imports the model's world on every log.
     return [f"{p}=={version(p)}" for p in packages]
 
 

@@ -7,7 +7,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from search.urls import redact
+from search.storage.urls import redact
 
 if TYPE_CHECKING:
     from search.tracking import Tracker

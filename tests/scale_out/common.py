@@ -14,7 +14,7 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from search.storage import open_storage
+from search.storage.rdb import open_storage
 
 TINY = ["--subset", "300", "--val-size", "200", "--max-epochs", "2", "--seed", "0"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from search.engines.optuna_pool import run_study
 from search.names import BASELINE_ATTR
-from search.storage import create_or_load_study, open_storage
-from search.study import run_study
+from search.storage.rdb import create_or_load_study, open_storage
 from spaces import mlp
 
 GOOD_MLP = {

@@ -8,8 +8,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 
 from runners.estimators import to_features
-from search.choices import describe_space
-from search.served_model import sklearn_probabilities
+from search.tracking.served_model import sklearn_probabilities
+from search.trials.choices import describe_space
 from spaces import ARCHITECTURES
 from spaces.common import suggest_keras_common, suggest_regularization
 
