@@ -12,7 +12,7 @@ RUN_ARGS ?= --arch mlp --trials 10 --subset 10000 --max-epochs 5
 # next month gets what was tested (setup.py keeps ranges for users who pip install fmsearch).
 CONSTRAINTS := constraints.txt
 
-.PHONY: install data browser run test lint bench clean constraints
+.PHONY: install data browser run test lint docs bench clean constraints
 
 install: $(VENV)/.installed
 
@@ -72,6 +72,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+
+# docs/cli.md from the click commands; tests/test_docs.py fails while it is stale.
+docs: install
+	$(BIN)/python -m search.cli.reference > docs/cli.md
 
 # The long ones run by hand: python -m benchmarks.architectures (about 45 min) and
 # python -m benchmarks.champion_run --hours 3 (3 hours, best alone on the machine).

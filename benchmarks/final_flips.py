@@ -15,9 +15,7 @@ each on validation and on the test images, plain and with flip TTA.
 Each training is one ``fmsearch run --trials 1`` with every hyperparameter fixed, in a
 directory of its own, so each is a tracked, promoted study a user can open in MLflow.
 
-The answer so far (README, after the two-hour runs): no. The flips cost the seed-2 run's best
-0.19 point on validation and 0.4-0.6 on the test set, and flip TTA did not win it back;
-finals keep the ladder's choice.
+Its pages (``benchmarks/results/final_flips*.md``) hold the answers measured so far.
 """
 
 from __future__ import annotations

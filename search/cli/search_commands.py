@@ -65,8 +65,8 @@ PUBLISHED = "published"
 )
 @storage_option
 @tracking_option
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
-@click.option("--pruner", type=click.Choice(PRUNERS), default="hyperband", show_default=True)
+@click.option("--sampler", type=click.Choice(tuple(SAMPLERS)), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(tuple(PRUNERS)), default="hyperband", show_default=True)
 @seed_option
 @click.option(
     "--deterministic", is_flag=True,

@@ -8,7 +8,7 @@ Kept free of heavy imports so that ``fmsearch --help`` lists the choices instant
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 # Who picks the trials: Optuna's sampler and pruner, or Keras Tuner's algorithms.
 ENGINES = ("optuna", "keras-tuner")
 TUNERS = ("hyperband", "bayesian", "random")
-# "grid": every combination of the space file's choices, each once (the pool holds the grid;
-# hyperparameters outside it are drawn at random).
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "grid")
-PRUNERS = ("hyperband", "median", "none")
 TPE_STARTUP_TRIALS = 5
 # What a budgeted search prunes with: the median rule inside each rung of its ladder.
 PLANNED_PRUNER = "rung-median"
@@ -68,7 +64,7 @@ def check_requirements(space: ModuleType, *, arch: str) -> None:
 def make_sampler(
     name: str, *, seed: int | None = None, fixed: dict[str, Any] | None = None
 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (one of ``SAMPLERS``), with ``fixed`` values pinned.
+    """The Optuna sampler called ``name`` (a key of ``SAMPLERS``), with ``fixed`` values pinned.
 
     Raises:
         FmsearchError: Unknown name, or the GP sampler without PyTorch.
@@ -89,54 +85,107 @@ def pinned(
         return optuna.samplers.PartialFixedSampler(fixed, sampler)
 
 
-def _make_sampler(name: str, *, seed: int | None) -> optuna.samplers.BaseSampler:
+def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
     import optuna
 
-    if name == "tpe":
-        # Constant liar: parallel workers do not all sample next to the same running trial.
-        # Five random trials, not Optuna's ten: a 10-trial search (make run's) was otherwise
-        # all random, and never improved on the configurations it starts from.
-        return optuna.samplers.TPESampler(
-            seed=seed, constant_liar=True, n_startup_trials=TPE_STARTUP_TRIALS
-        )
-    if name in ("random", "grid"):
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        # CMA-ES handles only numeric parameters; the rest go to the independent sampler.
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            raise FmsearchError(
-                "--sampler gp needs PyTorch: pip install 'fmsearch[gp]' "
-                "(the CPU build is enough: --index-url https://download.pytorch.org/whl/cpu)"
-            ) from exc
-        return optuna.samplers.GPSampler(seed=seed)
-    raise FmsearchError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    # Constant liar: parallel workers do not all sample next to the same running trial.
+    # Five random trials, not Optuna's ten: a 10-trial search (make run's) was otherwise all
+    # random, and never improved on the configurations it starts from.
+    return optuna.samplers.TPESampler(
+        seed=seed, constant_liar=True, n_startup_trials=TPE_STARTUP_TRIALS
+    )
+
+
+def _random(seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _cmaes(seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    # CMA-ES handles only numeric parameters; the rest go to the independent sampler.
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+def _gp(seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise FmsearchError(
+            "--sampler gp needs PyTorch: pip install 'fmsearch[gp]' "
+            "(the CPU build is enough: --index-url https://download.pytorch.org/whl/cpu)"
+        ) from exc
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+# The registry of --sampler: name -> a factory of the sampler, given the seed. "grid": every
+# combination of the space file's choices, each once (the pool holds the grid; hyperparameters
+# outside it are drawn at random).
+SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": _random,
+    "cmaes": _cmaes,
+    "gp": _gp,
+    "grid": _random,
+}
+
+
+def _make_sampler(name: str, *, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name not in SAMPLERS:
+        raise FmsearchError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    return SAMPLERS[name](seed)
+
+
+def _hyperband(max_epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(
+        min_resource=1, max_resource=max_epochs, reduction_factor=3
+    )
+
+
+def _median(max_epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
+def _nop(max_epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+def _rung_median(max_epochs: int) -> optuna.pruners.BasePruner:
+    from search.budget.ladder import RungMedianPruner
+
+    return RungMedianPruner()
+
+
+# The registry of --pruner: name -> a factory of the pruner, given a trial's most epochs.
+PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
+    "hyperband": _hyperband,
+    "median": _median,
+    "none": _nop,
+}
+# Pruners a search picks itself, never offered on the command line.
+_OWN_PRUNERS = {PLANNED_PRUNER: _rung_median}
 
 
 def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
-    """The Optuna pruner called ``name`` (one of ``PRUNERS``), sized to ``max_epochs``.
+    """The Optuna pruner called ``name`` (a key of ``PRUNERS``), sized to ``max_epochs``.
 
     Raises:
         FmsearchError: Unknown name.
     """
-    import optuna
-
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max_epochs, reduction_factor=3
-        )
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == PLANNED_PRUNER:
-        from search.budget.ladder import RungMedianPruner
-
-        return RungMedianPruner()
-    raise FmsearchError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+    factory = PRUNERS.get(name) or _OWN_PRUNERS.get(name)
+    if factory is None:
+        raise FmsearchError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+    return factory(max_epochs)
 
 
 def describe_space(space: ModuleType, *, samples: int = 300) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def command_lines() -> list[str]:
 
 
 def damage(study: optuna.Study, client: MlflowClient, *, asked: int) -> dict[str, int]:
-    """What a fault cost a study that was asked for ``asked`` trials, as the README's fault
+    """What a fault cost a study that was asked for ``asked`` trials, as docs/faults.md's fault
     table counts it (all 0 when fmsearch held up):
 
     - lost: asked-for trials that never finished (a retry that finished counts for its

@@ -34,7 +34,7 @@ def test_server_answers_the_names_it_is_given_and_hides_its_store_password(tmp_p
         )  # fmt: skip
         try:
             wait_for(f"http://127.0.0.1:{port}/health", process)
-            # docker-compose's workers reach it as mlflow:5000, the README's as tracking-host.
+            # Workers reach it as mlflow:5000 in docker-compose.yml, as tracking-host in the docs.
             assert _status(port, f"mlflow:{port}") == 200
             assert _status(port, "mlflow") == 200
             assert _status(port, "tracking-host:5000") == 200

@@ -24,7 +24,7 @@ EXPECTED_SAMPLERS = {
 }
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_every_sampler_runs_a_space(name):
     sampler = make_sampler(name, seed=3)
     assert isinstance(sampler, EXPECTED_SAMPLERS[name])
