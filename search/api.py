@@ -14,7 +14,7 @@ business (pass ``storage=`` and ``tracking_uri=``).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,16 +36,25 @@ if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
+    from search.insight.explain import Explanation
+    from search.insight.leaderboard import Entry
+    from search.insight.lr_find import LearningRateFinding
     from search.insight.report import StudyReport
     from search.outcome import StudyOutcome
     from search.promotion.promote import Promotion
 
 __all__ = [
+    "Eda",
+    "Leaderboard",
     "SearchOptions",
     "SearchResult",
     "WorkResult",
+    "eda",
+    "explain",
     "finetune",
+    "leaderboard",
     "load_tensorflow",
+    "lr_find",
     "open_storage",
     "open_tracker",
     "predict",
@@ -147,3 +156,127 @@ def predict(*, model_uri: str, images: np.ndarray, tracking_uri: str | None = No
         return model.predict(images)
     except ValueError as exc:
         raise FmsearchError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """What :func:`leaderboard` judged: the entries, best first, the CSV and the MLflow run."""
+
+    entries: list[Entry]
+    csv_path: Path
+    run_id: str
+
+
+def leaderboard(
+    *,
+    tracking_uri: str | None = None,
+    data_dir: Path | None = None,
+    model_names: tuple[str, ...] = (),
+    csv_path: Path = Path("leaderboard.csv"),
+) -> Leaderboard:
+    """Judge the champion of every ``fmsearch-*`` model (or of ``model_names``) again on the
+    test set; write the table to ``csv_path`` and log it with a bar chart to the
+    ``fmsearch-leaderboard`` experiment."""
+    from runners.data import load_fashion_mnist
+    from search.insight.leaderboard import build_leaderboard, publish_leaderboard
+
+    load_tensorflow()  # the champions are Keras models, mostly
+    tracker = open_tracker(tracking_uri)
+    data = load_fashion_mnist(data_dir=data_dir)
+    entries = build_leaderboard(tracker=tracker, test_images=data.x_test,
+                                test_labels=data.y_test, model_names=model_names)  # fmt: skip
+    run_id = publish_leaderboard(entries=entries, tracker=tracker, csv_path=csv_path,
+                                 n_images=len(data.y_test))  # fmt: skip
+    return Leaderboard(entries=entries, csv_path=csv_path, run_id=run_id)
+
+
+@dataclass(frozen=True)
+class Eda:
+    """What :func:`eda` logged: its run, and images per class in each split
+    (``counts["train"]["Shirt"]``)."""
+
+    run_id: str
+    counts: dict[str, dict[str, int]]
+
+
+def eda(
+    *, tracking_uri: str | None = None, data_dir: Path | None = None, val_size: int = 10_000
+) -> Eda:
+    """Log the class distribution of train / validation / test (split as ``fmsearch run``
+    splits, ``val_size`` validation images) and samples of each class to ``fmsearch-eda``."""
+    from runners.data import load_fashion_mnist, split_train_val
+    from search.insight.eda import run_eda
+
+    tracker = open_tracker(tracking_uri)
+    data = load_fashion_mnist(data_dir=data_dir)
+    split = split_train_val(data.x_train, data.y_train, val_size=val_size)
+    run_id, counts = run_eda(data=data, split=split, tracker=tracker)
+    return Eda(run_id=run_id, counts=counts)
+
+
+def explain(
+    *,
+    model_uri: str,
+    index: int = 0,
+    embedding: str | None = None,
+    embedding_images: int = 2000,
+    lime_samples: int = 500,
+    output_dir: Path = Path("explanations"),
+    tracking_uri: str | None = None,
+    data_dir: Path | None = None,
+) -> Explanation:
+    """Explain ``model_uri``'s prediction of test image ``index`` (occlusion saliency, LIME),
+    and with ``embedding`` (``pca``, ``tsne``, ``umap``) map its penultimate features of
+    ``embedding_images`` test images; the pictures go to ``output_dir`` and to
+    ``fmsearch-explain``."""
+    from runners.data import load_fashion_mnist
+    from search.insight.explain import explain as explain_image
+
+    load_tensorflow()
+    tracker = open_tracker(tracking_uri)
+    data = load_fashion_mnist(data_dir=data_dir)
+    return explain_image(tracker=tracker, model_uri=model_uri, images=data.x_test,
+                         labels=data.y_test, index=index, output_dir=output_dir,
+                         lime_samples=lime_samples, embedding=embedding,
+                         embedding_images=embedding_images)  # fmt: skip
+
+
+def lr_find(
+    *,
+    arch: str,
+    steps: int = 200,
+    min_lr: float = 1e-6,
+    max_lr: float = 1.0,
+    subset: int = 20_000,
+    output_dir: Path = Path("explanations"),
+    write_space_file: Path | None = None,
+    tracking_uri: str | None = None,
+    data_dir: Path | None = None,
+    threads: int | None = None,
+) -> LearningRateFinding:
+    """The learning-rate range test of ``arch``: ``steps`` batches from ``subset`` training
+    images while the rate rises from ``min_lr`` to ``max_lr``; the suggested range, also
+    written as a space file for ``fmsearch run --space-file`` at ``write_space_file``.
+
+    Raises:
+        FmsearchError: ``min_lr`` not below ``max_lr``, or ``arch`` not a Keras architecture.
+    """
+    from runners.data import load_fashion_mnist, split_train_val
+    from search.insight.lr_find import find_learning_rate_range
+
+    if min_lr >= max_lr:
+        raise FmsearchError(f"expected --min-lr below --max-lr ({max_lr:g}), got {min_lr:g}")
+    load_tensorflow(threads=threads)
+    tracker = open_tracker(tracking_uri)
+    data = load_fashion_mnist(data_dir=data_dir)
+    split = split_train_val(data.x_train, data.y_train, val_size=1000, subset=subset)
+    found = find_learning_rate_range(arch=arch, split=split, tracker=tracker,
+                                     output_dir=output_dir, steps=steps, min_lr=min_lr,
+                                     max_lr=max_lr)  # fmt: skip
+    if write_space_file is not None:
+        write_space_file.write_text(
+            f"# fmsearch lr-find --arch {arch} (run {found.run_id})\n"
+            f"learning_rate: {{low: {found.low:.3g}, high: {found.high:.3g}}}\n",
+            encoding="utf-8",
+        )
+    return found

@@ -43,7 +43,7 @@ SLOWEST_FIRST = (
     "search/engines/test_optuna_pool.py",
     "search/engines/test_keras_tuner.py",
     "spaces/test_spaces.py",
-    "search/insight/test_tools.py",
+    "search/insight/test_insight_runs.py",
     "search/storage/test_rdb.py",
     "runners/test_training.py",
 )

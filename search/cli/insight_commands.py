@@ -91,21 +91,12 @@ def leaderboard(tracking_uri, data_dir, model_names, csv_path, quiet, verbose) -
     writes a CSV, and logs both with a bar chart to the fmsearch-leaderboard experiment.
     """
     setup_logging(quiet=quiet, verbose=verbose)
-    from runners.data import load_fashion_mnist
-    from search.api import load_tensorflow, open_tracker
-    from search.insight.tools import build_leaderboard, entry_row, publish_leaderboard
+    from search import api
+    from search.insight.leaderboard import entry_row
 
-    load_tensorflow()  # the champions are Keras models, mostly
-
-    tracker = open_tracker(tracking_uri)
-    data = load_fashion_mnist(data_dir=data_dir)
-    entries = build_leaderboard(
-        tracker=tracker,
-        test_images=data.x_test,
-        test_labels=data.y_test,
-        model_names=model_names,
-    )
-    rows = [entry_row(e) for e in entries]
+    board = api.leaderboard(tracking_uri=tracking_uri, data_dir=data_dir,
+                            model_names=model_names, csv_path=csv_path)  # fmt: skip
+    rows = [entry_row(e) for e in board.entries]
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     click.echo("  ".join(k.rjust(w) if k != "model" else k.ljust(w) for k, w in widths.items()))
     for row in rows:
@@ -114,9 +105,6 @@ def leaderboard(tracking_uri, data_dir, model_names, csv_path, quiet, verbose) -
                 row[k].rjust(w) if k != "model" else row[k].ljust(w) for k, w in widths.items()
             )
         )
-    publish_leaderboard(
-        entries=entries, tracker=tracker, csv_path=csv_path, n_images=len(data.y_test)
-    )
     click.echo(f"leaderboard: {csv_path}, and a run in the fmsearch-leaderboard experiment")
 
 
@@ -131,14 +119,11 @@ def leaderboard(tracking_uri, data_dir, model_names, csv_path, quiet, verbose) -
 def eda(tracking_uri, data_dir, val_size, quiet, verbose) -> None:
     """Log the class distribution of train/validation/test and samples of each class."""
     setup_logging(quiet=quiet, verbose=verbose)
-    from runners.data import CLASS_NAMES, load_fashion_mnist, split_train_val
-    from search.api import open_tracker
-    from search.insight.tools import run_eda
+    from runners.data import CLASS_NAMES
+    from search import api
 
-    tracker = open_tracker(tracking_uri)
-    data = load_fashion_mnist(data_dir=data_dir)
-    split = split_train_val(data.x_train, data.y_train, val_size=val_size)
-    run_id, counts = run_eda(data=data, split=split, tracker=tracker)
+    found = api.eda(tracking_uri=tracking_uri, data_dir=data_dir, val_size=val_size)
+    run_id, counts = found.run_id, found.counts
     click.echo("class".ljust(12) + "".join(s.rjust(12) for s in counts))
     for name in CLASS_NAMES:
         click.echo(name.ljust(12) + "".join(str(c[name]).rjust(12) for c in counts.values()))
@@ -209,24 +194,12 @@ def explain(
       fmsearch explain --model models:/fmsearch-cnn@champion --embedding tsne
     """
     setup_logging(quiet=quiet, verbose=verbose)
-    from runners.data import load_fashion_mnist
-    from search.api import load_tensorflow, open_tracker
-    from search.insight.tools import explain as explain_image
+    from search import api
 
-    load_tensorflow()
-    tracker = open_tracker(tracking_uri)
-    data = load_fashion_mnist(data_dir=data_dir)
-    result = explain_image(
-        tracker=tracker,
-        model_uri=model_uri,
-        images=data.x_test,
-        labels=data.y_test,
-        index=index,
-        output_dir=output_dir,
-        lime_samples=lime_samples,
-        embedding=embedding,
-        embedding_images=embedding_images,
-    )
+    result = api.explain(model_uri=model_uri, index=index, embedding=embedding,
+                         embedding_images=embedding_images, lime_samples=lime_samples,
+                         output_dir=output_dir, tracking_uri=tracking_uri,
+                         data_dir=data_dir)  # fmt: skip
     click.echo(
         f"test image {index}: true {result.true_class}, predicted {result.predicted_class} "
         f"({result.confidence:.1%})"
@@ -297,36 +270,19 @@ def lr_find(
       fmsearch run --arch cnn --space-file lr.yaml
     """
     setup_logging(quiet=quiet, verbose=verbose)
-    from runners.data import load_fashion_mnist, split_train_val
-    from search.api import load_tensorflow, open_tracker
-    from search.insight.tools import find_learning_rate_range
-
-    load_tensorflow(threads=threads)
+    from search import api
 
     if min_lr >= max_lr:
         raise click.BadParameter(f"expected --min-lr below --max-lr ({max_lr:g}), got {min_lr:g}")
-    tracker = open_tracker(tracking_uri)
-    data = load_fashion_mnist(data_dir=data_dir)
-    split = split_train_val(data.x_train, data.y_train, val_size=1000, subset=subset)
-    found = find_learning_rate_range(
-        arch=arch,
-        split=split,
-        tracker=tracker,
-        output_dir=output_dir,
-        steps=steps,
-        min_lr=min_lr,
-        max_lr=max_lr,
-    )
+    found = api.lr_find(arch=arch, steps=steps, min_lr=min_lr, max_lr=max_lr, subset=subset,
+                        output_dir=output_dir, write_space_file=write_space_file,
+                        tracking_uri=tracking_uri, data_dir=data_dir,
+                        threads=threads)  # fmt: skip
     click.echo(
         f"{arch}: suggested learning rate {found.low:.3g} to {found.high:.3g} "
         f"(measured {found.measured_low:.3g} to {found.measured_high:.3g}); plot {found.plot}"
     )
     if write_space_file is not None:
-        write_space_file.write_text(
-            f"# fmsearch lr-find --arch {arch} (run {found.run_id})\n"
-            f"learning_rate: {{low: {found.low:.3g}, high: {found.high:.3g}}}\n",
-            encoding="utf-8",
-        )
         click.echo(f"wrote {write_space_file}: use it with --space-file")
 
 

@@ -15,7 +15,9 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from runners.errors import FmsearchError
 from search.engines.optuna_pool import run_study
-from search.insight.tools import build_leaderboard, explain, publish_leaderboard, run_eda
+from search.insight.eda import run_eda
+from search.insight.explain import explain
+from search.insight.leaderboard import build_leaderboard, publish_leaderboard
 from search.promotion.promote import promote_winner
 from search.storage.rdb import create_or_load_study, open_storage
 from search.tracking import Tracker
