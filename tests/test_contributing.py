@@ -10,7 +10,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.engines._base import Engine
 from spaces import ARCHITECTURES
+from tests.search.conftest import GOOD_MLP
 
 TINY = {"subset": 300, "val_size": 200, "max_epochs": 1, "seed": 0, "quiet": True}
 
@@ -57,27 +59,30 @@ def test_an_architecture_added_to_the_registry_is_searched_and_promoted(stores, 
     assert 0.0 <= result.promotion.test_accuracy <= 1.0
 
 
-def test_an_engine_runs_its_trials_through_the_shared_lifecycle(storage_url, tracker, small_split):
-    """An Engine subclass decides what runs; run_engine gives it the objective, the parent
-    run and the failure guard."""
-    from search.engines._base import Engine
+class TwoRates(Engine):
+    """A toy engine: the good configuration at two learning rates, one after the other."""
+
+    def run(self, session):
+        for rate in (1e-3, 3e-3):
+            session.study.enqueue_trial({**GOOD_MLP, "learning_rate": rate})
+            session.study.optimize(session.objective, n_trials=1, callbacks=session.callbacks)
+
+
+def test_an_engine_runs_its_trials_through_the_shared_lifecycle(
+    storage_url, tracker, small_split, monkeypatch
+):
+    """An Engine registered in ENGINES decides what runs; run_engine gives it the objective,
+    the parent run and the failure guard."""
+    from search.engines import ENGINES, engine_class
     from search.engines.lifecycle import run_engine
     from search.storage.rdb import create_or_load_study, open_storage
-    from tests.search.conftest import GOOD_MLP
 
-    class TwoRates(Engine):
-        """A toy engine: the good configuration at two learning rates, one after the other."""
-
-        def run(self, session):
-            for rate in (1e-3, 3e-3):
-                session.study.enqueue_trial({**GOOD_MLP, "learning_rate": rate})
-                session.study.optimize(session.objective, n_trials=1,
-                                       callbacks=session.callbacks)  # fmt: skip
-
+    monkeypatch.setitem(ENGINES, "two-rates", "tests.test_contributing:TwoRates")
+    engine = engine_class("two-rates")()
     study = create_or_load_study(storage=open_storage(storage_url), study_name="toy-engine",
                                  arch="mlp", sampler=optuna.samplers.RandomSampler(seed=0),
                                  pruner=optuna.pruners.NopPruner())  # fmt: skip
-    outcome = run_engine(TwoRates(), study=study, arch="mlp", split=small_split,
+    outcome = run_engine(engine, study=study, arch="mlp", split=small_split,
                          tracker=tracker, max_epochs=1, seed=0)  # fmt: skip
     assert outcome.n_complete == 2
     rates = [t.params["learning_rate"] for t in study.trials]

@@ -35,8 +35,9 @@ from search.cli.options import (
     verbose_option,
     workers_option,
 )
+from search.engines import ENGINES
 from search.storage.urls import redact
-from search.trials.choices import ENGINES, OBJECTIVES, PRUNERS, SAMPLERS, TUNERS
+from search.trials.choices import OBJECTIVES, PRUNERS, SAMPLERS, TUNERS
 from spaces.families import AUTO
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ PUBLISHED = "published"
 )
 @click.option(
     "--engine",
-    type=click.Choice(ENGINES),
+    type=click.Choice(tuple(ENGINES)),
     default="optuna",
     show_default=True,
     help="Who picks the trials: Optuna (--sampler, --pruner, --workers), or Keras Tuner "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from optuna.trial import TrialState
 
@@ -52,7 +52,31 @@ class Session:
 
 class Engine:
     """What decides which trials a study runs (Optuna's pool, Keras Tuner): plugged into
-    :func:`run_engine`, which owns the rest of a study's lifecycle in this process."""
+    :func:`~search.engines.lifecycle.run_engine`, which owns the rest of a study's lifecycle
+    in this process.
+
+    Attributes:
+        fills_pool: The study's pool holds the trials asked for, which any number of workers
+            take, so plans, grids and enqueued starts work (False: the engine asks for each
+            trial itself, in one process).
+    """
+
+    fills_pool: ClassVar[bool] = True
+
+    @classmethod
+    def check(cls, options: Any, *, space: Any, objectives: tuple[str, ...]) -> dict[str, Any]:
+        """Refuse what this engine cannot do with ``options`` (a
+        :class:`~search.run.pipeline.SearchOptions`); return the changes it makes to them.
+
+        Raises:
+            FmsearchError: Options this engine cannot run.
+        """
+        return {}
+
+    @classmethod
+    def run_params(cls, options: Any) -> dict[str, Any]:
+        """This engine's settings among ``options``, as params of the study's parent run."""
+        return {}
 
     def fit_plan(self, trial: optuna.Trial) -> FitPlan | None:
         """How ``trial`` trains when the engine decides its epochs (None: the objective's)."""

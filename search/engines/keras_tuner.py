@@ -172,6 +172,40 @@ class KerasTunerEngine(Engine):
         self._seed = seed
         self._plans: dict[str, FitPlan] = {}
 
+    fills_pool = False
+
+    @classmethod
+    def check(cls, options: Any, *, space: Any, objectives: tuple[str, ...]) -> dict[str, Any]:
+        """One Keras architecture, accuracy, one process, no enqueued start; Keras Tuner
+        chooses and Optuna only records (random sampler, no pruner)."""
+        from spaces.families import Families
+
+        if not runner_for(space).trains_in_epochs or isinstance(space, Families):
+            raise FmsearchError(
+                f"--engine keras-tuner: expected one Keras architecture, got --arch {options.arch}"
+            )
+        if objectives != ("accuracy",):
+            raise FmsearchError(
+                "--engine keras-tuner: expected --objective accuracy (Keras Tuner optimises the "
+                f"validation accuracy), got --objective {','.join(objectives)}"
+            )
+        if options.workers != 1:
+            raise FmsearchError(
+                f"--engine keras-tuner: expected --workers 1 (Keras Tuner runs its trials in one "
+                f"process), got --workers {options.workers}"
+            )
+        if options.enqueue:
+            raise FmsearchError(
+                "--engine keras-tuner: expected no --enqueue (Keras Tuner picks every trial), "
+                "got --enqueue"
+            )
+        study_name = options.study_name or f"{options.arch}-kt-{options.tuner}"
+        return {"sampler": "random", "pruner": "none", "study_name": study_name}
+
+    @classmethod
+    def run_params(cls, options: Any) -> dict[str, Any]:
+        return {"tuner": options.tuner}
+
     def fit_plan(self, trial: optuna.Trial) -> FitPlan | None:
         return self._plans.get(trial.user_attrs.get(KT_TRIAL_ATTR))
 

@@ -20,6 +20,7 @@ import optuna
 from runners.data import FashionMNIST, Split
 from runners.errors import FmsearchError
 from search.budget.plan import Plan
+from search.engines import engine_class
 from search.kinds import runner_for
 from search.names import FINAL_ON_ALL_DATA_TAG, REFIT_ATTR
 from search.outcome import StudyOutcome
@@ -127,6 +128,7 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
     from search.trials.spaces import pretrained_weights
 
     o = options
+    engine = engine_class(o.engine)
     timeout, hard_timeout = time_limit(o.timeout, o.budget_hours)
     if o.deterministic and o.seed is None:
         raise FmsearchError("--deterministic repeats seeded trials: expected --seed N too")
@@ -134,7 +136,7 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
     runner = runner_for(space)
     check_requirements(space, arch=o.arch)
     objectives = parse_objectives(o.objective, space, arch=o.arch)
-    planned = _planned(o, space=space, objectives=objectives)
+    planned = _planned(o, space=space, objectives=objectives, engine=engine)
     named_recipe = _recipe(o)
     distributions = describe_space(space) if o.fixes or o.space_file else {}
     fixed = parse_fixed(o.fixes, distributions)
@@ -145,13 +147,8 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
         fixed = {**short_search_fixes(o.max_epochs, named=named), **fixed}
     changes: dict[str, Any] = {}
     if o.enqueue is None:
-        changes["enqueue"] = o.engine != "keras-tuner" and o.space_file is None
-    if o.engine == "keras-tuner":
-        _check_keras_tuner(o, space=space, objectives=objectives,
-                           enqueue=changes.get("enqueue", o.enqueue))  # fmt: skip
-        # Keras Tuner chooses; Optuna only records.
-        changes |= {"sampler": "random", "pruner": "none"}
-        changes["study_name"] = o.study_name or f"{o.arch}-kt-{o.tuner}"
+        changes["enqueue"] = engine.fills_pool and o.space_file is None
+    changes |= engine.check(o, space=space, objectives=objectives)
     if planned and changes.get("pruner", o.pruner) != "none":
         changes["pruner"] = PLANNED_PRUNER
     plan_only = {"--final-on-all-data": o.final_on_all_data, "--top-k": o.top_k is not None}
@@ -172,7 +169,11 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
         logger.info("pruning is off: Optuna cannot prune multi-objective studies")
         changes["pruner"] = "none"
     if grid is None:
-        grid = _grid(o, narrowed=narrowed, planned=planned) if o.sampler == "grid" else []
+        grid = (
+            _grid(o, narrowed=narrowed, planned=planned, engine=engine)
+            if o.sampler == "grid"
+            else []
+        )
     return Checked(
         options=replace(o, **changes),
         space=space,
@@ -205,15 +206,15 @@ def _recipe(options: SearchOptions) -> Recipe | None:
     return found
 
 
-def _grid(options: SearchOptions, *, narrowed, planned: bool) -> list[dict[str, Any]]:
+def _grid(options: SearchOptions, *, narrowed, planned: bool, engine) -> list[dict[str, Any]]:
     """--sampler grid: the combinations of the space file's choices, which the pool runs
     each once (a study resumed with the same grid runs none again)."""
     from search.trials.choices import grid_points
 
-    if options.engine != "optuna" or planned:
+    if not engine.fills_pool or planned:
         raise FmsearchError(
             "--sampler grid: expected the Optuna engine and --trials (or none), got "
-            + ("--engine keras-tuner" if options.engine != "optuna" else "a planned search")
+            + (f"--engine {options.engine}" if not engine.fills_pool else "a planned search")
         )
     points = grid_points(narrowed)
     if options.trials is not None and options.trials != len(points):
@@ -224,13 +225,13 @@ def _grid(options: SearchOptions, *, narrowed, planned: bool) -> list[dict[str, 
     return points
 
 
-def _planned(options: SearchOptions, *, space, objectives: tuple[str, ...]) -> bool:
+def _planned(options: SearchOptions, *, space, objectives: tuple[str, ...], engine) -> bool:
     """Whether the search is planned from --budget-hours (see the option's help)."""
     if options.budget_hours is None or options.trials is not None:
         return False
     why_not = (
         "a scikit-learn architecture" if not runner_for(space).trains_in_epochs
-        else "--engine keras-tuner" if options.engine != "optuna"
+        else f"--engine {options.engine}" if not engine.fills_pool
         else "a multi-objective search" if len(objectives) > 1
         # The finals' ensemble decision weighs accuracy on validation.
         else f"--objective {objectives[0]}" if objectives[0] != "accuracy"
@@ -240,29 +241,6 @@ def _planned(options: SearchOptions, *, space, objectives: tuple[str, ...]) -> b
     if why_not:
         logger.info("--budget-hours bounds the trials, no plan: %s", why_not)
     return why_not is None
-
-
-def _check_keras_tuner(options: SearchOptions, *, space, objectives, enqueue) -> None:
-    """What --engine keras-tuner cannot do."""
-    if not runner_for(space).trains_in_epochs or isinstance(space, Families):
-        raise FmsearchError(
-            f"--engine keras-tuner: expected one Keras architecture, got --arch {options.arch}"
-        )
-    if objectives != ("accuracy",):
-        raise FmsearchError(
-            "--engine keras-tuner: expected --objective accuracy (Keras Tuner optimises the "
-            f"validation accuracy), got --objective {','.join(objectives)}"
-        )
-    if options.workers != 1:
-        raise FmsearchError(
-            f"--engine keras-tuner: expected --workers 1 (Keras Tuner runs its trials in one "
-            f"process), got --workers {options.workers}"
-        )
-    if enqueue:
-        raise FmsearchError(
-            "--engine keras-tuner: expected no --enqueue (Keras Tuner picks every trial), "
-            "got --enqueue"
-        )
 
 
 def starts(space, *, max_epochs: int, planned: bool, recipe: Recipe | None = None) -> list[dict]:
@@ -335,7 +313,7 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
         settings=settings,
         # Keras Tuner, not the pool, decides what runs: it enqueues each trial itself. A
         # planned search's ladder adds its own, one per free worker at a time.
-        n_trials=0 if o.engine == "keras-tuner" else pool,
+        n_trials=pool if engine_class(o.engine).fills_pool else 0,
         enqueue=first,
         baseline=baseline,
     )
@@ -374,7 +352,8 @@ def _run_params(o: SearchOptions, *, fixed, train_images: int, storage: str,
         "budget_hours": o.budget_hours,
         "refit_epochs": o.refit_epochs,
         "engine": o.engine,
-        "tuner": o.tuner if o.engine == "keras-tuner" else None,
+        "tuner": None,
+        **engine_class(o.engine).run_params(o),
         "storage": redact(storage),
         "data_source": data_source,
         "workers": o.workers,

@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
 
-# Who picks the trials: Optuna's sampler and pruner, or Keras Tuner's algorithms.
-ENGINES = ("optuna", "keras-tuner")
+# Keras Tuner's algorithms (--engine keras-tuner).
 TUNERS = ("hyperband", "bayesian", "random")
 TPE_STARTUP_TRIALS = 5
 # What a budgeted search prunes with: the median rule inside each rung of its ladder.
