@@ -1,12 +1,8 @@
 """Search spaces: one module per architecture, each with ``suggest(trial)`` and ``build(params)``.
 
-``ARCHITECTURES`` is the one registry; the CLI offers exactly its keys. Each module also has
-``KIND`` (``"keras"``: trained by epochs; ``"sklearn"``: fitted on growing data subsets) and
-``DEFAULTS``, its published configuration (``fmsearch run --enqueue`` starts from it). A
-module with ``REQUIRES = (package, install hint)`` needs an optional extra; a Keras module with
-``SHORT_RUN`` has its own changes to the configuration a short search starts from
-(:func:`spaces.common.short_run_start`); one with ``BACKBONE`` (a layer's name) takes
-pretrained weights there (``fmsearch run --weights``).
+``ARCHITECTURES`` is the one registry; the CLI offers exactly its keys. Every module keeps the
+:class:`spaces._base.Architecture` contract (``KIND``, ``DEFAULTS``, ``REQUIRES``,
+``SHORT_RUN``, ``BACKBONE``, ``suggest``, ``build``), checked as the registry is built.
 """
 
 from __future__ import annotations
@@ -30,22 +26,26 @@ from spaces import (
     vggbn,
 )
 from spaces import xgboost as xgboost_space
+from spaces._base import Architecture, checked
 
 ARCHITECTURES: dict[str, ModuleType] = {
-    "mlp": mlp,
-    "dnn": dnn,
-    "cnn": cnn,
-    "rnn": rnn,
-    "resnet": resnet,
-    "resnet50v2": resnet50v2,
-    "tinyvgg": tinyvgg,
-    "minicnn": minicnn,
-    "vggbn": vggbn,
-    "forest": forest,
-    "knn": knn,
-    "logreg": logreg,
-    "svm": svm,
-    "xgboost": xgboost_space,
+    name: checked(name, module)
+    for name, module in {
+        "mlp": mlp,
+        "dnn": dnn,
+        "cnn": cnn,
+        "rnn": rnn,
+        "resnet": resnet,
+        "resnet50v2": resnet50v2,
+        "tinyvgg": tinyvgg,
+        "minicnn": minicnn,
+        "vggbn": vggbn,
+        "forest": forest,
+        "knn": knn,
+        "logreg": logreg,
+        "svm": svm,
+        "xgboost": xgboost_space,
+    }.items()
 }
 
 
@@ -76,4 +76,4 @@ def resolve(arch: str) -> ModuleType | families.Families:
     return families.Families(names)
 
 
-__all__ = ["ARCHITECTURES", "resolve"]
+__all__ = ["ARCHITECTURES", "Architecture", "checked", "resolve"]

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 FILTERS = (16, 32, 64)
 KERNEL_SIZES = (3, 5)
 DENSE_UNITS = (64, 512)

@@ -143,7 +143,7 @@ def short_run_start(space: Any) -> dict[str, Any]:
     rate = min(2 * defaults["learning_rate"], LEARNING_RATE[1])
     return {
         **defaults, "lr_schedule": "cosine", "learning_rate": rate, "batch_size": 64,
-        **getattr(space, "SHORT_RUN", {}),
+        **space.SHORT_RUN,
     }  # fmt: skip
 
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 N_LAYERS = (3, 6)
 N_UNITS = (64, 1024)
 DEFAULTS = {

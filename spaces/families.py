@@ -15,7 +15,7 @@ Hyperparameters:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from spaces.common import short_run_start
 
@@ -73,6 +73,10 @@ class Families:
     """
 
     KIND = KIND
+    REQUIRES = None
+    # Each family's own SHORT_RUN applies in `starts(short=True)`.
+    SHORT_RUN: ClassVar[dict[str, Any]] = {}
+    BACKBONE = None
 
     def __init__(self, names: Sequence[str]) -> None:
         from spaces import ARCHITECTURES

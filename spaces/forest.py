@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "sklearn"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 # As in the Fashion-MNIST authors' scikit-learn benchmark: 100 trees, entropy, no depth limit
 # (64 is deeper than any tree grows here).
 DEFAULTS = {

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "sklearn"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 # The Fashion-MNIST authors' best kNN setting: 5 neighbours, distance weights, Manhattan.
 DEFAULTS = {"pca_components": 0, "n_neighbors": 5, "weights": "distance", "p": 1}
 

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "sklearn"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 MAX_ITER = 300
 # The Fashion-MNIST authors' logistic regression setting: C = 1.
 DEFAULTS = {"pca_components": 0, "C": 1.0}

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 FILTERS = (8, 16, 32, 64)
 DENSE_UNITS = (32, 256)
 DEFAULTS = {**COMMON_DEFAULTS, "filters": 32, "dense_units": 128, "dropout": 0.5}

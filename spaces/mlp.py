@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+BACKBONE = None
 N_UNITS = (32, 1024)
 # The usual Fashion-MNIST baseline (about 88% test accuracy): 256-128 ReLU, dropout 0.2, Adam.
 DEFAULTS = {

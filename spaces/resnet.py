@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 BASE_FILTERS = (16, 32, 64)
 N_STAGES = (1, 3)
 N_BLOCKS = (1, 3)

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
 # The backbone layer's name: where pretrained weights are loaded.
 BACKBONE = "resnet50v2"
 # Keras' own name for ResNet50V2's ImageNet weights without the top (~/.keras/models/).

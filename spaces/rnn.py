@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 CELLS = ("lstm", "gru")
 UNITS = (32, 256)
 # Two stacked 128-unit LSTMs over the rows, as Fashion-MNIST RNN tutorials build them.

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "sklearn"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 # The Fashion-MNIST authors' best SVC setting: RBF kernel, C = 10 (PCA added for speed).
 DEFAULTS = {"pca_components": 64, "C": 10.0, "kernel": "rbf", "gamma": 0.013}
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 FILTERS = (8, 10, 16, 32, 64)
 KERNEL_SIZES = (3, 5)
 DEFAULTS = {**COMMON_DEFAULTS, "filters": 10, "kernel_size": 3}

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "keras"
+REQUIRES = None
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 BLOCK_FILTERS = (64, 128, 256)
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 DENSE_UNITS = (64, 512)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import optuna
 
 KIND = "sklearn"
+SHORT_RUN: dict[str, Any] = {}
+BACKBONE = None
 REQUIRES = ("xgboost", "pip install 'fmsearch[xgboost]'")
 # XGBoost's own defaults, with 200 rounds.
 DEFAULTS = {

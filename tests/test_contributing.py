@@ -11,14 +11,14 @@ import pytest
 from optuna.trial import TrialState
 
 from search.engines._base import Engine
-from spaces import ARCHITECTURES
+from spaces import ARCHITECTURES, checked
 from tests.search.conftest import GOOD_MLP
 
 TINY = {"subset": 300, "val_size": 200, "max_epochs": 1, "seed": 0, "quiet": True}
 
 
 def _toy_space() -> types.ModuleType:
-    """A space module as docs/contributing.md writes one: KIND, DEFAULTS, suggest, build."""
+    """A space module as docs/contributing.md writes one: the Architecture contract."""
     from spaces.common import (
         COMMON_DEFAULTS,
         classifier_head,
@@ -29,6 +29,7 @@ def _toy_space() -> types.ModuleType:
     toy = types.ModuleType("toy")
     toy.KIND = "keras"
     toy.DEFAULTS = {**COMMON_DEFAULTS, "units": 32}
+    toy.REQUIRES, toy.SHORT_RUN, toy.BACKBONE = None, {}, None
 
     def suggest(trial):
         return {"units": trial.suggest_int("units", 8, 64, log=True), **suggest_keras_common(trial)}
@@ -48,7 +49,7 @@ def _toy_space() -> types.ModuleType:
 def test_an_architecture_added_to_the_registry_is_searched_and_promoted(stores, monkeypatch):
     from search import api
 
-    monkeypatch.setitem(ARCHITECTURES, "toy", _toy_space())
+    monkeypatch.setitem(ARCHITECTURES, "toy", checked("toy", _toy_space()))
     result = api.search(arch="toy", trials=2, storage=stores["storage"],
                         tracking_uri=stores["tracking"], **TINY)  # fmt: skip
     trials = result.study.get_trials(states=(TrialState.COMPLETE,))

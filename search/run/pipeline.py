@@ -326,7 +326,7 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
     )
     run_params = _run_params(o, fixed=checked.fixed, train_images=len(split.x_train),
                              storage=storage, data_source=data.source)  # fmt: skip
-    if hasattr(checked.space, "BACKBONE"):  # where its backbone's weights came from
+    if checked.space.BACKBONE is not None:  # where its backbone's weights came from
         run_params["weights"] = checked.weights or "none: trained from scratch"
     _, parent_run_id = open_study_run(study, arch=o.arch, tracker=tracker, params=run_params)
     return Opened(checked=checked, tracker=tracker, storage=storage, data=data, split=split,

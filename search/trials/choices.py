@@ -55,7 +55,7 @@ def check_requirements(space: ModuleType, *, arch: str) -> None:
     """
     import importlib.util
 
-    requires = getattr(space, "REQUIRES", None)
+    requires = space.REQUIRES
     if requires is not None and importlib.util.find_spec(requires[0]) is None:
         raise FmsearchError(f"--arch {arch} needs {requires[0]}: {requires[1]}")
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from runners.errors import FmsearchError
 from search.names import FINETUNE_ATTR, SETTINGS_ATTR
@@ -76,6 +76,9 @@ class FineTuneSpace:
     with the source model's weights. Used like a space module (``suggest``, ``build``)."""
 
     KIND = "keras"
+    REQUIRES = None
+    SHORT_RUN: ClassVar[dict[str, Any]] = {}
+    BACKBONE = None
 
     def __init__(self, spec: FineTuneSpec, *, load_model: Callable[[str], keras.Model]) -> None:
         self._spec = spec
@@ -106,11 +109,14 @@ class PretrainedSpace:
     ``save_weights``."""
 
     KIND = "keras"
+    REQUIRES = None
 
     def __init__(self, base: Any, weights_file: str) -> None:
         self._base = base
         self._weights_file = weights_file
         self.DEFAULTS = base.DEFAULTS
+        self.SHORT_RUN = base.SHORT_RUN
+        self.BACKBONE = base.BACKBONE
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         return self._base.suggest(trial)
@@ -128,11 +134,11 @@ def pretrained_weights(space: Any, *, given: Path | None, arch: str) -> str | No
     Raises:
         FmsearchError: ``given`` for a space without a pretrained backbone, or missing.
     """
-    if not hasattr(space, "BACKBONE"):
+    if space.BACKBONE is None:
         if given is not None:
             raise FmsearchError(
                 f"--weights: expected an architecture with a pretrained backbone "
-                f"({', '.join(a for a, s in ARCHITECTURES.items() if hasattr(s, 'BACKBONE'))}), "
+                f"({', '.join(a for a, s in ARCHITECTURES.items() if s.BACKBONE)}), "
                 f"got --arch {arch}"
             )
         return None
