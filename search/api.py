@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from runners.errors import FmsearchError
 from search.recipes.finetune import finetune
 from search.recipes.reproduce import reproduce
-from search.run.orchestrator import SearchResult, WorkResult, promote_study, run_search, work
+from search.run.orchestrator import SearchResult, WorkResult, promote, run_search, work
 from search.run.pipeline import SearchOptions
 from search.run.start import (
     load_tensorflow,
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from search.insight.lr_find import LearningRateFinding
     from search.insight.report import StudyReport
     from search.outcome import StudyOutcome
-    from search.promotion.promote import Promotion
 
 __all__ = [
     "Eda",
@@ -100,23 +99,6 @@ def studies(
     names = [n for n in names if study_name in (None, n)]
     loaded = [optuna.load_study(study_name=n, storage=optuna_storage) for n in names]
     return [(study, summarize(study, parent_run_id="")) for study in loaded]
-
-
-def promote(
-    *,
-    study_name: str,
-    storage: str | None = None,
-    tracking_uri: str | None = None,
-    data_dir: Path | None = None,
-    register_as: str | None = None,
-    max_params: int | None = None,
-    max_latency_ms: float | None = None,
-) -> Promotion:
-    """Judge a study's best trial on the test set and register it: the ``champion`` alias
-    if it beats the current champion's test accuracy, else ``challenger``."""
-    return promote_study(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
-                         data_dir=data_dir, register_as=register_as, max_params=max_params,
-                         max_latency_ms=max_latency_ms)  # fmt: skip
 
 
 def report(

@@ -299,10 +299,18 @@ def _promote(study, *, tracker, data, split, register_as, max_params,
     )
 
 
-def promote_study(*, study_name: str, storage: str | None, tracking_uri: str | None,
-                  data_dir: Path | None, register_as: str | None, max_params: int | None,
-                  max_latency_ms: float | None) -> Promotion:  # fmt: skip
-    """Judge a study's best trial on the test set and register it (``fmsearch promote``)."""
+def promote(
+    *,
+    study_name: str,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    data_dir: Path | None = None,
+    register_as: str | None = None,
+    max_params: int | None = None,
+    max_latency_ms: float | None = None,
+) -> Promotion:
+    """Judge a study's best trial on the test set and register it: the ``champion`` alias
+    if it beats the current champion's test accuracy, else ``challenger``."""
     from runners.data import load_fashion_mnist
     from search.storage.rdb import load_study
 
