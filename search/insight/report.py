@@ -31,6 +31,8 @@ from search.names import (
     SETTINGS_ATTR,
     SOURCE_TRIAL_TAG,
     STUDY_TAG,
+    TEST_ACCURACY_TAG,
+    TEST_MACRO_F1_TAG,
     WORKER_ATTR,
 )
 from search.outcome import retried_numbers
@@ -436,8 +438,8 @@ def publish_report(
             "version": version.version,
             "trial": version.tags.get(SOURCE_TRIAL_TAG),
             "study": version.tags.get(STUDY_TAG),
-            "test_accuracy": float(version.tags.get("test_accuracy", "nan")),
-            "test_macro_f1": float(version.tags.get("test_macro_f1", "nan")),
+            "test_accuracy": float(version.tags.get(TEST_ACCURACY_TAG, "nan")),
+            "test_macro_f1": float(version.tags.get(TEST_MACRO_F1_TAG, "nan")),
             "confusion": _json_tag(version.tags, "test_confusion_matrix"),
             "baseline": _json_tag(version.tags, BASELINE_TAG),
         }

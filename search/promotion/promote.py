@@ -8,11 +8,10 @@ the recorded accuracy is the served model's.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -23,8 +22,6 @@ from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions
 from search.names import (
     ARCH_ATTR,
-    BASELINE_ATTR,
-    BASELINE_TAG,
     DECISION_TAG,
     EXTRA_PACKAGES_TAG,
     FLAVOR_TAG,
@@ -41,15 +38,22 @@ from search.names import (
     STUDY_TAG,
     TEST_ACCURACY_TAG,
     TEST_LOSS_TAG,
+    TEST_MACRO_F1_TAG,
     TTA_TAG,
     UNLOGGED_ATTR,
 )
 from search.outcome import best_of
-from search.tracking import LOCK_LEASE_SECONDS, Tracker, confusion_json
+from search.promotion.calibration import Calibration, calibrate, record_calibration
+from search.promotion.records import (
+    baseline_record,
+    listed,
+    log_pictures,
+    version_record,
+)
+from search.tracking import LOCK_LEASE_SECONDS, Tracker
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
-    from mlflow.pyfunc import PyFuncModel
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +61,6 @@ CHAMPION = "champion"
 # A waiter outlasts the lease of a holder that died on another host (then breaks its lock).
 REGISTRY_LOCK_TIMEOUT = LOCK_LEASE_SECONDS + 60.0
 CHALLENGER = "challenger"
-TEST_MACRO_F1_TAG = "test_macro_f1"
-PICTURES_FOLDER = "pictures"
-CURVE_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,8 @@ def _promote(
             parent_run_id=trial_tags.get(PARENT_TAG),
             model_uri=model_uri,
             flavor=trial_tags.get(FLAVOR_TAG, "keras"),
-            extra_packages=_listed(trial_tags, EXTRA_PACKAGES_TAG),
-            members=_listed(trial_tags, MEMBERS_TAG),
+            extra_packages=listed(trial_tags, EXTRA_PACKAGES_TAG),
+            members=listed(trial_tags, MEMBERS_TAG),
             tta=trial_tags.get(TTA_TAG) == "true",
             test_images=test_images,
             test_labels=test_labels,
@@ -353,7 +354,7 @@ def _register(
         }  # fmt: skip
         calibration = Calibration(temperature=1.0)
         if validation is not None:
-            calibration = _calibrate(tracker.preview_served_model(**served_args), *validation)
+            calibration = calibrate(tracker.preview_served_model(**served_args), *validation)
         temperature = calibration.temperature if calibration.applied else 1.0
         served_uri = tracker.log_served_model(run_id, **served_args, temperature=temperature)
         served = tracker.load_served_model(served_uri)
@@ -362,13 +363,13 @@ def _register(
         predicted = frame["class_index"].to_numpy()
         evaluation = evaluate_predictions(test_labels, predicted, class_names=CLASS_NAMES)
         tracker.log_evaluation(run_id, evaluation, class_names=CLASS_NAMES, split="test")
-        recorded = _record_calibration(
+        recorded = record_calibration(
             tracker, run_id, calibration, probabilities=frame[list(CLASS_NAMES)].to_numpy(),
             labels=test_labels, title=f"{model_name} (trial {trial_number})",
         )  # fmt: skip
-        recorded |= _baseline_record(study, tracker, run_id, candidate=trial_number,
+        recorded |= baseline_record(study, tracker, run_id, candidate=trial_number,
                                      images=test_images, labels=test_labels)  # fmt: skip
-        _log_pictures(
+        log_pictures(
             tracker,
             run_id,
             trial_run_id=trial_run_id,
@@ -381,7 +382,7 @@ def _register(
             name=model_name,
             model_uri=served_uri,
             run_id=run_id,
-            **_version_record(evaluation, study=study, trial_number=trial_number,
+            **version_record(evaluation, study=study, trial_number=trial_number,
                               trial_run_id=trial_run_id, run_id=run_id,
                               n_images=len(test_labels), recorded=recorded),
         )  # fmt: skip
@@ -391,176 +392,3 @@ def _register(
     tracker.set_tags(run_id, {"registered_version": version.version})
     tracker.end_run(run_id, status="FINISHED")
     return version
-
-
-def _listed(tags: dict[str, str], key: str) -> tuple[str, ...]:
-    """A run tag that holds a comma-separated list (none: empty)."""
-    return tuple(filter(None, tags.get(key, "").split(",")))
-
-
-def _baseline_record(
-    study: optuna.Study,
-    tracker: Tracker,
-    run_id: str,
-    *,
-    candidate: int,
-    images: np.ndarray,
-    labels: np.ndarray,
-) -> dict[str, str]:
-    """The study's baseline (its enqueued published configuration or recipe) judged on the
-    test images beside the candidate: metrics of the promotion run, and the version tag the
-    report reads (empty where there is no other completed baseline with a model)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    baseline = next((t for t in complete if BASELINE_ATTR in t.user_attrs), None)
-    if baseline is None or baseline.number == candidate or RUN_ID_ATTR not in baseline.user_attrs:
-        return {}
-    tags = tracker.run_tags(baseline.user_attrs[RUN_ID_ATTR])
-    if MODEL_URI_TAG not in tags:
-        return {}
-    served = tracker.preview_served_model(
-        model_uri=tags[MODEL_URI_TAG], flavor=tags.get(FLAVOR_TAG, "keras"),
-        class_names=CLASS_NAMES,
-        extra_packages=_listed(tags, EXTRA_PACKAGES_TAG),
-    )  # fmt: skip
-    predicted = served.predict(images)["class_index"].to_numpy()
-    evaluation = evaluate_predictions(labels, predicted, class_names=CLASS_NAMES)
-    tracker.log_metrics(run_id, {"baseline_test_accuracy": evaluation.accuracy,
-                                 "baseline_test_macro_f1": evaluation.macro_f1})  # fmt: skip
-    record = {"trial": baseline.number, "label": baseline.user_attrs[BASELINE_ATTR],
-              "confusion": evaluation.confusion.tolist()}  # fmt: skip
-    return {BASELINE_TAG: json.dumps(record, separators=(",", ":"))}
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Temperature scaling fitted on validation images: the temperature, and the expected
-    calibration error there without and with it (None: not fitted)."""
-
-    temperature: float
-    val_ece_before: float | None = None
-    val_ece_after: float | None = None
-
-    @property
-    def applied(self) -> bool:
-        """Whether the served model scales by the temperature: only where it calibrated the
-        validation images better."""
-        return self.val_ece_after is not None and self.val_ece_after < self.val_ece_before
-
-
-def _calibrate(served: PyFuncModel, images: np.ndarray, labels: np.ndarray) -> Calibration:
-    from runners.calibration import expected_calibration_error, fit_temperature, temperature_scaled
-
-    probabilities = served.predict(images)[list(CLASS_NAMES)].to_numpy()
-    temperature = fit_temperature(probabilities, labels)
-    scaled = temperature_scaled(probabilities, temperature)
-    return Calibration(
-        temperature=temperature,
-        val_ece_before=expected_calibration_error(probabilities, labels),
-        val_ece_after=expected_calibration_error(scaled, labels),
-    )
-
-
-def _record_calibration(
-    tracker: Tracker,
-    run_id: str,
-    calibration: Calibration,
-    *,
-    probabilities: np.ndarray,
-    labels: np.ndarray,
-    title: str,
-) -> dict[str, str]:
-    """The served model's calibration on the test set (with and without the temperature)
-    as metrics and a reliability diagram of the promotion run; returns the version tags."""
-    from runners.calibration import (
-        expected_calibration_error,
-        log_loss,
-        reliability,
-        temperature_scaled,
-    )
-    from runners.figures import reliability_diagram
-
-    # The served probabilities carry the temperature, if applied; 1/T takes it back out.
-    unscaled = (temperature_scaled(probabilities, 1 / calibration.temperature)
-                if calibration.applied else probabilities)  # fmt: skip
-    metrics = {
-        "test_ece": expected_calibration_error(probabilities, labels),
-        "test_ece_uncalibrated": expected_calibration_error(unscaled, labels),
-        "test_loss": log_loss(probabilities, labels),
-        "temperature": calibration.temperature if calibration.applied else 1.0,
-    }
-    if calibration.val_ece_before is not None:
-        metrics |= {"val_ece_before": calibration.val_ece_before,
-                    "val_ece_after": calibration.val_ece_after}  # fmt: skip
-    tracker.log_metrics(run_id, metrics)
-    curves = {"as trained": reliability(unscaled, labels)}
-    if calibration.applied:
-        curves[f"temperature {calibration.temperature:.2f}"] = reliability(probabilities, labels)
-    tracker.log_figures(run_id, {"test_reliability": reliability_diagram(curves, title=title)})
-    decision = (
-        f"temperature {calibration.temperature:.3f}: validation ECE "
-        f"{calibration.val_ece_before:.4f} -> {calibration.val_ece_after:.4f}"
-        if calibration.applied
-        else "none: no validation images" if calibration.val_ece_before is None
-        else f"none: temperature {calibration.temperature:.3f} did not lower validation ECE "
-        f"({calibration.val_ece_before:.4f} -> {calibration.val_ece_after:.4f})"
-    )  # fmt: skip
-    return {
-        "test_ece": f"{metrics['test_ece']:.6f}",
-        TEST_LOSS_TAG: f"{metrics['test_loss']:.6f}",
-        "calibration": decision,
-    }
-
-
-def _version_record(evaluation, *, study, trial_number, trial_run_id, run_id, n_images,
-                    recorded) -> dict[str, Any]:  # fmt: skip
-    """The registered version's tags and description: its test record (``recorded``: the
-    calibration's and the baseline's tags besides) and where it came from."""
-    return {
-        "tags": {
-            TEST_ACCURACY_TAG: f"{evaluation.accuracy:.6f}",
-            TEST_MACRO_F1_TAG: f"{evaluation.macro_f1:.6f}",
-            **recorded,
-            "test_confusion_matrix": confusion_json(evaluation),
-            STUDY_TAG: study.study_name,
-            SOURCE_TRIAL_TAG: trial_number,
-            SOURCE_RUN_TAG: trial_run_id,
-            "promotion_run_id": run_id,
-        },
-        "description": (
-            f"Trial {trial_number} of study {study.study_name!r} (run {trial_run_id}): "
-            f"test accuracy {evaluation.accuracy:.4f}, macro F1 {evaluation.macro_f1:.4f} "
-            f"on {n_images} held-out images."
-        ),
-    }
-
-
-def _log_pictures(
-    tracker: Tracker,
-    run_id: str,
-    *,
-    trial_run_id: str,
-    images: np.ndarray,
-    labels: np.ndarray,
-    probabilities: np.ndarray,
-    title: str,
-) -> None:
-    """The candidate's pictures on its promotion run, under ``pictures/``.
-
-    Pictures explain the decision but do not make it: a failure to draw one is logged, not
-    raised.
-    """
-    from runners.figures import model_pictures
-
-    try:
-        history = tracker.metric_histories(trial_run_id, CURVE_METRICS)
-        figures = model_pictures(
-            images=images,
-            labels=labels,
-            probabilities=probabilities,
-            class_names=CLASS_NAMES,
-            history=history,
-            title=title,
-        )
-        tracker.log_figures(run_id, figures, folder=PICTURES_FOLDER)
-    except Exception:
-        logger.warning("could not draw the pictures of %s", title, exc_info=True)

@@ -264,7 +264,7 @@ def test_a_temperature_that_does_not_lower_validation_error_is_not_applied():
     import pandas as pd
 
     from runners.data import CLASS_NAMES
-    from search.promotion.promote import _calibrate
+    from search.promotion.calibration import calibrate as _calibrate
 
     labels = np.arange(100) % 10
 
