@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,8 +13,6 @@ from search.names import ROLE_TAG
 if TYPE_CHECKING:
     from runners.data import FashionMNIST, Split
     from search.tracking import Tracker
-
-logger = logging.getLogger(__name__)
 
 
 EDA_EXPERIMENT = "fmsearch-eda"

@@ -3,7 +3,6 @@ penultimate features, logged to the ``fmsearch-explain`` experiment."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +17,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from search.tracking import Tracker
-
-logger = logging.getLogger(__name__)
 
 
 EXPLAIN_EXPERIMENT = "fmsearch-explain"

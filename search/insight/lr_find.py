@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,8 +13,6 @@ from search.names import ARCH_TAG, ROLE_TAG
 if TYPE_CHECKING:
     from runners.data import Split
     from search.tracking import Tracker
-
-logger = logging.getLogger(__name__)
 
 
 LR_FIND_EXPERIMENT = "fmsearch-lr-find"

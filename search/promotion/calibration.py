@@ -3,7 +3,6 @@ images, kept only where it lowers their expected calibration error, and its reco
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,8 +16,6 @@ from search.tracking import Tracker
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
