@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runners.errors import FmsearchError
-from search.engines import engine_class
 from search.run.pipeline import RefitOutcome, SearchOptions, time_limit
 from search.run.start import open_storage, open_tracker, start, study_runner
 
@@ -116,7 +115,7 @@ def _run_trials(s) -> tuple[Plan | None, Any]:
     common = {"study": s.study, "arch": o.arch, "split": s.split, "tracker": s.tracker,
               "timeout": timeout, "hard_timeout": hard_timeout, "n_trials": n_trials,
               "quiet": o.quiet, "run_params": s.run_params}  # fmt: skip
-    if not engine_class(o.engine).fills_pool:  # an engine that asks for each trial itself
+    if not checked.engine.fills_pool:  # an engine that asks for each trial itself
         _work_keras_tuner(settings=s.settings, directory=store_dir(s.storage) / "keras-tuner",
                           tuner=o.tuner, **common)  # fmt: skip
     elif o.workers == 1:

@@ -21,6 +21,7 @@ from runners.data import FashionMNIST, Split
 from runners.errors import FmsearchError
 from search.budget.plan import Plan
 from search.engines import engine_class
+from search.engines._base import Engine
 from search.kinds import runner_for
 from search.names import FINAL_ON_ALL_DATA_TAG, REFIT_ATTR
 from search.outcome import StudyOutcome
@@ -106,6 +107,7 @@ class Checked:
     """The options as the search will use them, checked before anything is created."""
 
     options: SearchOptions
+    engine: type[Engine]
     space: Any
     objectives: tuple[str, ...]
     planned: bool
@@ -176,6 +178,7 @@ def check(options: SearchOptions, *, grid: Sequence[dict[str, Any]] | None = Non
         )
     return Checked(
         options=replace(o, **changes),
+        engine=engine,
         space=space,
         objectives=objectives,
         planned=planned,
@@ -313,7 +316,7 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
         settings=settings,
         # Keras Tuner, not the pool, decides what runs: it enqueues each trial itself. A
         # planned search's ladder adds its own, one per free worker at a time.
-        n_trials=pool if engine_class(o.engine).fills_pool else 0,
+        n_trials=pool if checked.engine.fills_pool else 0,
         enqueue=first,
         baseline=baseline,
     )
@@ -324,8 +327,9 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
         f"{o.workers} worker processes" if o.workers != 1 else "in this process",
         o.max_epochs,
     )
-    run_params = _run_params(o, fixed=checked.fixed, train_images=len(split.x_train),
-                             storage=storage, data_source=data.source)  # fmt: skip
+    run_params = _run_params(o, engine=checked.engine, fixed=checked.fixed,
+                             train_images=len(split.x_train), storage=storage,
+                             data_source=data.source)  # fmt: skip
     if checked.space.BACKBONE is not None:  # where its backbone's weights came from
         run_params["weights"] = checked.weights or "none: trained from scratch"
     _, parent_run_id = open_study_run(study, arch=o.arch, tracker=tracker, params=run_params)
@@ -334,7 +338,7 @@ def open_search(checked: Checked, *, tracker: Tracker, optuna_storage, storage: 
                   parent_run_id=parent_run_id, started_at=started_at)  # fmt: skip
 
 
-def _run_params(o: SearchOptions, *, fixed, train_images: int, storage: str,
+def _run_params(o: SearchOptions, *, engine: type[Engine], fixed, train_images: int, storage: str,
                 data_source: str) -> dict[str, Any]:  # fmt: skip
     """The search's settings, as params of its parent run."""
     return {
@@ -353,7 +357,7 @@ def _run_params(o: SearchOptions, *, fixed, train_images: int, storage: str,
         "refit_epochs": o.refit_epochs,
         "engine": o.engine,
         "tuner": None,
-        **engine_class(o.engine).run_params(o),
+        **engine.run_params(o),
         "storage": redact(storage),
         "data_source": data_source,
         "workers": o.workers,
