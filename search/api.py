@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from runners.errors import FmsearchError
 from search.recipes.finetune import finetune
 from search.recipes.reproduce import reproduce
+from search.run.config import SearchOptions
 from search.run.orchestrator import SearchResult, WorkResult, promote, run_search, work
-from search.run.pipeline import SearchOptions
 from search.run.start import (
     load_tensorflow,
     open_storage,

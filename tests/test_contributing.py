@@ -63,6 +63,8 @@ def test_an_architecture_added_to_the_registry_is_searched_and_promoted(stores, 
 class TwoRates(Engine):
     """A toy engine: the good configuration at two learning rates, one after the other."""
 
+    fills_pool = False
+
     def run(self, session):
         for rate in (1e-3, 3e-3):
             session.study.enqueue_trial({**GOOD_MLP, "learning_rate": rate})
@@ -94,6 +96,23 @@ def test_an_engine_runs_its_trials_through_the_shared_lifecycle(
     runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials]
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent}
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_registered_engine_runs_from_a_search(stores, monkeypatch):
+    """``engine=NAME`` (``fmsearch run --engine NAME``) reaches a registered engine through the
+    search's one path: its trials, promotion and the parent run's record of the engine."""
+    from search import api
+    from search.engines import ENGINES
+    from search.tracking import Tracker
+
+    monkeypatch.setitem(ENGINES, "two-rates", "tests.test_contributing:TwoRates")
+    result = api.search(arch="mlp", engine="two-rates", trials=2, storage=stores["storage"],
+                        tracking_uri=stores["tracking"], **TINY)  # fmt: skip
+    assert [t.params["learning_rate"] for t in result.study.trials] == [1e-3, 3e-3]
+    assert result.promotion.model_name == "fmsearch-mlp"
+    parent = Tracker(tracking_uri=stores["tracking"]).study_run_id("mlp")
+    params = mlflow.MlflowClient(stores["tracking"]).get_run(parent).data.params
+    assert params["engine"] == "two-rates"
 
 
 def test_a_sampler_added_to_the_registry_picks_the_search_s_trials(stores, monkeypatch):

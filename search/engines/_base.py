@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 from search.names import FAIL_REASON_ATTR
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import optuna
     from optuna.trial import FrozenTrial
 
@@ -55,18 +57,28 @@ class Engine:
     :func:`~search.engines.lifecycle.run_engine`, which owns the rest of a study's lifecycle
     in this process.
 
+    ``fmsearch run --engine NAME`` makes one with :meth:`create` from the search's config
+    (a :class:`~search.run.config.SearchConfig`) and runs it in this process.
+
     Attributes:
         fills_pool: The study's pool holds the trials asked for, which any number of workers
             take, so plans, grids and enqueued starts work (False: the engine asks for each
-            trial itself, in one process).
+            trial itself, with its values and epochs, in one process; the objective then
+            neither narrows the space nor stops a trial early).
     """
 
     fills_pool: ClassVar[bool] = True
 
     @classmethod
+    def create(cls, config: Any, *, n_trials: int, directory: Path, ladder: Any = None) -> Engine:
+        """This engine for one search: ``config``, ``n_trials`` to run, ``directory`` for
+        any state of its own, and a planned search's ``ladder``."""
+        return cls()
+
+    @classmethod
     def check(cls, options: Any, *, space: Any, objectives: tuple[str, ...]) -> dict[str, Any]:
         """Refuse what this engine cannot do with ``options`` (a
-        :class:`~search.run.pipeline.SearchOptions`); return the changes it makes to them.
+        :class:`~search.run.config.SearchOptions`); return the changes it makes to them.
 
         Raises:
             FmsearchError: Options this engine cannot run.
@@ -74,8 +86,9 @@ class Engine:
         return {}
 
     @classmethod
-    def run_params(cls, options: Any) -> dict[str, Any]:
-        """This engine's settings among ``options``, as params of the study's parent run."""
+    def run_params(cls, config: Any) -> dict[str, Any]:
+        """This engine's settings in ``config`` (a :class:`~search.run.config.SearchConfig`),
+        as params of the study's parent run."""
         return {}
 
     def fit_plan(self, trial: optuna.Trial) -> FitPlan | None:

@@ -203,8 +203,16 @@ class KerasTunerEngine(Engine):
         return {"sampler": "random", "pruner": "none", "study_name": study_name}
 
     @classmethod
-    def run_params(cls, options: Any) -> dict[str, Any]:
-        return {"tuner": options.tuner}
+    def create(cls, config: Any, *, n_trials: int, directory: Path, ladder: Any = None) -> Engine:
+        t = config.training
+        return cls(tuner=config.engine.tuner, max_epochs=t.max_epochs, n_trials=n_trials,
+                   directory=directory / "keras-tuner",
+                   distributions={**describe_space(config.space), **t.narrowed},
+                   fixed=t.fixed, seed=t.seed)  # fmt: skip
+
+    @classmethod
+    def run_params(cls, config: Any) -> dict[str, Any]:
+        return {"tuner": config.engine.tuner}
 
     def fit_plan(self, trial: optuna.Trial) -> FitPlan | None:
         return self._plans.get(trial.user_attrs.get(KT_TRIAL_ATTR))
@@ -213,6 +221,12 @@ class KerasTunerEngine(Engine):
         import keras_tuner as kt
 
         study = session.study
+        waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if waiting:
+            raise FmsearchError(
+                f"study {study.study_name!r}: expected no waiting trials for Keras Tuner, got "
+                f"{len(waiting)} (an Optuna search's pool; use another --study-name)"
+            )
         finished: list[optuna.trial.FrozenTrial] = []
         callbacks = [*session.callbacks, lambda _study, trial: finished.append(trial)]
 
@@ -298,12 +312,6 @@ def run_keras_tuner(
     space = ARCHITECTURES[arch]
     if not runner_for(space).trains_in_epochs:
         raise FmsearchError(f"--engine keras-tuner: expected a Keras architecture, got {arch}")
-    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if waiting:
-        raise FmsearchError(
-            f"study {study.study_name!r}: expected no waiting trials for Keras Tuner, got "
-            f"{len(waiting)} (an Optuna search's pool; use another --study-name)"
-        )
     engine = KerasTunerEngine(
         tuner=tuner,
         max_epochs=max_epochs,

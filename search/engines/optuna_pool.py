@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -88,6 +89,10 @@ class PoolEngine(Engine):
         self._refit = refit
         self._ladder = ladder
         self._poll_seconds = poll_seconds
+
+    @classmethod
+    def create(cls, config: Any, *, n_trials: int, directory: Path, ladder: Any = None) -> Engine:
+        return cls(ladder=ladder)
 
     def run(self, session: Session) -> None:
         study, refit = session.study, self._refit

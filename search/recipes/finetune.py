@@ -128,8 +128,8 @@ def finetune(
     Raises:
         FmsearchError: See :func:`spec_for`; and what :func:`search.api.search` raises.
     """
+    from search.run.config import SearchOptions
     from search.run.orchestrator import run_search
-    from search.run.pipeline import SearchOptions
     from search.run.start import open_tracker
     from search.storage.urls import default_storage
 

@@ -113,8 +113,8 @@ def reproduce(
     Raises:
         FmsearchError: An unknown recipe, a study that exists, or a training that failed.
     """
+    from search.run.config import SearchOptions
     from search.run.orchestrator import run_search
-    from search.run.pipeline import SearchOptions
     from search.run.start import open_tracker
 
     try:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runners.errors import FmsearchError
-from search.run.pipeline import RefitOutcome, SearchOptions, time_limit
+from search.run.config import Mode, SearchOptions, check, time_limit
+from search.run.pipeline import RefitOutcome
 from search.run.start import open_storage, open_tracker, start, study_runner
 
 if TYPE_CHECKING:
@@ -75,14 +76,16 @@ def run_search(
 
     # The whole command counts against --budget-hours, set-up included.
     started_at = time.time()
-    checked = pipeline.check(options, grid=grid)
-    start(runner_for(checked.space), precision=options.precision, threads=options.threads)
-    tracker = open_tracker(options.tracking_uri)
-    storage = options.storage or default_storage()
+    config = check(options, grid=grid)
+    start(runner_for(config.space), precision=config.training.precision,
+          threads=config.engine.threads)  # fmt: skip
+    tracker = open_tracker(config.stores.tracking_uri)
+    storage = config.stores.storage or default_storage()
+    heartbeat = config.engine.heartbeat_interval
     opened = pipeline.open_search(
-        checked,
+        config,
         tracker=tracker,
-        optuna_storage=open_storage(storage, heartbeat_interval=options.heartbeat_interval),
+        optuna_storage=open_storage(storage, heartbeat_interval=heartbeat),
         storage=storage,
         started_at=started_at,
     )
@@ -100,36 +103,36 @@ def _run_trials(s) -> tuple[Plan | None, Any]:
     from search.run.workers import run_local_workers, threads_per_worker, wait_for_pool
     from search.storage.urls import store_dir
 
-    o, checked = s.options, s.checked
-    timeout, hard_timeout, n_trials = checked.timeout, checked.hard_timeout, checked.n_trials
+    c = s.config
+    timeout, hard_timeout, n_trials = c.budget.seconds, c.budget.hard, c.budget.n_trials
     plan = ladder = None
-    if checked.planned:
+    if c.mode is Mode.PLAN:
         plan, ladder = pipeline.make_plan(s)
         n_trials = sum(r.configs for r in plan.rungs)
         timeout, hard_timeout = plan.search_ends_at - time.time(), True
-    elif o.budget_hours is not None:
+    elif hard_timeout:
         # Set-up counts against the budget here as it does for a plan: the command keeps to it.
-        timeout = o.budget_hours * 3600 - (time.time() - s.started_at)
-    elif runner_for(checked.space).trains_in_epochs and not o.quiet and timeout is None:
+        timeout -= time.time() - s.started_at
+    elif timeout is None and runner_for(c.space).trains_in_epochs and not c.quiet:
         pipeline.estimate(s, n_trials=n_trials)
-    common = {"study": s.study, "arch": o.arch, "split": s.split, "tracker": s.tracker,
-              "timeout": timeout, "hard_timeout": hard_timeout, "n_trials": n_trials,
-              "quiet": o.quiet, "run_params": s.run_params}  # fmt: skip
-    if not checked.engine.fills_pool:  # an engine that asks for each trial itself
-        _work_keras_tuner(settings=s.settings, directory=store_dir(s.storage) / "keras-tuner",
-                          tuner=o.tuner, **common)  # fmt: skip
-    elif o.workers == 1:
-        pipeline.work_here(objectives=checked.objectives, settings=s.settings, ladder=ladder,
-                           **common)  # fmt: skip
-    elif o.workers == 0:
+    workers = c.engine.workers
+    if workers == 1:
+        engine = c.engine.cls.create(c, n_trials=n_trials, directory=store_dir(s.storage),
+                                     ladder=ladder)  # fmt: skip
+        pipeline.work_here(study=s.study, arch=c.arch, objectives=c.training.objectives,
+                           settings=s.settings, split=s.split, tracker=s.tracker,
+                           timeout=timeout, hard_timeout=hard_timeout, n_trials=n_trials,
+                           quiet=c.quiet, run_params=s.run_params, engine=engine,
+                           ladder=ladder)  # fmt: skip
+    elif workers == 0:
         logger.info("waiting for workers to run study %s's trials", s.study.study_name)
         wait_for_pool(s.study, tracker=s.tracker, timeout=timeout, hard=hard_timeout)
     else:
         command = _worker_command(s, plan=plan, timeout=timeout, hard_timeout=hard_timeout)
         # The stores go by environment, not the command line, which `ps` shows any user.
         stores = {"FMSEARCH_STORAGE": s.storage, "MLFLOW_TRACKING_URI": s.tracker.tracking_uri}
-        threads = o.threads or threads_per_worker(o.workers)
-        codes = run_local_workers(command, n_workers=o.workers, threads=threads, env=stores)
+        threads = c.engine.threads or threads_per_worker(workers)
+        codes = run_local_workers(command, n_workers=workers, threads=threads, env=stores)
         if any(codes):
             logger.warning("worker exit codes: %s", codes)
     return plan, ladder
@@ -139,34 +142,16 @@ def _worker_command(s, *, plan, timeout, hard_timeout) -> list[str]:
     """The ``fmsearch worker`` command line of this search's local worker processes."""
     from search.run.workers import worker_command
 
-    o = s.options
+    c = s.config
     command = [*worker_command(), "worker", "--study-name", s.study.study_name]
-    command += ["--heartbeat-interval", str(o.heartbeat_interval)]
-    command += ["--data-dir", str(o.data_dir)] if o.data_dir else []
+    command += ["--heartbeat-interval", str(c.engine.heartbeat_interval)]
+    command += ["--data-dir", str(c.stores.data_dir)] if c.stores.data_dir else []
     # A planned search's workers take its deadline and ladder from the study's plan.
-    command += ["--budget-hours", str(o.budget_hours)] if o.budget_hours and not plan else []
+    hours = c.budget.budget_hours
+    command += ["--budget-hours", str(hours)] if hours and not plan else []
     command += ["--timeout", str(timeout)] if timeout and not hard_timeout else []
-    command += ["--quiet"] if o.quiet else []
+    command += ["--quiet"] if c.quiet else []
     return command
-
-
-def _work_keras_tuner(*, study, tuner, arch, settings, split, tracker, directory, timeout,
-                      hard_timeout, n_trials, quiet, run_params):  # fmt: skip
-    """Run Keras Tuner's search in this process, with a progress bar."""
-    from search.engines.keras_tuner import run_keras_tuner
-    from search.run.pipeline import with_progress
-
-    def search(progress):
-        return run_keras_tuner(
-            study=study, tuner=tuner, arch=arch, split=split, tracker=tracker,
-            max_epochs=settings.max_epochs, n_trials=n_trials, directory=directory,
-            timeout=timeout, hard_timeout=hard_timeout, seed=settings.seed,
-            deterministic=settings.deterministic, fixed=settings.fixed,
-            narrowed=settings.distributions(), precision=settings.precision,
-            run_params=run_params, callbacks=[progress], on_epoch=progress.epoch,
-        )  # fmt: skip
-
-    return with_progress(n_trials=n_trials, quiet=quiet, search=search)
 
 
 def _finish(s, *, plan: Plan | None, ladder) -> SearchResult:
@@ -175,29 +160,29 @@ def _finish(s, *, plan: Plan | None, ladder) -> SearchResult:
     from search.outcome import summarize
     from search.run import pipeline
 
-    o = s.options
+    c, judged = s.config, s.config.promotion
     outcome = searched = summarize(s.study, parent_run_id="")
     promotion = refit = None
     try:
         if plan is not None:
             ladder.retire_waiting(s.study)
             pipeline.finals(s, plan=plan)
-            if o.final_on_all_data:
+            if c.budget.final_on_all_data:
                 pipeline.retrain(s, plan=plan)
-        if o.refit_epochs:
-            refit = pipeline.refit_best(s, epochs=o.refit_epochs)
+        if c.budget.refit_epochs:
+            refit = pipeline.refit_best(s, epochs=c.budget.refit_epochs)
         if plan is not None or refit is not None:  # they added trials
             outcome = summarize(s.study, parent_run_id="")
-        if o.promote:
+        if judged.enabled:
             if outcome.best_trial is None:
                 raise FmsearchError(
                     f"study {outcome.study_name!r} has no completed trial to promote"
                 )
             promotion = _promote(s.study, tracker=s.tracker, data=s.data, split=s.split,
-                                 register_as=o.register_as, max_params=o.max_params,
-                                 max_latency_ms=o.max_latency_ms)  # fmt: skip
+                                 register_as=judged.register_as, max_params=judged.max_params,
+                                 max_latency_ms=judged.max_latency_ms)  # fmt: skip
     finally:
-        pipeline.refresh_report(study=s.study, tracker=s.tracker, register_as=o.register_as)
+        pipeline.refresh_report(study=s.study, tracker=s.tracker, register_as=judged.register_as)
         if plan is not None:
             pipeline.check_plan(s, plan=plan)
     return SearchResult(s.study, searched, outcome, plan, refit, promotion)

@@ -17,7 +17,7 @@ def test_every_registered_engine_is_an_engine(name):
 
 
 def test_only_the_pool_fills_the_pool_and_keras_tuner_checks_its_own_options():
-    from search.run.pipeline import SearchOptions
+    from search.run.config import SearchOptions
     from spaces import ARCHITECTURES
 
     assert engine_class("optuna").fills_pool and not engine_class("keras-tuner").fills_pool
