@@ -83,7 +83,7 @@ def main() -> None:
 
     from runners.data import load_fashion_mnist
     from runners.precision import resolve_policy
-    from search.budget.finals import PROBE_SECONDS
+    from search.budget.costs import PROBE_SECONDS
     from search.budget.plan import rung_sizes
     from search.trials.choices import describe_space
     from search.trials.overrides import parse_fixed

@@ -39,6 +39,19 @@ def test_help(cli, command):
     assert "Usage: " in result.output
 
 
+def test_run_s_options_are_the_search_options_by_the_same_names():
+    """Each option of a search is declared once: ``fmsearch run`` passes its options on to
+    ``api.search`` by name, so the two lists must match (--trials is ``trials``; --enqueue and
+    --no-enqueue make ``enqueue``; --verbose is the command's own)."""
+    import dataclasses
+
+    from search.api import SearchOptions
+    from search.cli.search_commands import run
+
+    names = {p.name for p in run.params} - {"n_trials", "no_enqueue", "verbose"}
+    assert names | {"trials"} == {f.name for f in dataclasses.fields(SearchOptions)}
+
+
 def test_unknown_arch_lists_the_valid_ones(cli):
     result = cli("run", "--arch", "vgg")
     assert result.exit_code == 2

@@ -1,10 +1,10 @@
 """A budgeted search from start to end: measure, plan, climb the ladder, train the winners.
 
-:func:`measure_host` and :func:`make_ladder` prepare; the ladder's trials run through
-:func:`search.engines.optuna_pool.run_worker` like any others; :func:`run_finals` trains the top
-configurations on all the images; :func:`retrain_on_all_data` (``--final-on-all-data``) trains
-the chosen model again with the validation images; :func:`record_outcome` checks the plan's
-estimate against what the command took.
+:func:`search.budget.costs.measure_host` and :func:`make_ladder` prepare; the ladder's trials
+run through :func:`search.engines.optuna_pool.run_worker` like any others; :func:`run_finals`
+trains the top configurations on all the images; :func:`retrain_on_all_data`
+(``--final-on-all-data``) trains the chosen model again with the validation images;
+:func:`record_outcome` checks the plan's estimate against what the command took.
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from runners.data import IMAGE_SHAPE, NUM_CLASSES, FashionMNIST, Split, split_train_val
-from runners.precision import dtype_policy
+from runners.data import FashionMNIST, Split, split_train_val
+from search.budget.costs import MAX_FINAL_EPOCHS, TRIAL_OVERHEAD_SECONDS
 from search.budget.ladder import Ladder, RungData, final_candidates, final_params, seconds_per_epoch
 from search.budget.plan import (
-    MAX_FINAL_EPOCHS,
-    TRIAL_OVERHEAD_SECONDS,
     Plan,
     final_epochs,
     plan_summary,
@@ -45,61 +43,11 @@ from search.names import (
 )
 from search.outcome import Refit, StudyOutcome
 from search.tracking import Tracker
-from spaces import resolve
-from spaces.families import Families
 
 if TYPE_CHECKING:
-    from runners.throughput import Throughput  # loads TensorFlow
+    pass  # loads TensorFlow
 
 logger = logging.getLogger(__name__)
-
-
-# Seconds the plan's probe trains for (benchmarks.probe_accuracy checks what it says).
-PROBE_SECONDS = 4.0
-
-
-def measure_host(
-    *,
-    arch: str,
-    split: Split,
-    fixed: Mapping[str, Any],
-    policy: str,
-    seconds: float = PROBE_SECONDS,
-) -> Throughput:
-    """How fast this host trains ``arch``'s published configuration (with ``fixed`` pinned).
-
-    For several architectures searched together, each family's is measured and the rates
-    combined as the search will mix them: a trial of each as often (the mean time per image).
-    """
-    from runners.throughput import Throughput
-
-    space = resolve(arch)
-    starts = space.starts() if isinstance(space, Families) else [space.DEFAULTS]
-    share = max(seconds / len(starts), 1.0)
-    rates = [_measure(space, {**start, **fixed}, split, policy, share) for start in starts]
-    if len(rates) == 1:
-        return rates[0]
-    return Throughput(
-        train_images_per_s=len(rates) / sum(1 / r.train_images_per_s for r in rates),
-        eval_images_per_s=len(rates) / sum(1 / r.eval_images_per_s for r in rates),
-        probe_seconds=sum(r.probe_seconds for r in rates),
-        train_images_timed=sum(r.train_images_timed for r in rates),
-    )
-
-
-def _measure(space: Any, params: dict[str, Any], split: Split, policy: str, seconds: float):
-    from runners.throughput import measure_throughput
-    from runners.training import free_memory
-
-    try:
-        with dtype_policy(policy):
-            model = space.build(params, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
-        return measure_throughput(
-            model, params, split.x_train[:4096], split.y_train[:4096], seconds=seconds
-        )
-    finally:
-        model = None
-        free_memory()
 
 
 def make_ladder(plan: Plan, *, data: FashionMNIST, full: Split, val_size: int) -> Ladder:

@@ -34,6 +34,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runners.errors import FmsearchError
+from search.budget.costs import (
+    MAX_FINAL_EPOCHS,
+    TRIAL_OVERHEAD_SECONDS,
+    FinalCosts,
+    epoch_seconds,
+    epochs_that_fit,
+    finals_that_fit,
+    reserve_seconds,
+)
 
 REDUCTION_FACTOR = 3
 # The smallest rung: on fewer images a few epochs are too few steps for BatchNorm networks to
@@ -42,9 +51,6 @@ REDUCTION_FACTOR = 3
 MIN_RUNG_IMAGES = 5000
 FIRST_RUNG_EPOCHS = 3
 TOP_K = 3
-# The published VGG-BN and ResNet recipes converge in 30 to 60 epochs on all images.
-FINAL_EPOCHS = 30
-MAX_FINAL_EPOCHS = 60
 FINAL_SHARE = 0.6
 # More first-rung configurations than this and the spare time goes to the final training.
 MAX_FIRST_RUNG_CONFIGS = 300
@@ -52,12 +58,6 @@ MAX_FIRST_RUNG_CONFIGS = 300
 # noise next to a published recipe: the plan trains the published configuration alone, long
 # (benchmarks/results/equal_budget.md: thin ladders lost to random search, wide ones won).
 THIN_LADDER_CONFIGS = REDUCTION_FACTOR**2
-# Per trial besides its epochs: building the model, the latency measurement, the confusion
-# matrix and report, logging the model (benchmarks/results/tracking_overhead.md).
-TRIAL_OVERHEAD_SECONDS = 3.0
-# Promotion besides predicting the test set: the pictures, the registry, the report.
-RESERVE_SECONDS = 20.0
-TEST_IMAGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class Plan:
 
     def epoch_seconds(self, train_images: int) -> float:
         """Estimated seconds of one epoch on ``train_images``, validation included."""
-        return _epoch_seconds(
+        return epoch_seconds(
             train_images, self.val_images, self.train_images_per_s, self.eval_images_per_s
         )
 
@@ -191,11 +191,6 @@ class Plan:
         lines.extend(f"  note: {note}" for note in self.notes)
         lines.append(f"  estimated {span(self.estimated_seconds)}: done about {eta}")
         return "\n".join(lines)
-
-
-def _epoch_seconds(train: int, val: int, train_rate: float, eval_rate: float) -> float:
-    """One epoch: training on ``train`` images, then predicting ``val``."""
-    return train / train_rate + val / eval_rate
 
 
 def span(seconds: float) -> str:
@@ -251,11 +246,11 @@ def make_plan(
     """
     if top_k < 1:
         raise FmsearchError(f"top_k must be >= 1, got {top_k}")
-    reserve = _reserve_seconds(top_k=top_k, val_images=val_images, eval_rate=eval_images_per_s)
-    costs = _Costs(
-        epoch_full=_epoch_seconds(train_images, val_images, train_images_per_s,
+    reserve = reserve_seconds(top_k=top_k, val_images=val_images, eval_rate=eval_images_per_s)
+    costs = FinalCosts(
+        epoch_full=epoch_seconds(train_images, val_images, train_images_per_s,
                                   eval_images_per_s),
-        epoch_all=_epoch_seconds(train_images + val_images, val_images, train_images_per_s,
+        epoch_all=epoch_seconds(train_images + val_images, val_images, train_images_per_s,
                                  eval_images_per_s),
         retrain_on_all=retrain_on_all,
     )  # fmt: skip
@@ -263,7 +258,7 @@ def make_plan(
 
     def trial_seconds(r: int, n: int) -> float:
         e = min(max_rung_epochs, FIRST_RUNG_EPOCHS + r)
-        epoch = _epoch_seconds(n, val_images, train_images_per_s, eval_images_per_s)
+        epoch = epoch_seconds(n, val_images, train_images_per_s, eval_images_per_s)
         return e * epoch + TRIAL_OVERHEAD_SECONDS
 
     split = _split(
@@ -314,11 +309,11 @@ class _Split:
     notes: list[str]
 
 
-def _split(available: float, *, costs: _Costs, sizes: list[int], trial_seconds, top_k: int,
+def _split(available: float, *, costs: FinalCosts, sizes: list[int], trial_seconds, top_k: int,
            eta: int) -> _Split:  # fmt: skip
     """Finals first (up to ``FINAL_SHARE``), the ladder the rest; ``first`` < 1 when not even
     one trial fits."""
-    k, epochs, notes = _finals(costs, share=FINAL_SHARE * max(available, 0.0), top_k=top_k)
+    k, epochs, notes = finals_that_fit(costs, share=FINAL_SHARE * max(available, 0.0), top_k=top_k)
     final = costs.final(k, epochs) if k else 0.0
     search = available - final
     ladder, per_config, first = _fit_ladder(sizes, search, trial_seconds=trial_seconds, eta=eta)
@@ -344,15 +339,9 @@ def _split(available: float, *, costs: _Costs, sizes: list[int], trial_seconds, 
         ]
         ladder, first = sizes[:1], 1
         search = trial_seconds(0, sizes[0])
-        k, epochs = 1, _epochs_that_fit(costs, available - search)
+        k, epochs = 1, epochs_that_fit(costs, available - search)
         final = costs.final(k, epochs)
     return _Split(ladder, first, search, k, epochs, final, notes)
-
-
-def _reserve_seconds(*, top_k: int, val_images: int, eval_rate: float) -> float:
-    # Promotion predicts the test set, and the validation set once (its calibration); the
-    # ensemble step, the validation set twice (plain and mirrored) with each final model.
-    return RESERVE_SECONDS + (TEST_IMAGES + (2 * top_k + 1) * val_images) / eval_rate
 
 
 def _notes(split: _Split, *, rungs: tuple[Rung, ...], train_images: int) -> tuple[str, ...]:
@@ -376,57 +365,6 @@ def _no_room(*, needed: float, probe_seconds: float, budget_seconds: float) -> F
         f"on set-up and measurement) on this host, got {budget_seconds / 3600:.4f} h "
         f"({budget_seconds:.0f} s)"
     )
-
-
-@dataclass(frozen=True)
-class _Costs:
-    """Seconds of the final trainings: an epoch on the training images (``epoch_full``), on
-    the training and validation images (``epoch_all``, for ``retrain_on_all``)."""
-
-    epoch_full: float
-    epoch_all: float
-    retrain_on_all: bool
-
-    def retrain(self, epochs: int) -> float:
-        if not (self.retrain_on_all and epochs):
-            return 0.0
-        return epochs * self.epoch_all + TRIAL_OVERHEAD_SECONDS
-
-    def epoch(self, k: int) -> float:
-        """Seconds one more epoch of ``k`` final models (and the retraining, when kept) takes."""
-        return k * self.epoch_full + (self.epoch_all if self.retrain_on_all else 0.0)
-
-    def final(self, k: int, epochs: int) -> float:
-        return k * (epochs * self.epoch_full + TRIAL_OVERHEAD_SECONDS) + self.retrain(epochs)
-
-
-def _finals(costs: _Costs, *, share: float, top_k: int) -> tuple[int, int, list[str]]:
-    """How many final models, for how many epochs, fit ``share`` seconds; and notes."""
-    k, epochs = top_k, FINAL_EPOCHS
-    while k > 1 and costs.final(k, epochs) > share:
-        k -= 1
-    if costs.final(k, epochs) <= share:
-        # Time the finals do not need goes to the ladder: a longer final of a weaker find
-        # loses to a better find (benchmarks/results/champion_run.md).
-        return k, epochs, []
-    epochs = _epochs_that_fit(costs, share)
-    if epochs < 1:
-        return 0, 0, ["no final training: not one epoch on all images fits the budget"]
-    return (
-        k,
-        epochs,
-        [
-            f"one final model, {epochs} epochs (of the {FINAL_EPOCHS} the recipe asks): "
-            f"an epoch on all images takes ~{costs.epoch_full:.0f} s here"
-        ],
-    )
-
-
-def _epochs_that_fit(costs: _Costs, share: float) -> int:
-    """Epochs of one final model (and its retraining, when kept) that ``share`` seconds
-    hold, at most ``MAX_FINAL_EPOCHS``."""
-    overhead = TRIAL_OVERHEAD_SECONDS * (2 if costs.retrain_on_all else 1)
-    return min(MAX_FINAL_EPOCHS, int((share - overhead) // costs.epoch(1)))
 
 
 def _fit_ladder(sizes: list[int], search: float, *, trial_seconds, eta: int):
@@ -473,24 +411,6 @@ def retrain_reserve(plan: Plan, *, epochs: int, retrain_epoch_seconds: float) ->
     if not plan.retrain_seconds:
         return 0.0
     return epochs * retrain_epoch_seconds + TRIAL_OVERHEAD_SECONDS
-
-
-def estimate_trials(
-    *,
-    n_trials: int,
-    max_epochs: int,
-    train_images: int,
-    val_images: int,
-    train_images_per_s: float,
-    eval_images_per_s: float,
-    workers: int = 1,
-) -> float:
-    """Seconds ``n_trials`` trials take at most: each to its last epoch, ``workers`` at once.
-
-    An upper bound: pruning and early stopping end most trials sooner.
-    """
-    epoch = _epoch_seconds(train_images, val_images, train_images_per_s, eval_images_per_s)
-    return n_trials * (max_epochs * epoch + TRIAL_OVERHEAD_SECONDS) / max(workers, 1)
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:

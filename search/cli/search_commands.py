@@ -185,45 +185,7 @@ PUBLISHED = "published"
 )
 @quiet_option
 @verbose_option
-def run(
-    arch,
-    n_trials,
-    study_name,
-    storage,
-    tracking_uri,
-    sampler,
-    pruner,
-    seed,
-    deterministic,
-    timeout,
-    budget_hours,
-    max_epochs,
-    patience,
-    subset,
-    val_size,
-    objective,
-    fixes,
-    space_file,
-    precision,
-    enqueue,
-    no_enqueue,
-    refit_epochs,
-    final_on_all_data,
-    top_k,
-    weights,
-    engine,
-    tuner,
-    workers,
-    threads,
-    heartbeat_interval,
-    data_dir,
-    register_as,
-    max_params,
-    max_latency_ms,
-    promote,
-    quiet,
-    verbose,
-) -> None:
+def run(*, n_trials, enqueue, no_enqueue, verbose, **options) -> None:
     """Search ARCH: add --trials trials to a study, then promote the best model.
 
     Re-running the same command resumes the study and adds trials.
@@ -241,7 +203,7 @@ def run(
       fmsearch run --arch cnn --trials 30 --engine keras-tuner --tuner bayesian
     """
 
-    setup_logging(quiet=quiet, verbose=verbose)
+    setup_logging(quiet=options["quiet"], verbose=verbose)
     from search import api
 
     source = click.get_current_context().get_parameter_source("n_trials")
@@ -249,18 +211,8 @@ def run(
     if enqueue is not None and no_enqueue:
         raise click.UsageError("expected --enqueue or --no-enqueue, got both")
     enqueue = False if no_enqueue else True if enqueue == PUBLISHED else enqueue
-    result = api.search(
-        arch=arch, trials=n_trials if given else None, study_name=study_name, storage=storage,
-        tracking_uri=tracking_uri, sampler=sampler, pruner=pruner, seed=seed,
-        deterministic=deterministic, timeout=timeout, budget_hours=budget_hours,
-        max_epochs=max_epochs, patience=patience, subset=subset, val_size=val_size,
-        objective=objective, fixes=fixes, space_file=space_file, precision=precision,
-        enqueue=enqueue, refit_epochs=refit_epochs, final_on_all_data=final_on_all_data,
-        top_k=top_k, weights=weights,
-        engine=engine, tuner=tuner, workers=workers, threads=threads,
-        heartbeat_interval=heartbeat_interval, data_dir=data_dir, register_as=register_as,
-        max_params=max_params, max_latency_ms=max_latency_ms, promote=promote, quiet=quiet,
-    )  # fmt: skip
+    # The other options are api.SearchOptions' fields by the same names.
+    result = api.search(trials=n_trials if given else None, enqueue=enqueue, **options)
     click.echo(result.searched.describe())
     if result.refit is not None:
         _echo_refit(result.refit, study=result.study)

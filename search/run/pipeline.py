@@ -248,7 +248,8 @@ def refit_best(s: Opened, *, epochs: int) -> RefitOutcome | None:
 def make_plan(s: Opened) -> tuple[Plan, Any]:
     """Measure this host, plan the budget, print and record the plan; the plan and ladder."""
     from runners.precision import resolve_policy
-    from search.budget.finals import make_ladder, measure_host, record_plan
+    from search.budget.costs import measure_host
+    from search.budget.finals import make_ladder, record_plan
     from search.budget.plan import TOP_K
     from search.budget.plan import make_plan as plan_budget
 
@@ -277,8 +278,8 @@ def estimate(s: Opened, *, n_trials: int) -> None:
     """Print (and record) what --trials N costs at most on this host, measured first; a
     search smaller than the measurement (``ESTIMATE_MIN_IMAGES``) is not measured."""
     from runners.precision import resolve_policy
-    from search.budget.finals import measure_host
-    from search.budget.plan import estimate_trials, span
+    from search.budget.costs import estimate_trials, measure_host
+    from search.budget.plan import span
 
     c, split, max_epochs = s.config, s.split, s.settings.max_epochs
     images = n_trials * max_epochs * len(split.x_train)

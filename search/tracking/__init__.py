@@ -1,6 +1,7 @@
 """Every MLflow call fmsearch makes (but the served model's own loader): one package, by run
-id. Runs, metrics, artifacts and logged models here; the model registry in ``registry``; a
-trial's record kept through a tracking outage in ``trial_log``.
+id. Runs, metrics and artifacts here; logged and served models in ``models``; reading runs
+back in ``queries``; the model registry in ``registry``; a trial's record kept through a
+tracking outage in ``trial_log``.
 
 MLflow's fluent API keeps a global active run and is not thread-safe, so fmsearch talks to
 MLflow through an ``MlflowClient`` and explicit run ids. The one global it sets is the tracking
@@ -13,18 +14,14 @@ promotion (``fmsearch.role=promotion``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
-import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -32,7 +29,6 @@ from mlflow.exceptions import MlflowException
 from runners.errors import FmsearchError
 from search.names import (
     ARCH_TAG,
-    EXTRA_PACKAGES_TAG,
     FLAVOR_TAG,
     MEMBERS_TAG,
     MODEL_URI_TAG,
@@ -49,13 +45,13 @@ from search.names import (
     TTA_TAG,
 )
 from search.storage.urls import redact
+from search.tracking.models import Models
+from search.tracking.queries import Queries
 from search.tracking.registry import LOCK_LEASE_SECONDS, Registry
 from search.tracking.trial_log import TrialLog, root_cause
 
 if TYPE_CHECKING:
-    import keras
     import optuna
-    from mlflow.pyfunc import PyFuncModel
 
     from runners.metrics import Evaluation
 
@@ -63,33 +59,9 @@ __all__ = ["LOCK_LEASE_SECONDS", "RUN_STATUS", "Tracker", "TrialLog", "confusion
 
 logger = logging.getLogger(__name__)
 
-SERVED_MODEL_CODE = Path(__file__).parent / "served_model.py"
 # Optuna's trial states, as MLflow run statuses.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _BATCH = 900  # below MLflow's 1000-entity limit per log_batch
-
-
-def _requirements(*packages: str) -> list[str]:
-    # Explicit requirements: MLflow's inference imports the model's world on every log.
-    return [f"{p}=={version(p)}" for p in packages]
-
-
-# Each MLflow flavor fmsearch logs: its keyword for the model in ``Model.log``, its other
-# options, and what a model of it needs installed to be served. cloudpickle would tie a
-# scikit-learn model to this Python; pickle is what scikit-learn documents.
-_FLAVORS = {
-    "keras": ("model", {}, ("keras", "tensorflow")),
-    "sklearn": ("sk_model", {"serialization_format": "pickle"}, ("scikit-learn",)),
-}
-
-
-class _DropRecords(logging.Filter):
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self._prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self._prefix)
 
 
 def _metric_key(class_name: str) -> str:
@@ -101,19 +73,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@contextlib.contextmanager
-def _served_model_quiet() -> Iterator[None]:
-    # No signature, on purpose: the served model accepts several shapes and dtypes and checks
-    # its input itself; MLflow would warn that it could not infer one.
-    quiet = _DropRecords("Failed to infer model signature")
-    logging.getLogger("mlflow.pyfunc").addFilter(quiet)
-    try:
-        yield
-    finally:
-        logging.getLogger("mlflow.pyfunc").removeFilter(quiet)
-
-
-class Tracker(Registry):
+class Tracker(Registry, Models, Queries):
     """fmsearch's view of one MLflow tracking store.
 
     Args:
@@ -381,128 +341,6 @@ class Tracker(Registry):
         finally:
             plt.close(axes.figure)
 
-    def log_model(
-        self,
-        run_id: str,
-        model: Any,
-        *,
-        flavor: str,
-        input_shape: tuple[int, ...],
-        output: tuple[type, tuple[int, ...]],
-        extra_packages: tuple[str, ...] = (),
-    ) -> str:
-        """Log a trial's ``model`` with MLflow's ``flavor`` (``keras`` or ``sklearn``) into
-        ``run_id``; returns its model URI.
-
-        Its signature: float32 ``(-1, *input_shape)`` in, ``output`` (a dtype and the shape
-        after the batch) out. ``extra_packages``: distributions the model needs beyond its
-        flavor's (XGBoost's), pinned in its requirements and recorded for the served model.
-        """
-        import importlib
-
-        from mlflow.models import Model, ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        model_arg, options, _ = _FLAVORS[flavor]
-        dtype, shape = output
-        info = Model.log(
-            artifact_path=None,
-            name="model",
-            flavor=importlib.import_module(f"mlflow.{flavor}"),
-            run_id=run_id,
-            signature=ModelSignature(
-                inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape))]),
-                outputs=Schema([TensorSpec(np.dtype(dtype), (-1, *shape))]),
-            ),
-            pip_requirements=self.served_requirements(flavor, extra=extra_packages),
-            **{model_arg: model, **options},
-        )
-        tags = {MODEL_URI_TAG: info.model_uri, FLAVOR_TAG: flavor}
-        self._log(run_id, tags={**tags, EXTRA_PACKAGES_TAG: ",".join(extra_packages)})
-        return info.model_uri
-
-    def log_served_model(
-        self,
-        run_id: str,
-        *,
-        model_uri: str,
-        flavor: str,
-        class_names: tuple[str, ...],
-        extra_packages: tuple[str, ...] = (),
-        members: tuple[str, ...] = (),
-        tta: bool = False,
-        temperature: float = 1.0,
-    ) -> str:
-        """Log the pyfunc model that serves ``model_uri`` (``keras`` or ``sklearn`` flavor).
-
-        With ``members`` (Keras model URIs, ``model_uri`` first), the served model averages
-        their probabilities; with ``tta``, also over the mirrored images; with a
-        ``temperature`` other than 1, it scales the result (calibration).
-
-        Returns:
-            The served model's URI.
-        """
-        import mlflow.pyfunc
-        from mlflow.models import Model
-
-        served = self._served_model(
-            model_uri=model_uri, flavor=flavor, class_names=class_names,
-            extra_packages=extra_packages, members=members, tta=tta, temperature=temperature,
-        )  # fmt: skip
-        with _served_model_quiet():
-            info = Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc,
-                             flavor_name="pyfunc.ModelFromCode", run_id=run_id,
-                             **served)  # fmt: skip
-        self._log(run_id, tags={MODEL_URI_TAG: info.model_uri})
-        return info.model_uri
-
-    def preview_served_model(self, **served: Any) -> PyFuncModel:
-        """The served model :meth:`log_served_model` would log (same arguments but the run),
-        saved to a temporary folder and loaded, recorded nowhere: what promotion predicts
-        the validation images with before it decides the served model's temperature."""
-        import tempfile
-
-        import mlflow.pyfunc
-
-        with tempfile.TemporaryDirectory() as folder, _served_model_quiet():
-            path = Path(folder) / "served"
-            mlflow.pyfunc.save_model(path, **self._served_model(**served))
-            return mlflow.pyfunc.load_model(str(path))
-
-    def _served_model(self, *, model_uri, flavor, class_names, extra_packages=(), members=(),
-                      tta=False, temperature=1.0) -> dict[str, Any]:  # fmt: skip
-        uris = members or (model_uri,)
-        names = ["model", *(f"model_{i}" for i in range(1, len(uris)))]
-        return {
-            "python_model": str(SERVED_MODEL_CODE),
-            "artifacts": dict(zip(names, uris, strict=True)),
-            "model_config": {
-                "class_names": list(class_names),
-                "flavor": flavor,
-                "members": names,
-                "tta": tta,
-                "temperature": temperature,
-            },
-            "pip_requirements": self.served_requirements(flavor, extra=extra_packages),
-        }
-
-    @staticmethod
-    def served_requirements(flavor: str, *, extra: tuple[str, ...] = ()) -> list[str]:
-        """What the served model of ``flavor`` needs installed, pinned to this environment."""
-        return _requirements("mlflow", "numpy", "pandas", *_FLAVORS[flavor][2], *extra)
-
-    def load_keras_model(self, model_uri: str) -> keras.Model:
-        """A Keras model a trial logged (fmsearch's own: never load one from elsewhere)."""
-        import mlflow.keras
-
-        return mlflow.keras.load_model(model_uri)
-
-    def load_served_model(self, model_uri: str) -> PyFuncModel:
-        """Load a served (pyfunc) model: ``models:/NAME@ALIAS``, ``runs:/...`` or a path."""
-        import mlflow.pyfunc
-
-        return mlflow.pyfunc.load_model(model_uri)
-
     def log_figures(self, run_id: str, figures: dict[str, Any], *, folder: str = "") -> None:
         """Matplotlib figures as PNG artifacts, ``{folder}/{name}.png``; each is closed after."""
         for name, figure in figures.items():
@@ -522,59 +360,6 @@ class Tracker(Registry):
         return self.start_run(
             experiment_id=self.experiment_id(experiment), run_name=run_name, tags=tags
         )
-
-    # Reading runs ----------------------------------------------------------------------------
-
-    def metric_histories(self, run_id: str, keys: tuple[str, ...]) -> dict[str, list[float]]:
-        """Each metric's values in step order; metrics the run never logged are left out."""
-        histories = {}
-        for key in keys:
-            points = sorted(self._client.get_metric_history(run_id, key), key=lambda m: m.step)
-            if points:
-                histories[key] = [m.value for m in points]
-        return histories
-
-    def run_metrics(self, run_id: str) -> dict[str, float]:
-        """The latest value of each metric of a run."""
-        return dict(self._client.get_run(run_id).data.metrics)
-
-    def artifact_paths(self, run_id: str, folder: str | None = None) -> list[str]:
-        return [f.path for f in self._client.list_artifacts(run_id, folder)]
-
-    def study_run_id(self, study_name: str) -> str | None:
-        """The parent run of study ``study_name``, if it was ever started."""
-        experiment = self._client.get_experiment_by_name(study_name)
-        if experiment is None:
-            return None
-        runs = self.find_runs(experiment.experiment_id, role="study", study_name=study_name)
-        return runs[0].info.run_id if runs else None
-
-    def running_trial_runs(self, study_name: str) -> dict[str, int]:
-        """The trial runs of study ``study_name`` that MLflow shows as running: run id to
-        trial number."""
-        experiment = self._client.get_experiment_by_name(study_name)
-        if experiment is None:
-            return {}
-        runs = self.find_runs(
-            experiment.experiment_id, role="trial", study_name=study_name, status="RUNNING"
-        )
-        return {r.info.run_id: int(r.data.tags[TRIAL_TAG]) for r in runs}
-
-    def run_params(self, run_id: str) -> dict[str, str]:
-        return dict(self._client.get_run(run_id).data.params)
-
-    def run_tags(self, run_id: str) -> dict[str, str]:
-        return dict(self._client.get_run(run_id).data.tags)
-
-    def find_runs(
-        self, experiment_id: str, *, role: str, study_name: str, status: str | None = None
-    ) -> list:
-        """All runs of one role (``trial``, ``promotion``, ``study``) in a study; with
-        ``status`` (``RUNNING``, ...), only those."""
-        query = f"tags.`{ROLE_TAG}` = '{role}' and tags.`{STUDY_TAG}` = '{study_name}'"
-        if status is not None:
-            query += f" and attributes.status = '{status}'"
-        return self._client.search_runs([experiment_id], filter_string=query, max_results=10_000)
 
 
 def confusion_json(evaluation: Evaluation) -> str:

@@ -325,7 +325,7 @@ def test_a_final_whose_retraining_leaves_it_too_few_epochs_gives_way():
     """With a retraining on all images kept, an epoch of a final costs one of the retraining
     too. The best has 120 s: 12 epochs of itself alone, but 5 with its retraining, fewer
     than half the planned 20; the next gets the most the plan allows, 40."""
-    from search.budget.plan import TRIAL_OVERHEAD_SECONDS
+    from search.budget.costs import TRIAL_OVERHEAD_SECONDS
 
     study, plan = _a_slow_best_and_a_fast_second()
     assert plan.retrain_seconds > 0
@@ -340,8 +340,8 @@ def test_a_retraining_that_does_not_fit_trains_most_of_its_epochs_or_none(share,
     from optuna.distributions import IntDistribution
     from optuna.trial import TrialState, create_trial
 
+    from search.budget.costs import TRIAL_OVERHEAD_SECONDS
     from search.budget.finals import epoch_seconds_on_all
-    from search.budget.plan import TRIAL_OVERHEAD_SECONDS
     from search.names import BEST_EPOCH_ATTR, EPOCHS_ATTR, TRAIN_SECONDS_ATTR
 
     study = optuna.create_study(direction="maximize")

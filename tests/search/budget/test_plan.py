@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 
 from runners.errors import FmsearchError
+from search.budget.costs import FINAL_EPOCHS, MAX_FINAL_EPOCHS, TRIAL_OVERHEAD_SECONDS
 from search.budget.plan import (
-    FINAL_EPOCHS,
-    MAX_FINAL_EPOCHS,
     MAX_FIRST_RUNG_CONFIGS,
     THIN_LADDER_CONFIGS,
-    TRIAL_OVERHEAD_SECONDS,
     Plan,
     final_epochs,
     make_plan,
