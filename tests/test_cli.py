@@ -46,7 +46,7 @@ def test_run_s_options_are_the_search_options_by_the_same_names():
     import dataclasses
 
     from search.api import SearchOptions
-    from search.cli.search_commands import run
+    from search.cli.run_command import run
 
     names = {p.name for p in run.params} - {"n_trials", "no_enqueue", "verbose"}
     assert names | {"trials"} == {f.name for f in dataclasses.fields(SearchOptions)}

@@ -2,9 +2,9 @@
 
 Environment variables are read here only (click's ``envvar=``; the flag wins). Heavy imports
 (TensorFlow, MLflow, Optuna) happen inside the commands, so ``fmsearch --help`` is instant.
-Commands: ``search_commands`` (run a search and what follows it), ``serve_commands`` (servers
-and predictions), ``insight_commands`` (the data, spaces and models looked into),
-``recipe_commands`` (the source projects' configurations).
+Commands: ``run_command`` (``fmsearch run``), ``search_commands`` (what follows a search),
+``serve_commands`` (servers and predictions), ``insight_commands`` (the data, spaces and models
+looked into), ``recipe_commands`` (the source projects' configurations).
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import os
 import click
 
 from runners.errors import FmsearchError
-from search.cli import insight_commands, recipe_commands, search_commands, serve_commands
+from search.cli import (
+    insight_commands,
+    recipe_commands,
+    run_command,
+    search_commands,
+    serve_commands,
+)
 from search.cli.options import ENVIRONMENT
 from search.storage.urls import redact
 
@@ -43,6 +49,6 @@ def main() -> None:
         os.environ.setdefault(key, value)
 
 
-for _module in (search_commands, recipe_commands, serve_commands, insight_commands):
+for _module in (run_command, search_commands, recipe_commands, serve_commands, insight_commands):
     for _command in _module.COMMANDS:
         main.add_command(_command)
