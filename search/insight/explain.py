@@ -72,6 +72,31 @@ def _check_embedding(embedding: str | None) -> None:
         )
 
 
+def _save(figures: dict[str, Any], output_dir: Path) -> list[Path]:
+    """The figures as PNG files in ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, figure in figures.items():
+        path = output_dir / f"{name}.png"
+        figure.savefig(path, dpi=110)
+        files.append(path)
+    return files
+
+
+def _record(tracker: Tracker, *, model_uri: str, index: int, files: list[Path],
+            prediction: dict[str, Any]) -> str:  # fmt: skip
+    """An explanation's run in MLflow: its pictures and the prediction explained."""
+    run_id = tracker.start_insight_run(
+        experiment=EXPLAIN_EXPERIMENT,
+        run_name=f"explain-{index}",
+        tags={ROLE_TAG: "explain", MODEL_URI_TAG: model_uri, INDEX_TAG: index},
+    )
+    tracker.log_files(run_id, files)
+    tracker.log_json(run_id, prediction, "prediction.json")
+    tracker.end_run(run_id, status="FINISHED")
+    return run_id
+
+
 def explain(
     *,
     tracker: Tracker,
@@ -126,25 +151,12 @@ def explain(
             served, images[:embedding_images], labels[:embedding_images],
             method=embedding, model_uri=model_uri,
         )  # fmt: skip
-    output_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, figure in figures.items():
-        path = output_dir / f"{name}.png"
-        figure.savefig(path, dpi=110)
-        files.append(path)
-    run_id = tracker.start_insight_run(
-        experiment=EXPLAIN_EXPERIMENT,
-        run_name=f"explain-{index}",
-        tags={ROLE_TAG: "explain", MODEL_URI_TAG: model_uri, INDEX_TAG: index},
-    )
-    tracker.log_files(run_id, files)
-    tracker.log_json(
-        run_id,
-        {"index": index, "true": CLASS_NAMES[labels[index]], "predicted": CLASS_NAMES[target],
-         "probabilities": dict(zip(CLASS_NAMES, map(float, probabilities), strict=True))},
-        "prediction.json",
-    )  # fmt: skip
-    tracker.end_run(run_id, status="FINISHED")
+    files = _save(figures, output_dir)
+    prediction = {
+        "index": index, "true": CLASS_NAMES[labels[index]], "predicted": CLASS_NAMES[target],
+        "probabilities": dict(zip(CLASS_NAMES, map(float, probabilities), strict=True)),
+    }  # fmt: skip
+    run_id = _record(tracker, model_uri=model_uri, index=index, files=files, prediction=prediction)
     return Explanation(
         run_id=run_id,
         index=index,

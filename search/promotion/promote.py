@@ -159,20 +159,7 @@ def _promote(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Promotion:
     best = select_candidate(study, max_params=max_params, max_latency_ms=max_latency_ms)
-    run_id = best.user_attrs.get(RUN_ID_ATTR)
-    if run_id is None:
-        raise FmsearchError(f"trial {best.number} of {study.study_name!r} has no MLflow run")
-    try:
-        trial_tags = tracker.run_tags(run_id)
-    except Exception as exc:
-        raise FmsearchError(
-            f"trial {best.number}'s run {run_id} is not in tracking store "
-            f"{tracker.tracking_uri}: expected the store the study was run with"
-        ) from exc
-    model_uri = trial_tags.get(MODEL_URI_TAG)
-    if model_uri is None:
-        raise FmsearchError(f"trial {best.number}'s run {run_id} has no logged model")
-
+    run_id, trial_tags = _source(study, tracker, best)
     version = tracker.find_version(model_name, source_run_id=run_id)
     already = version is not None
     if version is None:
@@ -182,7 +169,7 @@ def _promote(
             trial_number=best.number,
             trial_run_id=run_id,
             parent_run_id=trial_tags.get(PARENT_TAG),
-            model_uri=model_uri,
+            model_uri=trial_tags[MODEL_URI_TAG],
             flavor=trial_tags.get(FLAVOR_TAG, "keras"),
             extra_packages=listed(trial_tags, EXTRA_PACKAGES_TAG),
             members=listed(trial_tags, MEMBERS_TAG),
@@ -195,18 +182,8 @@ def _promote(
     accuracy = float(version.tags[TEST_ACCURACY_TAG])
     macro_f1 = float(version.tags[TEST_MACRO_F1_TAG])
 
-    champion = tracker.version_by_alias(model_name, CHAMPION)
-    if champion is not None and str(champion.version) == str(version.version):
-        # Promoted before and still champion: keep the recorded decision.
-        alias, decision = CHAMPION, version.tags.get(DECISION_TAG, "already the champion")
-    else:
-        incumbent = None if champion is None else _incumbent_accuracy(
-            tracker, champion, test_images=test_images, test_labels=test_labels
-        )  # fmt: skip
-        alias, decision = _decide(accuracy, champion, incumbent)
-        tracker.set_alias(model_name, alias, version.version)
-        tracker.set_version_tags(model_name, version.version, {DECISION_TAG: decision})
-        tracker.set_tags(version.tags["promotion_run_id"], {DECISION_TAG: decision, "alias": alias})
+    alias, decision = _award(tracker, version, accuracy=accuracy, test_images=test_images,
+                             test_labels=test_labels)  # fmt: skip
     logger.debug("%s version %s: %s", model_name, version.version, decision)
     return Promotion(
         model_name=model_name,
@@ -219,6 +196,53 @@ def _promote(
         already_registered=already,
         test_loss=float(version.tags[TEST_LOSS_TAG]) if TEST_LOSS_TAG in version.tags else None,
     )
+
+
+def _log_served(
+    tracker: Tracker, run_id: str, served_args: dict, *, validation: tuple | None
+) -> tuple[str, Calibration]:
+    """Log the served model into ``run_id``, with a temperature fitted on ``validation``
+    where it calibrates better; its URI and the calibration."""
+    calibration = Calibration(temperature=1.0)
+    if validation is not None:
+        calibration = calibrate(tracker.preview_served_model(**served_args), *validation)
+    temperature = calibration.temperature if calibration.applied else 1.0
+    return tracker.log_served_model(run_id, **served_args, temperature=temperature), calibration
+
+
+def _source(study: optuna.Study, tracker: Tracker, best: FrozenTrial) -> tuple[str, dict[str, str]]:
+    """``best``'s MLflow run id and tags, checked to hold a logged model."""
+    run_id = best.user_attrs.get(RUN_ID_ATTR)
+    if run_id is None:
+        raise FmsearchError(f"trial {best.number} of {study.study_name!r} has no MLflow run")
+    try:
+        trial_tags = tracker.run_tags(run_id)
+    except Exception as exc:
+        raise FmsearchError(
+            f"trial {best.number}'s run {run_id} is not in tracking store "
+            f"{tracker.tracking_uri}: expected the store the study was run with"
+        ) from exc
+    if MODEL_URI_TAG not in trial_tags:
+        raise FmsearchError(f"trial {best.number}'s run {run_id} has no logged model")
+    return run_id, trial_tags
+
+
+def _award(tracker: Tracker, version: ModelVersion, *, accuracy: float, test_images: np.ndarray,
+           test_labels: np.ndarray) -> tuple[str, str]:  # fmt: skip
+    """Set the alias ``version`` earns against the current champion; the alias and why."""
+    model_name = version.name
+    champion = tracker.version_by_alias(model_name, CHAMPION)
+    if champion is not None and str(champion.version) == str(version.version):
+        # Promoted before and still champion: keep the recorded decision.
+        return CHAMPION, version.tags.get(DECISION_TAG, "already the champion")
+    incumbent = None if champion is None else _incumbent_accuracy(
+        tracker, champion, test_images=test_images, test_labels=test_labels
+    )  # fmt: skip
+    alias, decision = _decide(accuracy, champion, incumbent)
+    tracker.set_alias(model_name, alias, version.version)
+    tracker.set_version_tags(model_name, version.version, {DECISION_TAG: decision})
+    tracker.set_tags(version.tags["promotion_run_id"], {DECISION_TAG: decision, "alias": alias})
+    return alias, decision
 
 
 def select_candidate(
@@ -335,28 +359,21 @@ def _register(
     An ensemble trial's served model holds all its ``members`` (and flip TTA if ``tta``);
     with ``validation`` images, a temperature fitted on them where it calibrates better.
     """
-    experiment_id = tracker.experiment_id(study.study_name)
     run_id = tracker.start_run(
-        experiment_id=experiment_id,
+        experiment_id=tracker.experiment_id(study.study_name),
         run_name=f"promotion-trial-{trial_number}",
         tags={
-            ROLE_TAG: "promotion",
-            STUDY_TAG: study.study_name,
-            SOURCE_RUN_TAG: trial_run_id,
+            ROLE_TAG: "promotion", STUDY_TAG: study.study_name, SOURCE_RUN_TAG: trial_run_id,
             SOURCE_TRIAL_TAG: trial_number,
             **({PARENT_TAG: parent_run_id} if parent_run_id else {}),
         },
-    )
+    )  # fmt: skip
     try:
         served_args = {
             "model_uri": model_uri, "flavor": flavor, "class_names": CLASS_NAMES,
             "extra_packages": extra_packages, "members": members, "tta": tta,
         }  # fmt: skip
-        calibration = Calibration(temperature=1.0)
-        if validation is not None:
-            calibration = calibrate(tracker.preview_served_model(**served_args), *validation)
-        temperature = calibration.temperature if calibration.applied else 1.0
-        served_uri = tracker.log_served_model(run_id, **served_args, temperature=temperature)
+        served_uri, calibration = _log_served(tracker, run_id, served_args, validation=validation)
         served = tracker.load_served_model(served_uri)
         logger.info("judging trial %d on %d test images", trial_number, len(test_labels))
         frame = served.predict(test_images)
@@ -369,15 +386,9 @@ def _register(
         )  # fmt: skip
         recorded |= baseline_record(study, tracker, run_id, candidate=trial_number,
                                      images=test_images, labels=test_labels)  # fmt: skip
-        log_pictures(
-            tracker,
-            run_id,
-            trial_run_id=trial_run_id,
-            images=test_images,
-            labels=test_labels,
-            probabilities=frame[list(CLASS_NAMES)].to_numpy(),
-            title=f"{model_name} (trial {trial_number})",
-        )
+        log_pictures(tracker, run_id, trial_run_id=trial_run_id, images=test_images,
+                     labels=test_labels, probabilities=frame[list(CLASS_NAMES)].to_numpy(),
+                     title=f"{model_name} (trial {trial_number})")  # fmt: skip
         version = tracker.register(
             name=model_name,
             model_uri=served_uri,

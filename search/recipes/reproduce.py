@@ -82,6 +82,25 @@ class Reproduction:
         return "\n".join(lines)
 
 
+def _checked(name: str, *, study_name: str | None, storage: str | None) -> Recipe:
+    """Recipe ``name``, refused when unknown or when ``study_name`` exists already."""
+    try:
+        found = recipe(name)
+    except KeyError as e:
+        raise FmsearchError(f"recipe: {e.args[0]}") from None
+    if study_name is not None:
+        import optuna
+
+        from search.storage.urls import default_storage
+
+        if study_name in optuna.get_all_study_names(storage or default_storage()):
+            raise FmsearchError(
+                f"--study-name: expected a new study (a reproduction is one trial of the "
+                f"recipe), got {study_name!r}, which exists"
+            )
+    return found
+
+
 def reproduce(
     name: str,
     *,
@@ -117,20 +136,7 @@ def reproduce(
     from search.run.orchestrator import run_search
     from search.run.start import open_tracker
 
-    try:
-        found = recipe(name)
-    except KeyError as e:
-        raise FmsearchError(f"recipe: {e.args[0]}") from None
-    if study_name is not None:
-        import optuna
-
-        from search.storage.urls import default_storage
-
-        if study_name in optuna.get_all_study_names(storage or default_storage()):
-            raise FmsearchError(
-                f"--study-name: expected a new study (a reproduction is one trial of the "
-                f"recipe), got {study_name!r}, which exists"
-            )
+    found = _checked(name, study_name=study_name, storage=storage)
     # Keras recipes train by epochs; scikit-learn ones have none.
     planned_epochs = None if found.epochs is None else epochs or found.epochs
     start = time.time()

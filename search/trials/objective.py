@@ -144,15 +144,7 @@ class Objective:
             NarrowedTrial(trial, self._narrowed) if self._narrowed else trial
         )
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
-        refit_of = trial.user_attrs.get(REFIT_ATTR)
-        refit = self._refit
-        reported = None
-        if refit_of is None and refit and not self._refit_started and params == refit.params:
-            refit_of, self._refit_started, reported = refit.of, True, refit.value
-            trial.set_user_attr(REFIT_ATTR, refit.of)
-            trial.set_user_attr(REFIT_EPOCHS_ATTR, refit.epochs)
-            for key, value in refit.attrs.items():
-                trial.set_user_attr(key, value)
+        refit_of, reported = self._claim_refit(trial, params)
         split, max_epochs, rung = self._fidelity(trial, refit_of)
         trial.set_user_attr(TRAIN_IMAGES_ATTR, len(split.x_train))
         log = TrialLog(self._tracker)
@@ -207,6 +199,22 @@ class Objective:
             return result.best_value if reported is None else reported
         second = {"params": N_PARAMS_ATTR, "latency": LATENCY_ATTR}[self._objectives[1]]
         return result.best_value, float(trial.user_attrs[second])
+
+    def _claim_refit(
+        self, trial: optuna.Trial, params: dict[str, Any]
+    ) -> tuple[int | None, float | None]:
+        """The trial this one refits (None: a search trial) and the value to report for it
+        (None: its own): a trial enqueued as a refit, or the first whose params are
+        ``refit``'s, which then takes the refit's marks and reports the refit trial's value."""
+        refit_of, refit = trial.user_attrs.get(REFIT_ATTR), self._refit
+        if refit_of is not None or not refit or self._refit_started or params != refit.params:
+            return refit_of, None
+        self._refit_started = True
+        trial.set_user_attr(REFIT_ATTR, refit.of)
+        trial.set_user_attr(REFIT_EPOCHS_ATTR, refit.epochs)
+        for key, value in refit.attrs.items():
+            trial.set_user_attr(key, value)
+        return refit.of, refit.value
 
     def _fidelity(self, trial: optuna.Trial, refit_of: int | None) -> tuple[Split, int, int | None]:
         """What the trial trains on, for how many epochs at most, and its rung (if planned)."""
