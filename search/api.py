@@ -35,12 +35,16 @@ if TYPE_CHECKING:
     import numpy as np
     import optuna
     import pandas as pd
+    from optuna.distributions import BaseDistribution
 
+    from runners.data import FashionMNIST
     from search.insight.explain import Explanation
     from search.insight.leaderboard import Entry
     from search.insight.lr_find import LearningRateFinding
     from search.insight.report import StudyReport
     from search.outcome import StudyOutcome
+    from search.services import Service
+    from spaces.recipes import Recipe
 
 __all__ = [
     "Eda",
@@ -48,6 +52,8 @@ __all__ = [
     "SearchOptions",
     "SearchResult",
     "WorkResult",
+    "dashboard",
+    "data",
     "eda",
     "explain",
     "finetune",
@@ -59,11 +65,16 @@ __all__ = [
     "predict",
     "preload",
     "promote",
+    "recipes",
     "report",
     "reproduce",
     "run_search",
     "search",
+    "server",
+    "space",
+    "spaces",
     "studies",
+    "ui",
     "work",
 ]
 
@@ -262,3 +273,83 @@ def lr_find(
             encoding="utf-8",
         )
     return found
+
+
+def data(*, data_dir: Path | None = None) -> FashionMNIST:
+    """Fashion-MNIST, found (``data_dir``, the Debian package, the Keras cache) or downloaded,
+    its shapes, labels and checksums verified."""
+    from runners.data import load_fashion_mnist
+
+    return load_fashion_mnist(data_dir=data_dir)
+
+
+def spaces() -> dict[str, str]:
+    """Every architecture ``arch=`` takes, with the first line of its description."""
+    from spaces import ARCHITECTURES
+
+    return {name: module.__doc__.strip().splitlines()[0] for name, module in ARCHITECTURES.items()}
+
+
+def space(*, arch: str) -> dict[str, BaseDistribution]:
+    """What ``arch`` searches: each hyperparameter's Optuna distribution.
+
+    Raises:
+        FmsearchError: ``arch`` is not an architecture.
+    """
+    import optuna
+
+    from search.trials.choices import describe_space
+    from spaces import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise FmsearchError(f"expected one of {', '.join(sorted(ARCHITECTURES))}, got {arch!r}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return describe_space(ARCHITECTURES[arch])
+
+
+def recipes() -> dict[str, Recipe]:
+    """The source projects' published configurations, by name: what ``enqueue=NAME`` starts
+    from and :func:`reproduce` trains."""
+    from spaces.recipes import RECIPES
+
+    return dict(RECIPES)
+
+
+def server(
+    *,
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 2,
+    allowed_hosts: str | None = None,
+) -> Service:
+    """An MLflow tracking server over fmsearch's store, for workers on other hosts; not yet
+    started (``.start()`` runs it in the background). See ``fmsearch server --help``."""
+    from search.services import tracking_server
+
+    return tracking_server(backend_store_uri=backend_store_uri,
+                           artifacts_destination=artifacts_destination, host=host, port=port,
+                           workers=workers, allowed_hosts=allowed_hosts)  # fmt: skip
+
+
+def ui(*, tracking_uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) -> Service:
+    """The MLflow UI over fmsearch's tracking store; not yet started (``.start()``).
+
+    Raises:
+        FmsearchError: The store is a server already, or a SQLite file that does not exist.
+    """
+    from search.services import mlflow_ui
+
+    return mlflow_ui(tracking_uri=tracking_uri, host=host, port=port)
+
+
+def dashboard(*, storage: str | None = None, host: str = "127.0.0.1", port: int = 8080) -> Service:
+    """optuna-dashboard over the study storage; not yet started (``.start()``).
+
+    Raises:
+        FmsearchError: optuna-dashboard is not installed.
+    """
+    from search.services import optuna_dashboard
+
+    return optuna_dashboard(storage=storage, host=host, port=port)

@@ -23,19 +23,15 @@ from spaces import ARCHITECTURES
 @click.argument("arch", required=False, type=click.Choice(sorted(ARCHITECTURES)))
 def spaces(arch) -> None:
     """List the architectures, or one architecture's hyperparameters and ranges."""
+    from search import api
+
     if arch is None:
-        for name, module in ARCHITECTURES.items():
-            click.echo(f"{name:8} {module.__doc__.strip().splitlines()[0]}")
+        for name, summary in api.spaces().items():
+            click.echo(f"{name:8} {summary}")
         click.echo("\n`fmsearch spaces ARCH` lists an architecture's hyperparameters.")
         return
-    import optuna
-
-    from search.trials.choices import describe_space
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    module = ARCHITECTURES[arch]
-    click.echo(module.__doc__.strip().splitlines()[0])
-    for name, dist in describe_space(module).items():
+    click.echo(api.spaces()[arch])
+    for name, dist in api.space(arch=arch).items():
         click.echo(f"  {name:16} {_describe_distribution(dist)}")
 
 
@@ -54,9 +50,9 @@ def _describe_distribution(dist) -> str:
 def data(data_dir) -> None:
     """Find and verify Fashion-MNIST (shapes, labels, checksums); download it if needed."""
     setup_logging(quiet=True)
-    from runners.data import load_fashion_mnist
+    from search import api
 
-    loaded = load_fashion_mnist(data_dir=data_dir)
+    loaded = api.data(data_dir=data_dir)
     click.echo(
         f"Fashion-MNIST from {loaded.source}: {len(loaded.y_train)} training and "
         f"{len(loaded.y_test)} test images, checksums OK"

@@ -29,7 +29,9 @@ from spaces.recipes import RECIPES
 def recipes() -> None:
     """List the source recipes: the published configurations `--enqueue RECIPE` starts from
     and `fmsearch reproduce RECIPE` trains."""
-    for name, r in RECIPES.items():
+    from search import api
+
+    for name, r in api.recipes().items():
         published = "-" if r.published_accuracy is None else f"{r.published_accuracy:.2%}"
         epochs = "" if r.epochs is None else f", {r.epochs} epochs"
         click.echo(f"{name:14} {r.arch:8} published {published:>7}  ({r.source}{epochs})")
@@ -73,9 +75,9 @@ def reproduce(recipe, epochs, time_box_hours, subset, val_size, seed, study_name
       fmsearch reproduce tinyvgg-25ep --time-box 0.5
     """
     setup_logging(quiet=quiet, verbose=verbose)
-    from search.recipes.reproduce import reproduce as run_recipe
+    from search import api
 
-    reproduction = run_recipe(
+    reproduction = api.reproduce(
         recipe, epochs=epochs, time_box_hours=time_box_hours, subset=subset,
         val_size=val_size, seed=seed, study_name=study_name, storage=storage,
         tracking_uri=tracking_uri, data_dir=data_dir, precision=precision, threads=threads,

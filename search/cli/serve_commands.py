@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 
 import click
 
-from runners.errors import FmsearchError
 from search.cli.options import (
     host_option,
     port_option,
@@ -17,7 +13,6 @@ from search.cli.options import (
     storage_option,
     tracking_option,
 )
-from search.storage.urls import redact
 
 
 @click.command()
@@ -57,37 +52,13 @@ def server(
     rebinding). It listens on 127.0.0.1 unless --host says otherwise: it has no
     authentication, so put a proxy in front to expose it.
     """
-    from search.storage.urls import DEFAULT_STORE_DIR, default_tracking_uri, sqlite_path
+    from search import api
 
-    uri = backend_store_uri or default_tracking_uri()
-    db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    artifacts = artifacts_destination or (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri()
-    command = [_mlflow_executable(), "server", "--artifacts-destination", artifacts]
-    command += ["--serve-artifacts", "--host", host, "--port", str(port)]
-    command += ["--workers", str(server_workers)]
-    if allowed_hosts:
-        command += ["--allowed-hosts", _with_local_hosts(allowed_hosts)]
-    click.echo(
-        f"MLflow tracking server on http://{host}:{port} over {redact(uri)} (Ctrl-C stops it)",
-        err=True,
-    )
-    sys.stdout.flush()
-    # The store's URL, password included, goes by environment: a command line is what `ps`
-    # shows every user of the host.
-    os.execve(command[0], command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
-
-
-def _with_local_hosts(allowed_hosts: str) -> str:
-    """``allowed_hosts`` as MLflow matches Host headers (exactly, port included: a bare name
-    also gets ``name:*``), plus what MLflow allows when not given the option (localhost and
-    private IP addresses), which the option would otherwise take away."""
-    from mlflow.server.security_utils import get_default_allowed_hosts
-
-    names = [name.strip() for name in allowed_hosts.split(",") if name.strip()]
-    with_ports = [f"{name}:*" for name in names if ":" not in name and "*" not in name]
-    return ",".join([*names, *with_ports, *get_default_allowed_hosts()])
+    service = api.server(backend_store_uri=backend_store_uri,
+                         artifacts_destination=artifacts_destination, host=host, port=port,
+                         workers=server_workers, allowed_hosts=allowed_hosts)  # fmt: skip
+    click.echo(f"{service.describe()} (Ctrl-C stops it)", err=True)
+    service.exec()
 
 
 @click.command()
@@ -96,36 +67,11 @@ def _with_local_hosts(allowed_hosts: str) -> str:
 @port_option(default=5000)
 def ui(tracking_uri, host, port) -> None:
     """Serve the MLflow UI over fmsearch's tracking store."""
-    from search.storage.urls import default_artifact_root, default_tracking_uri, sqlite_path
+    from search import api
 
-    uri = tracking_uri or default_tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        raise FmsearchError(f"{redact(uri)} is already a tracking server: open it in a browser")
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise FmsearchError(f"no MLflow store at {db}: run `fmsearch run` first")
-    command = [_mlflow_executable(), "ui", "--backend-store-uri", uri]
-    # One person browsing: one worker process, not MLflow's four (each imports all of MLflow).
-    command += ["--host", host, "--port", str(port), "--workers", "1"]
-    artifact_root = default_artifact_root(uri)
-    if artifact_root is not None:
-        command += ["--default-artifact-root", artifact_root.as_uri()]
-    click.echo(f"MLflow UI on http://{host}:{port} over {redact(uri)} (Ctrl-C stops it)", err=True)
-    sys.stdout.flush()
-    os.execv(command[0], command)
-
-
-def _executable(name: str, *, missing: str) -> str:
-    """The command ``name`` beside this Python (the venv's), else on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if found is None:
-        raise FmsearchError(missing)
-    return found
-
-
-def _mlflow_executable() -> str:
-    return _executable("mlflow", missing="the `mlflow` command is not installed beside fmsearch")
+    service = api.ui(tracking_uri=tracking_uri, host=host, port=port)
+    click.echo(f"{service.describe()} (Ctrl-C stops it)", err=True)
+    service.exec()
 
 
 @click.command()
@@ -176,16 +122,11 @@ def predict(files, model_uri, tracking_uri, output) -> None:
 @port_option(default=8080)
 def dashboard(storage, host, port) -> None:
     """Serve optuna-dashboard over the study storage (pip install 'fmsearch[dashboard]')."""
-    from search.storage.urls import default_storage
+    from search import api
 
-    url = storage or default_storage()
-    found = _executable(
-        "optuna-dashboard",
-        missing="optuna-dashboard is not installed: expected `pip install 'fmsearch[dashboard]'`",
-    )
-    click.echo(f"optuna-dashboard on http://{host}:{port} over {redact(url)}", err=True)
-    sys.stdout.flush()
-    os.execv(found, [found, url, "--host", host, "--port", str(port)])
+    service = api.dashboard(storage=storage, host=host, port=port)
+    click.echo(service.describe(), err=True)
+    service.exec()
 
 
 COMMANDS = (server, ui, predict, dashboard)
