@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -23,12 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from runners.data import FashionMNIST, Split, split_train_val
 from search.budget.costs import MAX_FINAL_EPOCHS, TRIAL_OVERHEAD_SECONDS
 from search.budget.ladder import Ladder, RungData, final_candidates, final_params, seconds_per_epoch
-from search.budget.plan import (
-    Plan,
-    final_epochs,
-    plan_summary,
-    retrain_reserve,
-)
+from search.budget.plan import Plan
 from search.names import (
     BEST_EPOCH_ATTR,
     ENSEMBLE_ATTR,
@@ -352,3 +347,47 @@ def record_outcome(
     }
     tracker.log_metrics(parent_run_id, figures)
     return figures
+
+
+def final_epochs(
+    plan: Plan,
+    *,
+    epoch_seconds: float,
+    finals_left: int,
+    now: float,
+    retrain_epoch_seconds: float = 0.0,
+) -> int:
+    """Epochs the next final training can afford, from an epoch time measured in the search.
+
+    The time left is shared evenly by the ``finals_left`` trainings. A plan that keeps time
+    to train the chosen model again on all images (``retrain_seconds``) shares the time up to
+    that retraining's end, an epoch of every final costing one more epoch of the retraining
+    (``retrain_epoch_seconds``): so that time the search left over goes to both, and the
+    retraining of a final that got longer still fits. The result is at least 1 and at most
+    ``MAX_FINAL_EPOCHS``.
+    """
+    k = max(finals_left, 1)
+    retrain = plan.retrain_seconds > 0
+    end = plan.retrain_ends_at if retrain else plan.finals_end_at
+    overheads = (k + retrain) * TRIAL_OVERHEAD_SECONDS
+    per_epoch = k * epoch_seconds + (retrain_epoch_seconds if retrain else 0.0)
+    epochs = int((max(0.0, end - now) - overheads) // max(per_epoch, 1e-9))
+    return max(1, min(MAX_FINAL_EPOCHS, epochs))
+
+
+def retrain_reserve(plan: Plan, *, epochs: int, retrain_epoch_seconds: float) -> float:
+    """Seconds the finals leave for retraining a final of ``epochs`` epochs on all images
+    (0 when the plan keeps no retraining)."""
+    if not plan.retrain_seconds:
+        return 0.0
+    return epochs * retrain_epoch_seconds + TRIAL_OVERHEAD_SECONDS
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """The plan's headline numbers, as MLflow params of the parent run."""
+    return {
+        "plan_rungs": " / ".join(f"{r.train_images}x{r.epochs}:{r.configs}" for r in plan.rungs),
+        "plan_top_k": plan.top_k,
+        "plan_final_epochs": plan.final_epochs,
+        "plan_estimated_seconds": round(plan.estimated_seconds),
+    }

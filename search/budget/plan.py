@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from runners.errors import FmsearchError
 from search.budget.costs import (
@@ -377,47 +376,3 @@ def _fit_ladder(sizes: list[int], search: float, *, trial_seconds, eta: int):
         if first // eta ** (n_rungs - 1) >= 1:
             break
     return ladder, per_config, first
-
-
-def final_epochs(
-    plan: Plan,
-    *,
-    epoch_seconds: float,
-    finals_left: int,
-    now: float,
-    retrain_epoch_seconds: float = 0.0,
-) -> int:
-    """Epochs the next final training can afford, from an epoch time measured in the search.
-
-    The time left is shared evenly by the ``finals_left`` trainings. A plan that keeps time
-    to train the chosen model again on all images (``retrain_seconds``) shares the time up to
-    that retraining's end, an epoch of every final costing one more epoch of the retraining
-    (``retrain_epoch_seconds``): so that time the search left over goes to both, and the
-    retraining of a final that got longer still fits. The result is at least 1 and at most
-    ``MAX_FINAL_EPOCHS``.
-    """
-    k = max(finals_left, 1)
-    retrain = plan.retrain_seconds > 0
-    end = plan.retrain_ends_at if retrain else plan.finals_end_at
-    overheads = (k + retrain) * TRIAL_OVERHEAD_SECONDS
-    per_epoch = k * epoch_seconds + (retrain_epoch_seconds if retrain else 0.0)
-    epochs = int((max(0.0, end - now) - overheads) // max(per_epoch, 1e-9))
-    return max(1, min(MAX_FINAL_EPOCHS, epochs))
-
-
-def retrain_reserve(plan: Plan, *, epochs: int, retrain_epoch_seconds: float) -> float:
-    """Seconds the finals leave for retraining a final of ``epochs`` epochs on all images
-    (0 when the plan keeps no retraining)."""
-    if not plan.retrain_seconds:
-        return 0.0
-    return epochs * retrain_epoch_seconds + TRIAL_OVERHEAD_SECONDS
-
-
-def plan_summary(plan: Plan) -> dict[str, Any]:
-    """The plan's headline numbers, as MLflow params of the parent run."""
-    return {
-        "plan_rungs": " / ".join(f"{r.train_images}x{r.epochs}:{r.configs}" for r in plan.rungs),
-        "plan_top_k": plan.top_k,
-        "plan_final_epochs": plan.final_epochs,
-        "plan_estimated_seconds": round(plan.estimated_seconds),
-    }

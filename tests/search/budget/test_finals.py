@@ -16,6 +16,7 @@ from search.budget.ensemble import DECISION_FILE, add_stand_in, combine_finals
 from search.budget.finals import (
     make_ladder,
     most_final_epochs,
+    plan_summary,
     record_outcome,
     record_plan,
     retrain_on_all_data,
@@ -23,7 +24,7 @@ from search.budget.finals import (
     with_validation_in_training,
 )
 from search.budget.ladder import RungMedianPruner
-from search.budget.plan import Plan, Rung, plan_summary
+from search.budget.plan import Plan, Rung
 from search.engines.optuna_pool import run_worker
 from search.names import (
     ENSEMBLE_ATTR,

@@ -6,13 +6,12 @@ import pytest
 
 from runners.errors import FmsearchError
 from search.budget.costs import FINAL_EPOCHS, MAX_FINAL_EPOCHS, TRIAL_OVERHEAD_SECONDS
+from search.budget.finals import final_epochs, retrain_reserve
 from search.budget.plan import (
     MAX_FIRST_RUNG_CONFIGS,
     THIN_LADDER_CONFIGS,
     Plan,
-    final_epochs,
     make_plan,
-    retrain_reserve,
     rung_sizes,
 )
 

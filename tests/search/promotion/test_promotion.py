@@ -10,7 +10,8 @@ import optuna
 import pytest
 
 from runners.errors import FmsearchError
-from search.promotion.promote import CHALLENGER, CHAMPION, default_model_name, promote_winner
+from search.promotion.aliases import CHALLENGER, CHAMPION
+from search.promotion.promote import default_model_name, promote_winner
 from tests.search.conftest import BAD_MLP, GOOD_MLP
 
 NAME = "fmsearch-test"
