@@ -44,8 +44,11 @@ def objective(*, arch="mlp", tracker=None, **kwargs) -> Objective:
     return Objective(**{**settings, **kwargs})
 
 
-def new_trial(**attrs) -> optuna.Trial:
-    trial = optuna.create_study().ask()
+def new_trial(params=None, **attrs) -> optuna.Trial:
+    study = optuna.create_study()
+    if params is not None:
+        study.enqueue_trial(params)
+    trial = study.ask()
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     return trial
@@ -88,11 +91,12 @@ def test_patience_is_the_search_s_for_search_trials_and_longer_for_a_constant_ra
 
 def test_a_trial_records_itself_and_returns_its_validation_accuracy(tracker):
     o = objective(arch="knn", tracker=tracker, objectives=("accuracy", "latency"),
-                  experiment_id=tracker.experiment_id("objective"))  # fmt: skip
-    trial = new_trial()
+                  split=split(200), experiment_id=tracker.experiment_id("objective"))  # fmt: skip
+    # The published configuration: a drawn n_neighbors may exceed the first share's images.
+    trial = new_trial(ARCHITECTURES["knn"].DEFAULTS)
     accuracy, latency = o(trial)
     assert 0.0 <= accuracy <= 1.0 and latency == trial.user_attrs[LATENCY_ATTR] > 0
-    assert trial.user_attrs[TRAIN_IMAGES_ATTR] == 40
+    assert trial.user_attrs[TRAIN_IMAGES_ATTR] == 200
     assert ":" in trial.user_attrs[WORKER_ATTR]  # host:pid
     run = mlflow.MlflowClient(tracker.tracking_uri).get_run(trial.user_attrs[RUN_ID_ATTR])
     assert run.info.status == "FINISHED"
@@ -107,7 +111,7 @@ def test_a_configuration_that_breaks_fails_its_trial_only(tracker, monkeypatch):
         raise ValueError("no such metric")
 
     monkeypatch.setattr(o._runner, "fit", broken)
-    trial = new_trial()
+    trial = new_trial(ARCHITECTURES["knn"].DEFAULTS)
     with pytest.raises(TrialFailed, match="ValueError: no such metric"):
         o(trial)
     assert trial.user_attrs[FAIL_REASON_ATTR] == "ValueError: no such metric"
