@@ -168,7 +168,9 @@ class Registry:
                 )
                 break
             except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                # MLflow reads the existing model back after a refused create: one released
+                # in between makes the refusal "not found". Both mean: held, try again.
+                if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                     raise
             broken += self._break_stale_lock(lock)
             if time.monotonic() > deadline:
