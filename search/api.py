@@ -30,6 +30,9 @@ from search.run.start import (
     preload,
     start_up_output_logged,
 )
+from search.services import mlflow_ui as ui
+from search.services import optuna_dashboard as dashboard
+from search.services import tracking_server as server
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,7 +46,6 @@ if TYPE_CHECKING:
     from search.insight.lr_find import LearningRateFinding
     from search.insight.report import StudyReport
     from search.outcome import StudyOutcome
-    from search.services import Service
     from spaces.recipes import Recipe
 
 __all__ = [
@@ -313,43 +315,3 @@ def recipes() -> dict[str, Recipe]:
     from spaces.recipes import RECIPES
 
     return dict(RECIPES)
-
-
-def server(
-    *,
-    backend_store_uri: str | None = None,
-    artifacts_destination: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    workers: int = 2,
-    allowed_hosts: str | None = None,
-) -> Service:
-    """An MLflow tracking server over fmsearch's store, for workers on other hosts; not yet
-    started (``.start()`` runs it in the background). See ``fmsearch server --help``."""
-    from search.services import tracking_server
-
-    return tracking_server(backend_store_uri=backend_store_uri,
-                           artifacts_destination=artifacts_destination, host=host, port=port,
-                           workers=workers, allowed_hosts=allowed_hosts)  # fmt: skip
-
-
-def ui(*, tracking_uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) -> Service:
-    """The MLflow UI over fmsearch's tracking store; not yet started (``.start()``).
-
-    Raises:
-        FmsearchError: The store is a server already, or a SQLite file that does not exist.
-    """
-    from search.services import mlflow_ui
-
-    return mlflow_ui(tracking_uri=tracking_uri, host=host, port=port)
-
-
-def dashboard(*, storage: str | None = None, host: str = "127.0.0.1", port: int = 8080) -> Service:
-    """optuna-dashboard over the study storage; not yet started (``.start()``).
-
-    Raises:
-        FmsearchError: optuna-dashboard is not installed.
-    """
-    from search.services import optuna_dashboard
-
-    return optuna_dashboard(storage=storage, host=host, port=port)

@@ -119,7 +119,6 @@ class Training:
     patience: int
     subset: int | None
     val_size: int
-    objective: str
     objectives: tuple[str, ...]
     fixed: dict[str, Any]
     narrowed: dict[str, Any]
@@ -128,6 +127,11 @@ class Training:
     seed: int | None
     deterministic: bool
     weights: str | None
+
+    @property
+    def objective(self) -> str:
+        """``--objective`` as given: the objectives, comma-separated."""
+        return ",".join(self.objectives)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,7 +275,6 @@ def _config(o: SearchOptions, *, space, engine, mode: Mode, seconds, hard, objec
             patience=o.patience,
             subset=o.subset,
             val_size=o.val_size,
-            objective=o.objective,
             objectives=objectives,
             fixed=fixed,
             narrowed=narrowed,
