@@ -14,14 +14,13 @@ judged on the 10,000 test images.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import add_results_dir, fmsearch_here, machine, write
+from benchmarks.common import add_results_dir, fmsearch_here, machine, runs, write
 from benchmarks.short_search import summarize
 from spaces import ARCHITECTURES
 
@@ -54,8 +53,8 @@ def main() -> None:
         archs, args.budget_minutes, args.subset, args.max_epochs = ["logreg"], 1 / 12, 500, 2
         args.val_size = 500
     name = "architectures_quick" if args.quick else "architectures"
-    previous = args.results_dir / f"{name}.json"
-    rows = json.loads(previous.read_text())["results"] if args.update and previous.exists() else {}
+    earlier = runs(name, directory=args.results_dir)
+    rows = dict(earlier[-1]["results"]) if args.update and earlier else {}
     with tempfile.TemporaryDirectory() as tmp:
         for arch in archs:
             command = [

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -22,7 +24,14 @@ def add_results_dir(parser) -> None:
     )
 
 
+# The CPU flags that decide a host's class: its training speed and `--precision auto`'s choice.
+_CLASS_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
 def machine() -> dict[str, str]:
+    """Where a measurement was taken: CPU model and class, cores, precision, versions."""
+    from runners.precision import cpu_flags, resolve_policy
+
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -34,25 +43,95 @@ def machine() -> dict[str, str]:
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
+        "flags": " ".join(f for f in _CLASS_FLAGS if f in cpu_flags()) or "none",
+        "precision": resolve_policy("auto"),
         "cores": str(os.cpu_count()),
         "python": platform.python_version(),
         **{p: version(p) for p in ("tensorflow", "keras", "mlflow", "optuna")},
     }
 
 
-def write(name: str, payload: dict, table: str, *, directory: Path = RESULTS) -> Path:
-    """Write ``<directory>/<name>.json`` and ``.md``; returns the Markdown path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), **payload}
-    (directory / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    info = payload["machine"]
-    header = (
-        f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores), TensorFlow "
-        f"{info['tensorflow']}, MLflow {info['mlflow']}, Optuna {info['optuna']}.\n\n"
+def runs(name: str, *, directory: Path = RESULTS) -> list[dict]:
+    """Every run of benchmark ``name`` on record in ``<directory>/<name>.json``, oldest first."""
+    path = directory / f"{name}.json"
+    return json.loads(path.read_text())["runs"] if path.exists() else []
+
+
+def find_run(name: str, label: str | None = None, *, directory: Path = RESULTS) -> dict:
+    """The latest run of ``name`` labelled ``label`` (None: the latest run)."""
+    found = [r for r in runs(name, directory=directory) if label in (None, r.get("label"))]
+    if not found:
+        raise LookupError(f"expected a run labelled {label!r} in {name}.json, got none")
+    return found[-1]
+
+
+def describe(info: dict[str, str]) -> str:
+    """A run's machine in one line: CPU model and class, precision, cores, versions."""
+    flags = info.get("flags")
+    precision = info.get("precision")
+    host = ", ".join(
+        [f"{info['cores']} cores"]
+        + ([f"CPU flags {flags}"] if flags else [])
+        + ([f"`--precision auto`: {precision}"] if precision else [])
     )
+    return (
+        f"{info['date']} on {info['cpu']} ({host}), TensorFlow {info['tensorflow']}, "
+        f"MLflow {info['mlflow']}, Optuna {info['optuna']}"
+    )
+
+
+def write(
+    name: str,
+    payload: dict,
+    table: str,
+    *,
+    directory: Path = RESULTS,
+    label: str | None = None,
+    summary: Callable[[list[dict]], str] | None = None,
+) -> Path:
+    """Add this run to ``<directory>/<name>.json`` (every run on record, oldest first) and
+    write ``<name>.md``, the benchmark's one page: ``summary`` of all runs where given, this
+    run's table, the command that reproduces it and its machine; returns the page's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {
+        "machine": machine(),
+        **({"label": label} if label else {}),
+        "reproduce": " ".join(["python -m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
+        **payload,
+        "table": table,
+    }
+    history = [*runs(name, directory=directory), record]
+    (directory / f"{name}.json").write_text(json.dumps({"runs": history}, indent=2) + "\n")
     path = directory / f"{name}.md"
-    path.write_text(header + table + "\n")
+    path.write_text(page(name, history, summary=summary))
     return path
+
+
+def page(
+    name: str, history: list[dict], *, summary: Callable[[list[dict]], str] | None = None
+) -> str:
+    """A benchmark's page: the summary of its runs, the latest run's table, the earlier runs."""
+    latest = history[-1]
+    title = name.replace("_", " ").capitalize()
+    parts = [f"# {title}", ""]
+    if summary is not None:
+        heading = "## The latest run" + (f": {latest['label']}" if latest.get("label") else "")
+        parts += [summary(history), "", heading, ""]
+    parts += [
+        f"Measured {describe(latest['machine'])}.",
+        "",
+        f"Reproduce: `{latest['reproduce']}`",
+        "",
+        latest["table"].rstrip(),
+    ]
+    if len(history) > 1:
+        parts += ["", f"Earlier runs, each with its table in [`{name}.json`]({name}.json):", ""]
+        parts += [
+            f"- {r['machine']['date']}, {r['machine']['cpu']}"
+            + (f": {r['label']}" if r.get("label") else "")
+            for r in reversed(history[:-1])
+        ]
+    return "\n".join(parts) + "\n"
 
 
 def fmsearch_here(args: list[str], *, cwd: Path) -> tuple[float, Any]:

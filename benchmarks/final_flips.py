@@ -2,42 +2,42 @@
 
 The champion runs' finals train the configuration the ladder chose at five epochs, and flip
 test-time augmentation is kept only when it wins on validation. A configuration that never
-saw a mirrored image gains nothing from it (the two-hour run of 2026-12-06: 0.9445 on
-validation, 0.9423 with flip TTA), while the best champion's configuration trained with
+saw a mirrored image gains nothing from it (the seed-2 two-hour run: 0.9445 on validation,
+0.9423 with flip TTA), while the best champion's configuration trained with
 flips and gained 0.26 points. This benchmark trains one ladder configuration from a champion
 run's record as a final is trained (a one-cycle schedule over all 50,000 images, no pruning,
 the best epoch kept) twice, as chosen and with random horizontal flips added, and judges
 each on validation and on the test images, plain and with flip TTA.
 
-    python -m benchmarks.final_flips [--quick] [--source champion_run_seed2.json]
-        [--trial 38] [--epochs 30] [--variant "as chosen"] [--seed 0] [--workdir DIR]
+    python -m benchmarks.final_flips [--quick] [--source champion_run.json]
+        [--run "2 h, seed 2"] [--trial 38] [--epochs 30] [--variant "as chosen"] [--seed 0]
+        [--workdir DIR]
 
 Each training is one ``fmsearch run --trials 1`` with every hyperparameter fixed, in a
 directory of its own, so each is a tracked, promoted study a user can open in MLflow.
 
-Its pages (``benchmarks/results/final_flips*.md``) hold the answers measured so far.
+Every answer measured so far is in ``benchmarks/results/final_flips.json``, labelled by the
+run, trial, length and seed it trained; ``final_flips.md`` shows the latest.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import RESULTS, add_results_dir, fmsearch_here, write
+from benchmarks.common import RESULTS, add_results_dir, find_run, fmsearch_here, write
 from runners.data import FashionMNIST, load_fashion_mnist
 from search.budget.ladder import final_params
 
 VARIANTS = {"as chosen": None, "with flips": True}
-# The best configuration of the seed-2 champion run's ladder; another run's or another trial's
-# results, or another length or seed, get a name of their own
-# (final_flips_from_SOURCE_trialN_epochsE_seedS): trial numbers repeat across runs.
-DEFAULT_SOURCE = RESULTS / "champion_run_seed2.json"
+# The best configuration of the seed-2 champion run's ladder (trial numbers repeat across runs).
+DEFAULT_SOURCE = RESULTS / "champion_run.json"
+DEFAULT_RUN = "2 h, seed 2"
 DEFAULT_TRIAL = 38
 DEFAULT_EPOCHS = 30
 # --quick: the smallest training that still exercises both variants end to end.
@@ -51,7 +51,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--source", type=Path, default=DEFAULT_SOURCE,
-        help="A champion run's results (its ladder's record holds each configuration)",
+        help="The champion runs' results (each run's ladder record holds its configurations)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--run", default=DEFAULT_RUN, help="The label of the champion run whose trial is trained"
     )  # fmt: skip
     parser.add_argument(
         "--trial", type=int, default=DEFAULT_TRIAL,
@@ -69,15 +72,9 @@ def main() -> None:
     )  # fmt: skip
     add_results_dir(parser)
     args = parser.parse_args()
-    record = json.loads(args.source.read_text())["result"]
+    record = find_run(args.source.stem, args.run, directory=args.source.parent)["result"]
     (trained,) = [t for t in record["ladder"]["trials"] if t["number"] == args.trial]
     params = final_params(trained["params"])
-    name_suffix = (
-        ("" if args.source.resolve() == DEFAULT_SOURCE.resolve() else f"_from_{args.source.stem}")
-        + ("" if args.trial == DEFAULT_TRIAL else f"_trial{args.trial}")
-        + ("" if args.epochs == DEFAULT_EPOCHS else f"_epochs{args.epochs}")
-        + ("" if args.seed == 0 else f"_seed{args.seed}")
-    )
     extra: list[str] = []
     if args.quick:
         args.epochs, params["width"], extra = 1, 0.25, list(QUICK_DATA)
@@ -105,8 +102,8 @@ def main() -> None:
                 }
             )
     lines = [
-        f"Trial {args.trial} of `{args.source.name}` ({record['command']}), trained as a final "
-        f"({args.epochs} one-cycle epochs on all training images, the best epoch kept, "
+        f"Trial {args.trial} of the champion run '{args.run}' ({record['command']}), trained as "
+        f"a final ({args.epochs} one-cycle epochs on all training images, the best epoch kept, "
         f"seed {args.seed}), "
         + " and ".join(r["variant"] for r in rows).replace(
             "with flips", "with random horizontal flips"
@@ -125,9 +122,10 @@ def main() -> None:
         ),
     ]
     path = write(
-        "final_flips" + ("_quick" if args.quick else "") + name_suffix,
+        "final_flips_quick" if args.quick else "final_flips",
         {
             "source": args.source.name,
+            "run": args.run,
             "trial": args.trial,
             "epochs": args.epochs,
             "seed": args.seed,
@@ -136,6 +134,8 @@ def main() -> None:
         },
         "\n".join(lines),
         directory=args.results_dir,
+        label=f"trial {args.trial} of {args.run}: {args.epochs} epochs, seed {args.seed}"
+        + ("" if args.variant else ", both variants"),
     )
     print(path.read_text())
 

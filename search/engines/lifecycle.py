@@ -23,7 +23,7 @@ from search.outcome import Refit, StudyOutcome, summarize
 from search.storage.locks import storage_lock
 from search.storage.rdb import backend_of
 from search.tracking import Tracker
-from search.trials.objective import EpochCallback, Objective
+from search.trials.objective import EpochCallback, Objective, TrialRules
 from search.trials.spaces import study_space
 
 logger = logging.getLogger(__name__)
@@ -79,13 +79,15 @@ def run_engine(
         tracker=tracker,
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
-        max_epochs=max_epochs,
-        seed=seed,
-        deterministic=deterministic,
-        patience=patience,
-        objectives=objectives,
+        rules=TrialRules(
+            max_epochs=max_epochs,
+            seed=seed,
+            patience=patience,
+            objectives=objectives,
+            deterministic=deterministic,
+            dtype_policy=policy,
+        ),
         narrowed=narrowed or {},
-        dtype_policy=policy,
         deadline=deadline if hard_timeout else None,
         on_epoch=on_epoch,
         refit_split=refit_split,

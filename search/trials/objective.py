@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -48,6 +49,27 @@ from spaces.families import Families
 logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrialRules:
+    """How each of a study's trials trains, the same in every process that runs one.
+
+    Attributes:
+        max_epochs: Epochs a search trial trains at most (a rung or a refit sets its own).
+        seed: The first trial's weight seed; trial N gets ``seed + N`` (None: random).
+        patience: Epochs without improvement before a trial ends (None: never).
+        objectives: ``accuracy``, then ``params`` or ``latency`` for a two-objective study.
+        deterministic: TensorFlow's op determinism in every trial.
+        dtype_policy: The Keras dtype policy, resolved for this host.
+    """
+
+    max_epochs: int
+    seed: int | None = None
+    patience: int | None = None
+    objectives: tuple[str, ...] = ("accuracy",)
+    deterministic: bool = False
+    dtype_policy: str = "float32"
 
 
 class _Reporter:
@@ -97,13 +119,8 @@ class Objective:
         tracker: Tracker,
         experiment_id: str,
         parent_run_id: str,
-        max_epochs: int,
-        seed: int | None,
-        patience: int | None,
-        objectives: tuple[str, ...],
+        rules: TrialRules,
         narrowed: Mapping[str, BaseDistribution],
-        deterministic: bool = False,
-        dtype_policy: str = "float32",
         deadline: float | None = None,
         on_epoch: EpochCallback | None = None,
         refit_split: Split | None = None,
@@ -111,7 +128,7 @@ class Objective:
         ladder: Ladder | None = None,
         fit_plan: Callable[[optuna.Trial], FitPlan | None] | None = None,
     ) -> None:
-        self._dtype_policy = dtype_policy
+        self._rules = rules
         self._ladder = ladder
         self._refit_split = refit_split
         self._refit = refit
@@ -120,7 +137,6 @@ class Objective:
         # A time.monotonic() value after which running trials end (a hard time budget).
         self._deadline = deadline
         self._on_epoch = on_epoch
-        self._objectives = objectives
         self._narrowed = narrowed
         self._space = space
         self._runner = runner_for(space)
@@ -129,10 +145,6 @@ class Objective:
         self._tracker = tracker
         self._experiment_id = experiment_id
         self._parent_run_id = parent_run_id
-        self._max_epochs = max_epochs
-        self._seed = seed
-        self._deterministic = deterministic
-        self._patience = patience
 
     @property
     def refit_started(self) -> bool:
@@ -165,7 +177,7 @@ class Objective:
             reporter = _Reporter(
                 trial,
                 log,
-                prunable=len(self._objectives) == 1 and refit_of is None,
+                prunable=len(self._rules.objectives) == 1 and refit_of is None,
                 on_epoch=self._on_epoch,
             )
             result = self._train(trial, params, split, log, reporter, max_epochs)
@@ -195,9 +207,9 @@ class Objective:
             self._close(trial, log, state="FAIL", reason="interrupted")
             raise
         self._close(trial, log, state="COMPLETE")
-        if len(self._objectives) == 1:
+        if len(self._rules.objectives) == 1:
             return result.best_value if reported is None else reported
-        second = {"params": N_PARAMS_ATTR, "latency": LATENCY_ATTR}[self._objectives[1]]
+        second = {"params": N_PARAMS_ATTR, "latency": LATENCY_ATTR}[self._rules.objectives[1]]
         return result.best_value, float(trial.user_attrs[second])
 
     def _claim_refit(
@@ -219,10 +231,10 @@ class Objective:
     def _fidelity(self, trial: optuna.Trial, refit_of: int | None) -> tuple[Split, int, int | None]:
         """What the trial trains on, for how many epochs at most, and its rung (if planned)."""
         if refit_of is not None:
-            epochs = trial.user_attrs.get(REFIT_EPOCHS_ATTR, self._max_epochs)
+            epochs = trial.user_attrs.get(REFIT_EPOCHS_ATTR, self._rules.max_epochs)
             return self._refit_split or self._split, epochs, None
         if self._ladder is None:
-            return self._split, self._max_epochs, None
+            return self._split, self._rules.max_epochs, None
         # A planned search's first trials come from the plain pool: they are rung 0.
         rung = int(trial.user_attrs.get(RUNG_ATTR, 0))
         trial.set_user_attr(RUNG_ATTR, rung)
@@ -256,13 +268,13 @@ class Objective:
             split=split,
             reporter=reporter,
             plan=plan,
-            seed=None if self._seed is None else self._seed + trial.number,
-            deterministic=self._deterministic,
-            dtype_policy=self._dtype_policy,
+            seed=None if self._rules.seed is None else self._rules.seed + trial.number,
+            deterministic=self._rules.deterministic,
+            dtype_policy=self._rules.dtype_policy,
             **(self._early_stopping(trial, params, plan.max_epochs) if by_epoch else {}),
             deadline=self._deadline,
             # A second objective (params, latency) is measured after training, not by it.
-            metric=self._objectives[0],
+            metric=self._rules.objectives[0],
         )
         try:
             fitted = self._runner.fit(self._space, request, trial)
@@ -299,11 +311,11 @@ class Objective:
             return None  # its validation images are training images: nothing to stop on
         if "patience" in params:  # a fine-tuning grid's own dimension
             return params["patience"]
-        if self._patience is None or REFIT_ATTR not in trial.user_attrs:
-            return self._patience
+        if self._rules.patience is None or REFIT_ATTR not in trial.user_attrs:
+            return self._rules.patience
         if self._monitor_from(trial, params, epochs):
-            return self._patience
-        return max(self._patience, -(-epochs // 3))
+            return self._rules.patience
+        return max(self._rules.patience, -(-epochs // 3))
 
     def _monitor_from(self, trial: optuna.Trial, params: dict[str, Any], epochs: int) -> int:
         """The first epoch early stopping watches: a refit's (a final's) once its schedule

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import sys
 
 import pytest
+
+from benchmarks.common import runs
 
 
 @pytest.fixture
@@ -26,10 +27,10 @@ def run_quick(tmp_path, monkeypatch):
         monkeypatch.setattr(sys, "argv", argv)
         with postgres() if name == "storage_load" else contextlib.nullcontext():
             module.main()
-        payload = json.loads((tmp_path / f"{name}_quick.json").read_text())
-        assert payload["machine"]["tensorflow"]
+        (payload,) = runs(f"{name}_quick", directory=tmp_path)
+        assert payload["machine"]["tensorflow"] and payload["reproduce"].startswith("python -m")
         table = (tmp_path / f"{name}_quick.md").read_text()
-        assert table.count("\n|") >= 3
+        assert table.count("\n|") >= 3 and payload["reproduce"] in table
         return payload
 
     return run

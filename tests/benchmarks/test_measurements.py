@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import pytest
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, find_run
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +31,8 @@ def test_quick_benchmark_writes_its_results(name, run_quick):
 
 def test_final_flips_trains_the_recorded_configuration_both_ways(run_quick):
     payload = run_quick("final_flips")
-    (source,) = [
-        t
-        for t in json.loads((RESULTS / payload["source"]).read_text())["result"]["ladder"]["trials"]
-        if t["number"] == payload["trial"]
-    ]
+    record = find_run(Path(payload["source"]).stem, payload["run"], directory=RESULTS)["result"]
+    (source,) = [t for t in record["ladder"]["trials"] if t["number"] == payload["trial"]]
     chosen, flipped = payload["rows"]
     assert (chosen["flip"], flipped["flip"]) == (source["params"]["flip"], True) == (False, True)
     for row in payload["rows"]:

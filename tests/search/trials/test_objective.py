@@ -24,7 +24,7 @@ from search.names import (
     TRAIN_IMAGES_ATTR,
     WORKER_ATTR,
 )
-from search.trials.objective import Objective
+from search.trials.objective import Objective, TrialRules
 from spaces import ARCHITECTURES
 
 
@@ -35,11 +35,12 @@ def split(n: int) -> Split:
     return Split(x_train=x, y_train=y, x_val=x[: n // 2], y_val=y[: n // 2])
 
 
-def objective(*, arch="mlp", tracker=None, **kwargs) -> Objective:
+def objective(*, arch="mlp", tracker=None, objectives=("accuracy",), **kwargs) -> Objective:
     settings = {
         "space": ARCHITECTURES[arch], "arch": arch, "split": split(40),
-        "tracker": tracker, "experiment_id": "0", "parent_run_id": "parent", "max_epochs": 6,
-        "seed": 0, "patience": 2, "objectives": ("accuracy",), "narrowed": {},
+        "tracker": tracker, "experiment_id": "0", "parent_run_id": "parent",
+        "rules": TrialRules(max_epochs=6, seed=0, patience=2, objectives=objectives),
+        "narrowed": {},
     }  # fmt: skip
     return Objective(**{**settings, **kwargs})
 
