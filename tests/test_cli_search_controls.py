@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
 
-from search.names import KT_TRIAL_ATTR
+from search.budget.plan import Plan
+from search.names import (
+    ARCH_ATTR,
+    ENSEMBLE_ATTR,
+    FINAL_ATTR,
+    KT_TRIAL_ATTR,
+    PLAN_ATTR,
+    RUNG_ATTR,
+)
 
 from .test_cli import _one_line_error, _store_args
 
@@ -314,6 +324,40 @@ def test_arch_auto_searches_the_families_in_one_study_and_reports_each(cli, stor
     families = json.loads(Path(path).read_text())["families"]
     assert sorted(row["family"] for row in families) == ["dnn", "mlp"]
     assert all(row["complete"] == 1 for row in families)
+
+
+def test_a_budgeted_search_over_several_runs_the_one_it_chose_and_names_its_champion(
+    cli, stores, caplog
+):
+    """--arch A,B --budget-hours: each family measured, one chosen and printed with what each
+    promised; then exactly that family's printed plan runs, and the line the command prints
+    names the trial it promoted."""
+    caplog.set_level(logging.INFO, logger="search")
+    result = cli("run", "--arch", "mlp,dnn", "--budget-hours", 0.03, "--subset", 900,
+                 "--val-size", 300, "--seed", 0, *_store_args(stores))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    logged = caplog.text
+    assert "--arch mlp,dnn: mlp, alone" in logged and "<- chosen" in logged
+    assert "plan for mlp in" in logged
+    study = optuna.load_study(study_name="mlp-dnn", storage=stores["storage"])
+    assert study.user_attrs[ARCH_ATTR] == "mlp"
+    trials = [t for t in study.trials if ENSEMBLE_ATTR not in t.user_attrs]
+    assert trials and all("n_units_l0" in t.params and "arch" not in t.params for t in trials)
+    plan = Plan.from_json(study.user_attrs[PLAN_ATTR])
+    finals = [t for t in trials if t.user_attrs.get(FINAL_ATTR)]
+    # The plan's finals, fewer where a loaded machine ran late (the log says which).
+    assert 1 <= len(finals) <= plan.top_k
+    ladder = [t for t in trials if not t.user_attrs.get(FINAL_ATTR)]
+    assert {t.user_attrs[RUNG_ATTR] for t in ladder} <= set(range(len(plan.rungs)))
+    promoted = re.search(
+        r"fmsearch-mlp-dnn version 1 from trial (\d+) is the champion", result.output
+    )
+    assert promoted, result.output
+    assert f"best trial {promoted.group(1)}: val_accuracy" in result.output
+    _, _, runs = _trial_runs(stores, "mlp-dnn")
+    (parent,) = [r for r in runs if r.data.tags["fmsearch.role"] == "study"]
+    assert parent.data.params["requested_arch"] == "mlp,dnn"
+    assert parent.data.params["expected_accuracy"].startswith("mlp 0.")
 
 
 @pytest.mark.slow

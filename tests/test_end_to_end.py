@@ -137,6 +137,7 @@ def _browser():
 
 def test_ui_in_a_real_browser(ui, tmp_path):
     """Chromium finds the study's trial runs and the champion's confusion matrix in the UI."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -150,7 +151,8 @@ def test_ui_in_a_real_browser(ui, tmp_path):
         )
         promotion = json.loads(body)["model_version"]["run_id"]
         browser = _browser()
-        wait = WebDriverWait(browser, 120)
+        # React re-renders rows while the wait reads them: a stale row is looked up again.
+        wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
 
         def expanders(b):
             # The header's visibility button renders before the runs' rows do.

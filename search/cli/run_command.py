@@ -206,7 +206,8 @@ def run(*, n_trials, enqueue, no_enqueue, verbose, **options) -> None:
     enqueue = False if no_enqueue else True if enqueue == PUBLISHED else enqueue
     # The other options are api.SearchOptions' fields by the same names.
     result = api.search(trials=n_trials if given else None, enqueue=enqueue, **options)
-    click.echo(result.searched.describe())
+    # A plan's finals and ensemble are part of its search: its best trial is the one promoted.
+    click.echo((result.outcome if result.plan is not None else result.searched).describe())
     if result.refit is not None:
         _echo_refit(result.refit, study=result.study)
     if result.promotion is not None:

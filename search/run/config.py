@@ -180,6 +180,9 @@ class SearchConfig:
     recipe: Recipe | None
     grid: tuple[dict[str, Any], ...]
     quiet: bool
+    # A planned search over several architectures searches one (search.run.planning).
+    requested: str | None = None
+    choice: Any = None
 
     @property
     def mode(self) -> Mode:

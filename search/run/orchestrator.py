@@ -99,7 +99,7 @@ def _run_trials(s) -> tuple[Plan | None, Any]:
     """The search's trials, here, in local worker processes, or by workers elsewhere;
     planned first when the search is. Returns the plan and its ladder, if planned."""
     from search.kinds import runner_for
-    from search.run import pipeline
+    from search.run import pipeline, planning
     from search.run.workers import run_local_workers, threads_per_worker, wait_for_pool
     from search.storage.urls import store_dir
 
@@ -107,7 +107,7 @@ def _run_trials(s) -> tuple[Plan | None, Any]:
     timeout, hard_timeout, n_trials = c.budget.seconds, c.budget.hard, c.budget.n_trials
     plan = ladder = None
     if c.mode is Mode.PLAN:
-        plan, ladder = pipeline.make_plan(s)
+        plan, ladder = planning.make_plan(s)
         n_trials = sum(r.configs for r in plan.rungs)
         timeout, hard_timeout = plan.search_ends_at - time.time(), True
     elif hard_timeout:

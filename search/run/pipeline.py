@@ -9,7 +9,6 @@ as objects, which the CLI prints.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,25 +74,23 @@ def open_search(config: SearchConfig, *, tracker: Tracker, optuna_storage, stora
     open its MLflow parent run."""
     from runners.data import load_fashion_mnist
     from search.engines.lifecycle import open_study_run
+    from search.run.planning import choose_family, searches_several
     from search.run.workers import prepare_study
 
-    c, t = config, config.training
+    c = config
     data = load_fashion_mnist(data_dir=c.stores.data_dir)
-    settings = SearchSettings.from_distributions(
-        sampler=c.engine.sampler, pruner=c.engine.pruner, max_epochs=t.max_epochs,
-        patience=t.patience, subset=t.subset, val_size=t.val_size, seed=t.seed, fixed=t.fixed,
-        narrowed=t.narrowed, precision=t.precision, deterministic=t.deterministic,
-        weights=t.weights,
-    )  # fmt: skip
     # Split before the study exists, so that an impossible --subset creates nothing.
-    split = settings.split(data)
+    split = _settings(c).split(data)
+    if searches_several(c):
+        c = choose_family(c, split=split, optuna_storage=optuna_storage, started_at=started_at)
+    settings = _settings(c)
     first, pool, baseline = _pool(c)
     study = prepare_study(
         storage=optuna_storage,
         storage_url=storage,
         study_name=c.study_name,
         arch=c.arch,
-        objectives=t.objectives,
+        objectives=c.training.objectives,
         settings=settings,
         # An engine that asks for each trial enqueues them itself. A planned search's
         # ladder adds its own, one per free worker at a time.
@@ -107,7 +104,7 @@ def open_search(config: SearchConfig, *, tracker: Tracker, optuna_storage, stora
         study.study_name,
         "planned from the budget" if c.planned else f"{c.budget.n_trials} trials",
         f"{workers} worker processes" if workers != 1 else "in this process",
-        t.max_epochs,
+        c.training.max_epochs,
     )
     run_params = _run_params(c, train_images=len(split.x_train), storage=storage,
                              data_source=data.source)  # fmt: skip
@@ -115,6 +112,17 @@ def open_search(config: SearchConfig, *, tracker: Tracker, optuna_storage, stora
     return Opened(config=c, tracker=tracker, storage=storage, data=data, split=split,
                   settings=settings, study=study, run_params=run_params,
                   parent_run_id=parent_run_id, started_at=started_at)  # fmt: skip
+
+
+def _settings(c: SearchConfig) -> SearchSettings:
+    """What every worker of ``c``'s study needs, kept with the study."""
+    t = c.training
+    return SearchSettings.from_distributions(
+        sampler=c.engine.sampler, pruner=c.engine.pruner, max_epochs=t.max_epochs,
+        patience=t.patience, subset=t.subset, val_size=t.val_size, seed=t.seed, fixed=t.fixed,
+        narrowed=t.narrowed, precision=t.precision, deterministic=t.deterministic,
+        weights=t.weights,
+    )  # fmt: skip
 
 
 def _pool(c: SearchConfig) -> tuple[list[dict[str, Any]], int, str | None]:
@@ -160,6 +168,12 @@ def _run_params(c: SearchConfig, *, train_images: int, storage: str,
         "data_source": data_source,
         "workers": c.engine.workers,
     }
+    if c.requested is not None:  # --arch auto: what was asked, and what each family promised
+        params["requested_arch"] = c.requested
+    if c.choice is not None:
+        params["expected_accuracy"] = ", ".join(
+            f"{f} {e:.4f}" for f, e in c.choice.expected.items() if e is not None
+        )
     if c.space.BACKBONE is not None:  # where its backbone's weights came from
         params["weights"] = t.weights or "none: trained from scratch"
     return params
@@ -243,35 +257,6 @@ def refit_best(s: Opened, *, epochs: int) -> RefitOutcome | None:
               refit=refit)  # fmt: skip
     done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(REFIT_ATTR) == refit.of]
     return RefitOutcome(of=refit.of, trial=done[-1] if done else None)
-
-
-def make_plan(s: Opened) -> tuple[Plan, Any]:
-    """Measure this host, plan the budget, print and record the plan; the plan and ladder."""
-    from runners.precision import resolve_policy
-    from search.budget.costs import measure_host
-    from search.budget.finals import make_ladder, record_plan
-    from search.budget.plan import TOP_K
-    from search.budget.plan import make_plan as plan_budget
-
-    c = s.config
-    throughput = measure_host(arch=c.arch, split=s.split, fixed=s.settings.fixed,
-                              policy=resolve_policy(s.settings.precision))  # fmt: skip
-    plan = plan_budget(
-        budget_seconds=c.budget.seconds,
-        train_images_per_s=throughput.train_images_per_s,
-        eval_images_per_s=throughput.eval_images_per_s,
-        train_images=len(s.split.x_train),
-        val_images=len(s.split.x_val),
-        started_at=s.started_at,
-        probe_seconds=time.time() - s.started_at,
-        max_rung_epochs=s.settings.max_epochs,
-        retrain_on_all=c.budget.final_on_all_data,
-        top_k=TOP_K if c.budget.top_k is None else c.budget.top_k,
-    )
-    logger.info("%s", plan.describe(arch=c.arch))
-    record_plan(s.study, tracker=s.tracker, parent_run_id=s.parent_run_id, plan=plan, arch=c.arch)
-    ladder = make_ladder(plan, data=s.data, full=s.split, val_size=s.settings.val_size)
-    return plan, ladder
 
 
 def estimate(s: Opened, *, n_trials: int) -> None:
