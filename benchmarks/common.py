@@ -32,6 +32,7 @@ def machine() -> dict[str, str]:
     """Where a measurement was taken: CPU model and class, cores, precision, versions."""
     from runners.precision import cpu_flags, resolve_policy
 
+    flags = cpu_flags()
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -43,7 +44,7 @@ def machine() -> dict[str, str]:
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
-        "flags": " ".join(f for f in _CLASS_FLAGS if f in cpu_flags()) or "none",
+        "flags": " ".join(f for f in _CLASS_FLAGS if f in flags) or "none",
         "precision": resolve_policy("auto"),
         "cores": str(os.cpu_count()),
         "python": platform.python_version(),

@@ -45,6 +45,14 @@ def own_name(family: str, name: str) -> str:
     return name if name in SHARED else f"{family}.{name}"
 
 
+def own_params(params: dict[str, Any], family: str) -> dict[str, Any]:
+    """Of values under the study's names, ``family``'s under its own (``own_name`` undone)."""
+    prefix = f"{family}."
+    return {
+        k.removeprefix(prefix): v for k, v in params.items() if k in SHARED or k.startswith(prefix)
+    }
+
+
 class _FamilyTrial:
     """A trial seen by one family's ``suggest``: its own names get the family's prefix."""
 
@@ -111,12 +119,7 @@ class Families:
     ) -> keras.Model:
         """Build the family's model that ``params`` (from :meth:`suggest`) describes."""
         family = params[FAMILY_PARAM]
-        prefix = f"{family}."
-        own = {
-            k.removeprefix(prefix): v
-            for k, v in params.items()
-            if k in SHARED or k.startswith(prefix)
-        }
+        own = own_params(params, family)
         return self._modules[family].build(own, input_shape=input_shape, num_classes=num_classes)
 
 

@@ -89,9 +89,13 @@ class Promotion:
 
 
 def default_model_name(study: optuna.Study) -> str:
-    """``fmsearch-<arch>`` for the architecture the study searches (``fmsearch-a-b`` for
-    architectures ``a,b`` searched together)."""
-    return f"fmsearch-{study.user_attrs.get(ARCH_ATTR, study.study_name).replace(',', '-')}"
+    """:func:`model_name_for` the architecture the study searches."""
+    return model_name_for(study.user_attrs.get(ARCH_ATTR, study.study_name))
+
+
+def model_name_for(arch: str) -> str:
+    """``fmsearch-<arch>`` (``fmsearch-a-b`` for architectures ``a,b`` searched together)."""
+    return f"fmsearch-{arch.replace(',', '-')}"
 
 
 def promote_winner(

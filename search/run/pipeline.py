@@ -79,11 +79,12 @@ def open_search(config: SearchConfig, *, tracker: Tracker, optuna_storage, stora
 
     c = config
     data = load_fashion_mnist(data_dir=c.stores.data_dir)
+    settings = _settings(c)
     # Split before the study exists, so that an impossible --subset creates nothing.
-    split = _settings(c).split(data)
+    split = settings.split(data)
     if searches_several(c):
         c = choose_family(c, split=split, optuna_storage=optuna_storage, started_at=started_at)
-    settings = _settings(c)
+        settings = _settings(c)  # the chosen architecture's pinned values, by its own names
     first, pool, baseline = _pool(c)
     study = prepare_study(
         storage=optuna_storage,

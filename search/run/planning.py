@@ -16,9 +16,10 @@ from search.budget.choose import Choice, choose
 from search.budget.plan import TOP_K, Plan
 from search.budget.plan import make_plan as plan_budget
 from search.names import ARCH_ATTR
+from search.promotion.promote import model_name_for
 from search.run.config import SearchConfig
 from spaces import ARCHITECTURES
-from spaces.families import SHARED, Families
+from spaces.families import Families, own_params
 
 if TYPE_CHECKING:
     from runners.throughput import Throughput
@@ -79,8 +80,8 @@ def choose_family(
         policy = resolve_policy(c.training.precision)
         rates = {
             family: measure_host(
-                arch=family, split=split, policy=policy, fixed=own_values(c.training.fixed, family)
-            )  # fmt: skip
+                arch=family, split=split, policy=policy, fixed=own_params(c.training.fixed, family)
+            )
             for family in c.space.names
         }
         # Planned once all are measured: each family's plan starts from the same moment.
@@ -100,23 +101,15 @@ def choose_family(
     return for_family(c, chosen, choice=choice)
 
 
-def own_values(values: dict[str, Any], family: str) -> dict[str, Any]:
-    """Of values under a multi-architecture study's names, ``family``'s under its own."""
-    prefix = f"{family}."
-    return {
-        k.removeprefix(prefix): v for k, v in values.items() if k in SHARED or k.startswith(prefix)
-    }
-
-
 def for_family(c: SearchConfig, family: str, *, choice: Choice | None) -> SearchConfig:
     """``c`` searching ``family`` alone, registered under the name the search asked for."""
     training = dataclasses.replace(
         c.training,
-        fixed=own_values(c.training.fixed, family),
-        narrowed=own_values(c.training.narrowed, family),
+        fixed=own_params(c.training.fixed, family),
+        narrowed=own_params(c.training.narrowed, family),
     )
     promotion = dataclasses.replace(
-        c.promotion, register_as=c.promotion.register_as or f"fmsearch-{c.arch.replace(',', '-')}"
+        c.promotion, register_as=c.promotion.register_as or model_name_for(c.arch)
     )
     return dataclasses.replace(c, arch=family, space=ARCHITECTURES[family], training=training,
                                promotion=promotion, requested=c.arch, choice=choice)  # fmt: skip
