@@ -140,7 +140,8 @@ def train_dataset(
 
     Args:
         x: uint8 images (N, H, W, C), pixel values 0 to 255.
-        y: Integer labels (N,).
+        y: Integer labels (N,), or soft labels (N, ``num_classes``): class probabilities a
+            teacher gave each image (distillation), used as they are.
         params: The trial's hyperparameters: ``batch_size``, and the augmentation keys
             (``mix``, ``mix_prob``, ``mix_alpha`` and those of :func:`classic_augmentation`).
         num_classes: Classes of the one-hot labels.
@@ -153,9 +154,13 @@ def train_dataset(
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(params["batch_size"])
+    soft = np.ndim(y) == 2
+    if soft and np.shape(y)[1] != num_classes:
+        raise ValueError(f"expected soft labels of {num_classes} classes, got {np.shape(y)[1]}")
 
     def to_float(images, labels):
-        return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
+        labels = tf.cast(labels, tf.float32) if soft else tf.one_hot(labels, num_classes)
+        return tf.cast(images, tf.float32), labels
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if classic is not None:

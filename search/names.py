@@ -13,6 +13,8 @@ OBJECTIVES_ATTR = "objectives"
 SETTINGS_ATTR = "fmsearch.settings"
 # The planned search's plan (search.budget.plan.Plan), for the ladder in every worker.
 PLAN_ATTR = "fmsearch.plan"
+# Ensemble trials whose distilled single model is served in their place: {number: student}.
+DISTILLED_ATTR = "fmsearch.distilled"
 # A fine-tuning study's source: the champion's configuration, its model, the grid.
 FINETUNE_ATTR = "fmsearch.finetune"
 # A worker writes this to learn that the storage takes writes again after an outage.
@@ -63,6 +65,8 @@ TTA_ATTR = "tta"
 # training images. Its value is the validated value of the trial it stands in for, since a
 # model cannot be validated on images it trained on; it never competes on that value.
 STANDS_IN_ATTR = "stands_in_for"
+# A single model trained on an ensemble trial's soft labels: the ensemble trial's number.
+DISTILLED_FROM_ATTR = "distilled_from"
 # A planned search's trial: its rung of the ladder (0: the smallest data), the trial it was
 # promoted from, and whether it is one of the finals that train the winners at full fidelity.
 RUNG_ATTR = "rung"
@@ -102,6 +106,7 @@ DECISION_TAG = "fmsearch.decision"
 # On a study's parent run: what the ensemble step and --final-on-all-data decided.
 ENSEMBLE_TAG = "fmsearch.ensemble"
 FINAL_ON_ALL_DATA_TAG = "fmsearch.final_on_all_data"
+DISTILL_TAG = "fmsearch.distill"
 # On an explanation's run: the index of the test image it explains.
 INDEX_TAG = "fmsearch.index"
 # On a reproduction's parent run: the source recipe it trains (spaces.recipes).

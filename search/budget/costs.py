@@ -42,23 +42,39 @@ def reserve_seconds(*, top_k: int, val_images: int, eval_rate: float) -> float:
 @dataclass(frozen=True)
 class FinalCosts:
     """Seconds of the final trainings: an epoch on the training images (``epoch_full``), on
-    the training and validation images (``epoch_all``, for ``retrain_on_all``)."""
+    the training and validation images (``epoch_all``, for ``retrain_on_all``); with
+    ``distill``, one more training like a final (the student distilled from the finals'
+    ensemble) wherever two finals or more can make one."""
 
     epoch_full: float
     epoch_all: float
     retrain_on_all: bool
+    distill: bool = False
 
     def retrain(self, epochs: int) -> float:
         if not (self.retrain_on_all and epochs):
             return 0.0
         return epochs * self.epoch_all + TRIAL_OVERHEAD_SECONDS
 
+    def students(self, k: int) -> int:
+        """Distilled models trained after ``k`` finals (0 or 1)."""
+        return int(self.distill and k >= 2)
+
+    def student(self, k: int, epochs: int) -> float:
+        return self.students(k) * (epochs * self.epoch_full + TRIAL_OVERHEAD_SECONDS)
+
     def epoch(self, k: int) -> float:
         """Seconds one more epoch of ``k`` final models (and the retraining, when kept) takes."""
-        return k * self.epoch_full + (self.epoch_all if self.retrain_on_all else 0.0)
+        return (k + self.students(k)) * self.epoch_full + (
+            self.epoch_all if self.retrain_on_all else 0.0
+        )
 
     def final(self, k: int, epochs: int) -> float:
-        return k * (epochs * self.epoch_full + TRIAL_OVERHEAD_SECONDS) + self.retrain(epochs)
+        return (
+            k * (epochs * self.epoch_full + TRIAL_OVERHEAD_SECONDS)
+            + self.student(k, epochs)
+            + self.retrain(epochs)
+        )
 
 
 def finals_that_fit(costs: FinalCosts, *, share: float, top_k: int) -> tuple[int, int, list[str]]:

@@ -87,7 +87,7 @@ def combine_finals(
             model = tracker.load_keras_model(uri)
             models[trial.number], uris[trial.number] = model, uri
             probabilities[trial.number] = view_probabilities(
-                _combined([model], tta=False), split.x_val
+                predictor([model], tta=False), split.x_val
             )
         if not probabilities:
             return None
@@ -101,7 +101,7 @@ def combine_finals(
         if choice.combined:
             chosen = choice.chosen
             members = [models[m] for m in chosen.members]
-            predict = _combined(members, tta=chosen.tta)
+            predict = predictor(members, tta=chosen.tta)
             latency = measure_latency(predict, split.x_val)
             _add_trial(
                 study=study,
@@ -139,7 +139,9 @@ def _decision(choice: EnsembleChoice) -> str:
     )
 
 
-def _combined(models: Sequence[Any], *, tta: bool):
+def predictor(models: Sequence[Any], *, tta: bool):
+    """``predict(images)``: the Keras ``models``' averaged class probabilities (with each
+    one's on the mirrored images too, with ``tta``)."""
     from runners.ensemble import flip_horizontal
 
     def predict(images: np.ndarray) -> np.ndarray:

@@ -113,10 +113,12 @@ def run_finals(
         study, k=plan.top_k, baseline_first=plan.thin_ladder,
         too_slow=None if plan.thin_ladder else too_slow_for_a_final(study, plan, now=now()),
     )  # fmt: skip
+    # The distilled model, when the plan keeps one, is one more training of the finals' time.
+    student = int(bool(plan.distill_seconds) and len(candidates) >= 2)
     trained = []
     for i, trial in enumerate(candidates):
         epochs, retrain_epoch = epochs_for_final(
-            study, plan, trial, finals_left=len(candidates) - i, now=now()
+            study, plan, trial, finals_left=len(candidates) - i + student, now=now()
         )
         # Without a retraining kept, retrain_ends_at is finals_end_at and the reserve is 0.
         reserve = retrain_reserve(plan, epochs=epochs, retrain_epoch_seconds=retrain_epoch)
@@ -136,7 +138,7 @@ def run_finals(
             # run faster, its schedule lengthens into the time they leave.
             attrs={FINAL_ATTR: True, STRETCH_TO_ATTR: most_final_epochs(plan)},
         )
-        run(refit, left / (len(candidates) - i))
+        run(refit, left / (len(candidates) - i + student))
         trained.append(trial.number)
     return trained
 
@@ -185,8 +187,10 @@ def too_slow_for_a_final(
     (``MIN_FINAL_EPOCHS_SHARE`` of the plan's, each of its finals its share of the time and
     its retraining, when the plan keeps one, priced in: :func:`epochs_for_final`)."""
 
+    students = int(bool(plan.distill_seconds))
+
     def too_slow(trial: FrozenTrial) -> bool:
-        epochs, _ = epochs_for_final(study, plan, trial, finals_left=plan.top_k, now=now)
+        epochs, _ = epochs_for_final(study, plan, trial, finals_left=plan.top_k + students, now=now)
         return epochs < MIN_FINAL_EPOCHS_SHARE * plan.final_epochs
 
     return too_slow

@@ -57,6 +57,9 @@ MAX_FIRST_RUNG_CONFIGS = 300
 # noise next to a published recipe: the plan trains the published configuration alone, long
 # (benchmarks/results/equal_budget.md: thin ladders lost to random search, wide ones won).
 THIN_LADDER_CONFIGS = REDUCTION_FACTOR**2
+# A distilled single model is served in its ensemble's place when it is at most this far
+# below it on validation: one model's latency for a fifth of a point at most.
+DISTILL_TOLERANCE = 0.002
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class Plan:
         retrain_seconds: Time kept, after the finals, to train the chosen model again on
             the training and validation images together (``--final-on-all-data``; 0: not
             asked for).
+        distill_seconds: Time kept, within the finals' time, to distill their ensemble
+            into one model when the ensemble wins (0: none, with one final, with
+            ``--final-on-all-data`` or ``--no-distill``).
         estimated_seconds: What the plan expects the whole command to take.
     """
 
@@ -119,6 +125,7 @@ class Plan:
     estimated_seconds: float
     notes: tuple[str, ...] = field(default=())
     retrain_seconds: float = 0.0
+    distill_seconds: float = 0.0
 
     @property
     def thin_ladder(self) -> bool:
@@ -180,6 +187,12 @@ class Plan:
                 f"{self.train_images:,} images for {self.final_epochs} epochs each "
                 "(one-cycle schedule, best epoch kept)"
             )
+        if self.distill_seconds:
+            lines.append(
+                f"  distill {span(self.distill_seconds)}: if an ensemble wins, one model of its "
+                "best member's configuration trained on its soft labels, served instead when "
+                f"within {100 * DISTILL_TOLERANCE:.1f} points of it on validation"
+            )
         if self.retrain_seconds:
             lines.append(
                 f"  retrain {span(self.retrain_seconds)}: the chosen model again on all "
@@ -223,6 +236,7 @@ def make_plan(
     top_k: int = TOP_K,
     eta: int = REDUCTION_FACTOR,
     retrain_on_all: bool = False,
+    distill: bool = False,
 ) -> Plan:
     """Plan a search of ``budget_seconds`` on a host with the measured rates.
 
@@ -239,6 +253,8 @@ def make_plan(
         eta: Reduction factor between rungs.
         retrain_on_all: Keep time to train the chosen model again on the training and
             validation images together, after the finals.
+        distill: Keep time to distill the finals' ensemble into one model (not with
+            ``retrain_on_all``: the retraining leaves no validation to judge it on).
 
     Raises:
         FmsearchError: The budget cannot hold one trial on the smallest rung.
@@ -252,6 +268,7 @@ def make_plan(
         epoch_all=epoch_seconds(train_images + val_images, val_images, train_images_per_s,
                                  eval_images_per_s),
         retrain_on_all=retrain_on_all,
+        distill=distill and not retrain_on_all,
     )  # fmt: skip
     sizes = rung_sizes(train_images, eta=eta)
 
@@ -267,6 +284,7 @@ def make_plan(
     if split.first < 1:
         needed = probe_seconds + reserve + trial_seconds(0, sizes[0])
         raise _no_room(needed=needed, probe_seconds=probe_seconds, budget_seconds=budget_seconds)
+    student = costs.student(split.top_k, split.epochs)
     rungs = tuple(
         Rung(n, min(max_rung_epochs, FIRST_RUNG_EPOCHS + r), split.first // eta**r,
              trial_seconds(r, n))
@@ -285,11 +303,12 @@ def make_plan(
         search_seconds=split.search,
         top_k=split.top_k,
         final_epochs=split.epochs,
-        final_seconds=split.final - costs.retrain(split.epochs),
+        final_seconds=split.final - costs.retrain(split.epochs) - student,
         reserve_seconds=reserve,
         estimated_seconds=probe_seconds + split.search + split.final + reserve,
         notes=_notes(split, rungs=rungs, train_images=train_images),
         retrain_seconds=costs.retrain(split.epochs) if split.top_k else 0.0,
+        distill_seconds=student,
     )
 
 

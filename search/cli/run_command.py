@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from search.budget.plan import DISTILL_TOLERANCE
 from search.cli.options import (
     ArchType,
     budget_option,
@@ -133,6 +134,15 @@ PUBLISHED = "published"
     help="A planned search (--budget-hours) trains the model it chose on validation again "
     "with the validation images among its training images, for its best epoch count, and "
     "promotes that one (the plan keeps the time for it).",
+)
+@click.option(
+    "--distill/--no-distill",
+    default=True,
+    show_default=True,
+    help="A planned search (--budget-hours) whose finals' ensemble wins on validation trains "
+    f"one model on the ensemble's soft labels and serves it instead when it is within "
+    f"{100 * DISTILL_TOLERANCE:.1f} points (the plan keeps the time for it; not with "
+    "--final-on-all-data).",
 )
 @click.option(
     "--top-k",

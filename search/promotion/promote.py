@@ -21,6 +21,7 @@ from runners.errors import FmsearchError
 from runners.metrics import evaluate_predictions
 from search.names import (
     ARCH_ATTR,
+    DISTILLED_ATTR,
     EXTRA_PACKAGES_TAG,
     FLAVOR_TAG,
     LATENCY_ATTR,
@@ -232,7 +233,8 @@ def select_candidate(
     study: optuna.Study, *, max_params: int | None = None, max_latency_ms: float | None = None
 ) -> FrozenTrial:
     """The most accurate completed trial within the limits, or the model that stands in for
-    it (the same configuration trained again with the validation images, ``STANDS_IN_ATTR``).
+    it (the same configuration trained again with the validation images, ``STANDS_IN_ATTR``;
+    for an ensemble, the single model distilled from it when it was kept, ``DISTILLED_ATTR``).
 
     Within limits on the study's own second objective, that trial is on the Pareto front.
 
@@ -266,6 +268,8 @@ def select_candidate(
             f"no completed trial of {study.study_name!r} has {wanted}; the smallest: {got}"
         )
     best = best_of(fitting)
+    student = study.user_attrs.get(DISTILLED_ATTR, {}).get(str(best.number))
+    best = next((t for t in fitting if t.number == student), best)
     stand_ins = [t for t in promotable if t.user_attrs.get(STANDS_IN_ATTR) == best.number]
     return max(stand_ins, key=lambda t: t.number, default=best)
 

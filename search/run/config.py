@@ -48,6 +48,7 @@ class SearchOptions:
     budget_hours: float | None = None
     refit_epochs: int | None = None
     final_on_all_data: bool = False
+    distill: bool = True
     top_k: int | None = None
     # Training.
     max_epochs: int = 10
@@ -108,6 +109,7 @@ class Budget:
     budget_hours: float | None
     refit_epochs: int | None
     final_on_all_data: bool
+    distill: bool
     top_k: int | None
 
 
@@ -271,6 +273,7 @@ def _config(o: SearchOptions, *, space, engine, mode: Mode, seconds, hard, objec
             budget_hours=o.budget_hours,
             refit_epochs=o.refit_epochs,
             final_on_all_data=o.final_on_all_data,
+            distill=o.distill,
             top_k=o.top_k,
         ),
         training=Training(

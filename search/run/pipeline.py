@@ -309,7 +309,9 @@ def _timed_refit(s: Opened, *, refit_split: Split):
 
 def finals(s: Opened, *, plan: Plan) -> None:
     """Train the plan's top configurations on all the images, in this process, then keep
-    their ensemble or flip TTA if either wins on validation."""
+    their ensemble or flip TTA if either wins on validation, and distill what won into one
+    model when the plan kept time for it."""
+    from search.budget.distill import distill_ensemble
     from search.budget.ensemble import combine_finals
     from search.budget.finals import run_finals
 
@@ -323,6 +325,12 @@ def finals(s: Opened, *, plan: Plan) -> None:
         logger.info(
             "%s%s: val_accuracy %.4f%s", "kept " if choice.combined else "", chosen.describe(),
             chosen.val_accuracy, "" if choice.combined else " (no ensemble or flip TTA beat it)",
+        )  # fmt: skip
+    if choice is not None and choice.combined and plan.distill_seconds:
+        distill_ensemble(
+            study=s.study, tracker=s.tracker, split=s.split, plan=plan,
+            parent_run_id=s.parent_run_id,
+            run=lambda refit, seconds, taught: _timed_refit(s, refit_split=taught)(refit, seconds),
         )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ def plan_for(c: SearchConfig, rate: Throughput, *, split: Split, started_at: flo
         probe_seconds=time.time() - started_at,
         max_rung_epochs=c.training.max_epochs,
         retrain_on_all=c.budget.final_on_all_data,
+        distill=c.budget.distill,
         top_k=TOP_K if c.budget.top_k is None else c.budget.top_k,
     )
 

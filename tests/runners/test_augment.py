@@ -113,6 +113,19 @@ def test_without_augmentation_training_batches_are_the_images_shuffled(small_spl
     assert sorted(batch_y.argmax(axis=1)) == sorted(y)
 
 
+def test_soft_labels_reach_the_batches_as_they_are(small_split, rng):
+    """A teacher's probabilities (distillation) are the targets themselves, not one-hot."""
+    x = small_split.x_train[:32]
+    soft = rng.dirichlet(np.ones(10), size=32).astype(np.float32)
+    batch_x, batch_y = _first_batch(
+        train_dataset(x, soft, params={"batch_size": 32}, num_classes=10, seed=0)
+    )
+    order = [next(i for i in range(32) if (x[i] == img).all()) for img in batch_x]
+    np.testing.assert_array_equal(batch_y, soft[order])
+    with pytest.raises(ValueError, match=r"expected soft labels of 10 classes, got 9"):
+        train_dataset(x, soft[:, :9], params={"batch_size": 32}, num_classes=10)
+
+
 def test_unknown_mix_is_refused(small_split):
     with pytest.raises(ValueError, match=r"mix must be one of none, mixup, cutmix, got 'blend'"):
         train_dataset(

@@ -299,8 +299,8 @@ def _a_slow_best_and_a_fast_second(**changes):
                         EPOCHS_ATTR: 3},
         ))  # fmt: skip
     plan = dataclasses.replace(  # a ladder, not a thin one (whose baseline trains, however slow)
-        _plan(), rungs=(Rung(200, 2, 9, 2.0), Rung(600, 2, 3, 3.0)), top_k=1, final_epochs=20,
-        **changes,
+        _plan(), rungs=(Rung(200, 2, 9, 2.0), Rung(600, 2, 3, 3.0)),
+        **{"top_k": 1, "final_epochs": 20, **changes},
     )  # fmt: skip
     return study, plan
 
@@ -332,6 +332,22 @@ def test_a_final_whose_retraining_leaves_it_too_few_epochs_gives_way():
     assert plan.retrain_seconds > 0
     now = plan.retrain_ends_at - 2 * TRIAL_OVERHEAD_SECONDS - 120.5
     assert _finals_asked(study, plan, now=now) == [(1, 40)]
+
+
+def test_the_finals_leave_a_student_its_share_of_the_time():
+    """Two finals and a distilled model planned: each final gets a third of the time left."""
+    study, plan = _a_slow_best_and_a_fast_second(retrain_seconds=0.0, top_k=2, final_epochs=10)
+    student = dataclasses.replace(plan, distill_seconds=1.0)
+    now = plan.finals_end_at - 300.0
+    shares = {}
+    for name, p in (("plain", plan), ("student", student)):
+        asked = []
+        run_finals(study=study, plan=p, now=lambda: now,
+                   run=lambda refit, seconds, a=asked: a.append((refit.epochs, seconds)))  # fmt: skip
+        shares[name] = asked
+    assert [s for _, s in shares["plain"]] == pytest.approx([150.0, 300.0])
+    assert [s for _, s in shares["student"]] == pytest.approx([100.0, 150.0])
+    assert [e for e, _ in shares["student"]] < [e for e, _ in shares["plain"]]
 
 
 @pytest.mark.parametrize(("share", "expected"), [(1.2, 20), (0.8, 16), (0.6, None)])

@@ -129,6 +129,26 @@ def test_final_on_all_data_keeps_time_for_one_more_training_after_the_finals():
     assert Plan.from_json(again.to_json()) == again
 
 
+def test_distilling_keeps_time_for_one_more_final_where_finals_can_make_an_ensemble():
+    plain, distilled = _plan(2), _plan(2, distill=True)
+    assert plain.distill_seconds == 0 and distilled.top_k >= 2
+    epoch = (50_000 / 1500 + 10_000 / 5000)
+    student = distilled.final_epochs * epoch + TRIAL_OVERHEAD_SECONDS
+    assert distilled.distill_seconds == pytest.approx(student)
+    # Inside the finals' time, before the reserve; the ladder gives up what it costs.
+    assert distilled.finals_end_at == plain.finals_end_at
+    assert distilled.search_seconds < plain.search_seconds
+    assert distilled.estimated_seconds <= distilled.budget_seconds
+    assert "distill" in distilled.describe(arch="cnn") and "distill" not in plain.describe(
+        arch="cnn"
+    )
+    assert Plan.from_json(distilled.to_json()) == distilled
+    # One final makes no ensemble; a retraining with the validation images leaves none to
+    # judge a student on.
+    assert _plan(2, train=200, predict=800, distill=True).distill_seconds == 0
+    assert _plan(2, distill=True, retrain_on_all=True).distill_seconds == 0
+
+
 def test_final_on_all_data_on_a_slow_host_shortens_the_one_final_to_fit_both():
     plain, again = _plan(2, train=200, predict=800), _plan(2, train=200, predict=800,
                                                            retrain_on_all=True)  # fmt: skip
