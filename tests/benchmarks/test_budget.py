@@ -45,6 +45,17 @@ def test_budget_plan_records_estimate_and_outcome_and_champion_run_reads_it(run_
     assert steps["top rung -> final"]["pairs"] == sum(t["state"] == "COMPLETE" for t in finals)
 
 
+def test_a_search_beside_a_plain_cnn_trained_for_as_long(run_quick):
+    """Both processes start together, one core each; each result is read back."""
+    payload = run_quick("versus_plain")
+    searched, plain = payload["search"], payload["plain"]
+    assert plain["epochs"] >= 1 and plain["train_images"] == 900
+    assert plain["seconds"] <= payload["hours"] * 3600 + 60
+    assert searched["family"] == "mlp" and searched["champion_trial"] >= 0
+    assert 0.1 < searched["test_accuracy"] <= 1 and 0.1 < plain["test_accuracy"] <= 1
+    assert searched["actual_seconds"] > 0
+
+
 def test_keras_tuner_tutorial_side_by_side(run_quick):
     payload = run_quick("keras_tuner_tutorial")
     assert payload["tutorial"]["best_epoch"] >= 1

@@ -119,8 +119,10 @@ def test_a_student_close_to_its_ensemble_is_served_in_its_place(
 
     # Promotion judges the ensemble best on validation and serves the one model instead.
     assert select_candidate(study).number == student.number
-    promotion = promote_winner(study=study, tracker=tracker, test_images=fashion.x_test[:200],
-                               test_labels=fashion.y_test[:200], model_name="distilled")  # fmt: skip
+    promotion = promote_winner(
+        study=study, tracker=tracker, test_images=fashion.x_test[:200],
+        test_labels=fashion.y_test[:200], model_name="distilled",
+    )  # fmt: skip
     assert promotion.trial_number == student.number
     version = tracker._client.get_model_version_by_alias("distilled", "champion")
     assert MEMBERS_TAG not in tracker.run_tags(version.run_id)

@@ -341,10 +341,13 @@ def test_the_finals_leave_a_student_its_share_of_the_time():
     now = plan.finals_end_at - 300.0
     shares = {}
     for name, p in (("plain", plan), ("student", student)):
-        asked = []
-        run_finals(study=study, plan=p, now=lambda: now,
-                   run=lambda refit, seconds, a=asked: a.append((refit.epochs, seconds)))  # fmt: skip
-        shares[name] = asked
+        asked = shares[name] = []
+        run_finals(
+            study=study,
+            plan=p,
+            now=lambda: now,
+            run=lambda refit, seconds, a=asked: a.append((refit.epochs, seconds)),
+        )
     assert [s for _, s in shares["plain"]] == pytest.approx([150.0, 300.0])
     assert [s for _, s in shares["student"]] == pytest.approx([100.0, 150.0])
     assert [e for e, _ in shares["student"]] < [e for e, _ in shares["plain"]]

@@ -132,7 +132,7 @@ def test_final_on_all_data_keeps_time_for_one_more_training_after_the_finals():
 def test_distilling_keeps_time_for_one_more_final_where_finals_can_make_an_ensemble():
     plain, distilled = _plan(2), _plan(2, distill=True)
     assert plain.distill_seconds == 0 and distilled.top_k >= 2
-    epoch = (50_000 / 1500 + 10_000 / 5000)
+    epoch = 50_000 / 1500 + 10_000 / 5000
     student = distilled.final_epochs * epoch + TRIAL_OVERHEAD_SECONDS
     assert distilled.distill_seconds == pytest.approx(student)
     # Inside the finals' time, before the reserve; the ladder gives up what it costs.
