@@ -72,11 +72,12 @@ def main() -> None:
         training = _start([sys.executable, "-m", "benchmarks.versus_plain", *plain], core=1)
         plain_out, _ = training.communicate()
         plain_result = json.loads(plain_out.strip().splitlines()[-1])
-        searching.communicate()
+        printed, _ = searching.communicate()
         wall = time.perf_counter() - started
         if searching.returncode:
             raise SystemExit(f"fmsearch {' '.join(search)} exited {searching.returncode}")
         searched = _read_search(workdir, arch=args.arch, hours=args.hours, wall=wall)
+        searched["printed"] = printed
     payload = {
         "arch": args.arch,
         "hours": args.hours,
@@ -149,7 +150,7 @@ def _read_search(workdir: Path, *, arch: str, hours: float, wall: float) -> dict
     from mlflow import MlflowClient
 
     from benchmarks.budget_plan import parent_run
-    from search.names import DISTILL_TAG, SOURCE_TRIAL_TAG
+    from search.names import ARCH_TAG, DISTILL_TAG, SOURCE_TRIAL_TAG
     from search.promotion.promote import model_name_for
 
     storage = f"sqlite:///{workdir.resolve()}/mlruns/optuna.db"
@@ -161,7 +162,7 @@ def _read_search(workdir: Path, *, arch: str, hours: float, wall: float) -> dict
     parent = parent_run(client, study.study_name)
     return {
         **result,
-        "family": parent.data.params.get("arch", arch),
+        "family": parent.data.tags[ARCH_TAG],
         "champion_trial": int(champion.tags[SOURCE_TRIAL_TAG]),
         "distill": parent.data.tags.get(DISTILL_TAG),
     }
@@ -178,7 +179,7 @@ def _table(history: list[dict]) -> str:
         over = s["actual_seconds"] / s["budget_seconds"] - 1
         lines.append(
             f"| {r['hours'] * 60:.0f} min | {r['machine']['precision']} | {r['arch']} "
-            f"| {r['seed']} | {s['family']}, {s['kept']} "
+            f"| {r['seed']} | {s['family'] or 'not recorded'}, {s['kept']} "
             f"| {s['actual_seconds'] / 60:.1f} min ({over:+.1%}) "
             f"| {s['test_accuracy']:.2%} | {p['test_accuracy']:.2%} | {p['epochs']} "
             f"| {100 * (s['test_accuracy'] - p['test_accuracy']):+.2f} points |"

@@ -56,6 +56,17 @@ def test_a_search_beside_a_plain_cnn_trained_for_as_long(run_quick):
     assert searched["actual_seconds"] > 0
 
 
+def test_distillation_reads_back_what_the_search_decided(run_quick):
+    payload = run_quick("distillation")
+    result, decided = payload["result"], payload["result"]["distillation"]
+    assert result["finals"] >= 1 and 0.1 < result["test_accuracy"] <= 1
+    if decided is not None:  # an ensemble won on validation
+        ensemble_params, student_params = decided["n_params"]
+        assert decided["ensemble"] > 0 and ensemble_params > 0
+        if decided["student"] is not None:
+            assert 0 < student_params < ensemble_params
+
+
 def test_keras_tuner_tutorial_side_by_side(run_quick):
     payload = run_quick("keras_tuner_tutorial")
     assert payload["tutorial"]["best_epoch"] >= 1
