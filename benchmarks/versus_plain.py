@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,23 +62,25 @@ def main() -> None:
     budget = args.hours * 3600
     search = [
         "run", "--arch", args.arch, "--budget-hours", f"{args.hours:.6g}", "--threads", "1",
-        "--seed", str(args.seed), "-q", *data,
+        "--seed", str(args.seed), *data,
     ]  # fmt: skip
     plain = ["--plain", f"{budget:.0f}", "--seed", str(args.seed)]
     plain += ["--subset", data[1], "--val-size", data[3]] if data else []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         started = time.perf_counter()
-        searching = _start([sys.executable, "-m", "search", *search], core=0, cwd=workdir)
+        log = workdir / "fmsearch.log"
+        searching = _start([sys.executable, "-m", "search", *search], core=0, cwd=workdir, log=log)
         training = _start([sys.executable, "-m", "benchmarks.versus_plain", *plain], core=1)
         plain_out, _ = training.communicate()
         plain_result = json.loads(plain_out.strip().splitlines()[-1])
-        printed, _ = searching.communicate()
+        searching.wait()
         wall = time.perf_counter() - started
         if searching.returncode:
-            raise SystemExit(f"fmsearch {' '.join(search)} exited {searching.returncode}")
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise SystemExit(f"fmsearch {' '.join(search)} exited {searching.returncode}:\n{tail}")
         searched = _read_search(workdir, arch=args.arch, hours=args.hours, wall=wall)
-        searched["printed"] = printed
+        searched["printed"] = _printed(log)
     payload = {
         "arch": args.arch,
         "hours": args.hours,
@@ -93,13 +96,29 @@ def main() -> None:
     print(path.read_text())
 
 
-def _start(command: list[str], *, core: int, cwd: Path | None = None) -> subprocess.Popen:
+def _start(
+    command: list[str], *, core: int, cwd: Path | None = None, log: Path | None = None
+) -> subprocess.Popen:
     """``command`` started on CPU ``core`` alone (where this host has it), out of the stores
-    the environment names, with one TensorFlow thread."""
+    the environment names, with one TensorFlow thread; what it writes goes to ``log`` (None:
+    its output is read from a pipe, its errors shown here)."""
     pin = ["taskset", "-c", str(core)] if shutil.which("taskset") and os.cpu_count() > core else []
     env = {k: v for k, v in os.environ.items() if k not in _STORE_VARIABLES}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    return subprocess.Popen([*pin, *command], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+    if log is None:
+        return subprocess.Popen([*pin, *command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                text=True)  # fmt: skip
+    with log.open("w") as out:  # the child keeps its own copy of the file
+        return subprocess.Popen([*pin, *command], cwd=cwd, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def _printed(log: Path) -> list[str]:
+    """What ``fmsearch run`` told its user: its log lines (the choice, the plan, the trials,
+    the finals, what was kept) and the last lines it printed (the outcome, the champion)."""
+    lines = log.read_text(errors="replace").splitlines()
+    logged = [line for line in lines if re.match(r"\d\d:\d\d:\d\d ", line)]
+    return logged + lines[-3:]
 
 
 def plain_cnn(*, seconds: float, subset: int | None, val_size: int, seed: int) -> dict:
