@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -207,14 +208,38 @@ def _table(history: list[dict]) -> str:
 
 
 def summary(history: list[dict]) -> str:
-    """Every run on record, each budget's together, by host class (its precision)."""
-    ordered = sorted(history, key=lambda r: (r["hours"], r["machine"].get("precision", ""),
-                                              r["arch"], r["seed"]))  # fmt: skip
+    """The median of each budget, host class and ``--arch`` over its seeds; then every run."""
+    latest = {(r["hours"], r["machine"]["precision"], r["arch"], r["seed"]): r for r in history}
+    groups: dict[tuple, list[dict]] = {}
+    for (hours, precision, arch, _), r in sorted(latest.items()):
+        groups.setdefault((hours, precision, arch), []).append(r)
+    medians = [
+        "| budget | host | `--arch` | runs (seeds) | search's champion, median (range) "
+        "| plain CNN, median | difference, median (range) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (hours, precision, arch), group in sorted(groups.items()):
+        searched = [r["search"]["test_accuracy"] for r in group]
+        plain = [r["plain"]["test_accuracy"] for r in group]
+        diffs = [100 * (s - p) for s, p in zip(searched, plain, strict=True)]
+        seeds = ", ".join(str(r["seed"]) for r in group)
+        medians.append(
+            f"| {hours * 60:.0f} min | {precision} | {arch} | {len(group)} ({seeds}) "
+            f"| {statistics.median(searched):.2%} ({min(searched):.2%}-{max(searched):.2%}) "
+            f"| {statistics.median(plain):.2%} | {statistics.median(diffs):+.2f} points "
+            f"({min(diffs):+.2f} to {max(diffs):+.2f}) |"
+        )
+    ordered = sorted(history, key=lambda r: (r["hours"], r["machine"]["precision"], r["arch"],
+                                              r["seed"]))  # fmt: skip
     return "\n".join(
         [
-            "Each row: one `fmsearch run` and one plain CNN started together, one core each, "
+            "Each run: one `fmsearch run` and one plain CNN started together, one core each, "
             "for the same budget (`precision` tells the host class: float32 on hosts without "
-            "AVX512-BF16 or AMX).",
+            "AVX512-BF16 or AMX). The medians count each seed once, its latest run.",
+            "",
+            *medians,
+            "",
+            "Every run:",
             "",
             _table(ordered),
         ]
