@@ -75,9 +75,19 @@ def _table(payload: dict) -> str:
         f"`{payload['command']}`: {r['finals']} finals; on validation {r['kept']} "
         f"won; champion {r['test_accuracy']:.2%} on the 10,000 test images."
     )
+    options = ["| what the finals made | val accuracy | kept on validation |", "|---|---|---|"]
+    chosen = r["ensemble"]["chosen"]
+    for o in r["ensemble"]["options"]:
+        members = ", ".join(map(str, o["members"])) + (" with flip TTA" if o["tta"] else "")
+        trials = "trials" if len(o["members"]) > 1 else "trial"
+        kept = "yes" if o == chosen else ""
+        options.append(f"| {trials} {members} | {o['val_accuracy']:.4f} | {kept} |")
     if d is None:
-        return "\n".join([head, "", "No ensemble won on validation: nothing was distilled."])
-    lines = [head, "", "| model | val accuracy | latency (ms per image) | parameters | served |",
+        return "\n".join(
+            [head, "", *options, "", "No ensemble won on validation: nothing was distilled."]
+        )
+    lines = [head, "", *options, "",
+             "| model | val accuracy | latency (ms per image) | parameters | served |",
              "|---|---|---|---|---|"]  # fmt: skip
     names = (f"ensemble (trial {d['ensemble']})", f"distilled (trial {d['student']})")
     served = (not d["kept"], d["kept"])
