@@ -90,23 +90,28 @@ def read_planned_run(
 
     from search.budget.finals import stored_plan
     from search.names import (
+        ARCH_TAG,
+        DISTILL_TAG,
         ENSEMBLE_ATTR,
         FINAL_ATTR,
         FINAL_ON_ALL_DATA_TAG,
         SOURCE_TRIAL_TAG,
         STANDS_IN_ATTR,
     )
+    from search.promotion.promote import model_name_for
 
     plan = stored_plan(study)
     client = MlflowClient(f"sqlite:///{directory}/mlruns/mlflow.db")
-    champion = client.get_model_version_by_alias(f"fmsearch-{arch}", "champion")
-    parent = parent_run(client, arch)
+    champion = client.get_model_version_by_alias(model_name_for(arch), "champion")
+    champion_trial = int(champion.tags[SOURCE_TRIAL_TAG])
+    parent = parent_run(client, study.study_name)
     metrics = parent.data.metrics
     decision = client.download_artifacts(parent.info.run_id, "ensemble.json", str(directory))
     ensemble = json.loads(Path(decision).read_text())
     chosen = ensemble["chosen"]
     return {
         "arch": arch,
+        "parent_run_id": parent.info.run_id,
         "budget_seconds": hours * 3600,
         "wall_seconds": wall,
         "estimated_seconds": metrics["plan_estimated_seconds"],
@@ -123,8 +128,11 @@ def read_planned_run(
             for t in study.trials
         ),
         "final_on_all_data": parent.data.tags.get(FINAL_ON_ALL_DATA_TAG),
-        "champion_stands_in": STANDS_IN_ATTR
-        in study.trials[int(champion.tags[SOURCE_TRIAL_TAG])].user_attrs,
+        "champion_stands_in": STANDS_IN_ATTR in study.trials[champion_trial].user_attrs,
+        "champion_trial": champion_trial,
+        # The architecture searched (the one --arch auto chose), and what distillation decided.
+        "family": parent.data.tags[ARCH_TAG],
+        "distill": parent.data.tags.get(DISTILL_TAG),
         "final_epochs": plan.final_epochs,
         "kept": _kept(chosen),
         "ensemble": ensemble,

@@ -34,7 +34,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmarks.budget_plan import QUICK_DATA, QUICK_HOURS, read_planned_run
-from benchmarks.common import add_results_dir, fmsearch_here, machine, write
+from benchmarks.common import add_results_dir, fmsearch_here, machine, study_in, write
 
 # The best published result of its kind (a VGG-style CNN with BatchNorm and augmentation).
 TARGET = 0.949
@@ -94,7 +94,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         if args.summarize:
             workdir, wall = args.summarize, None
-            study = _study(workdir)
+            study = study_in(workdir)
         else:
             workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
             wall, study = fmsearch_here(command, cwd=workdir)
@@ -190,14 +190,6 @@ def summary(history: list[dict]) -> str:
             "",
         ]
     return "\n".join(lines).rstrip()
-
-
-def _study(workdir: Path):
-    import optuna
-
-    storage = f"sqlite:///{Path(workdir).resolve()}/mlruns/optuna.db"
-    (summary,) = optuna.get_all_study_summaries(storage)
-    return optuna.load_study(study_name=summary.study_name, storage=storage)
 
 
 def ladder_record(study) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).with_name("results")
-_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "FMSEARCH_STORAGE")
+STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "FMSEARCH_STORAGE")
 
 
 def add_results_dir(parser) -> None:
@@ -141,13 +141,11 @@ def fmsearch_here(args: list[str], *, cwd: Path) -> tuple[float, Any]:
     study of ``cwd/mlruns/optuna.db``."""
     import contextlib
 
-    import optuna
-
     from search.cli import main
 
     # The previous run's Tracker exported its store into MLFLOW_TRACKING_URI (mlflow does),
     # where this run's --tracking-uri would find it.
-    saved = {k: os.environ.pop(k) for k in _STORE_VARIABLES if k in os.environ}
+    saved = {k: os.environ.pop(k) for k in STORE_VARIABLES if k in os.environ}
     Path(cwd).mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.chdir(cwd):
@@ -155,12 +153,20 @@ def fmsearch_here(args: list[str], *, cwd: Path) -> tuple[float, Any]:
             main.main(args=args, standalone_mode=False)
             wall = time.perf_counter() - start
     finally:
-        for key in _STORE_VARIABLES:
+        for key in STORE_VARIABLES:
             os.environ.pop(key, None)
         os.environ.update(saved)
-    storage = f"sqlite:///{Path(cwd).resolve()}/mlruns/optuna.db"
+    return wall, study_in(cwd)
+
+
+def study_in(directory: Path):
+    """The one study of ``directory/mlruns/optuna.db`` (where ``fmsearch`` run in
+    ``directory`` keeps it by default)."""
+    import optuna
+
+    storage = f"sqlite:///{Path(directory).resolve()}/mlruns/optuna.db"
     (summary,) = optuna.get_all_study_summaries(storage)
-    return wall, optuna.load_study(study_name=summary.study_name, storage=storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
 
 
 def finished_over_time(study) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.budget_plan import QUICK_DATA, parent_run, read_planned_run
+from benchmarks.budget_plan import QUICK_DATA, read_planned_run
 from benchmarks.common import add_results_dir, fmsearch_here, write
 
 # Three finals on 900 images: enough time for an ensemble and its student.
@@ -45,7 +45,7 @@ def main() -> None:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         wall, study = fmsearch_here(command, cwd=workdir)
         result = read_planned_run(workdir, study, arch=args.arch, hours=args.hours, wall=wall)
-        result["distillation"] = _distillation(workdir, arch=args.arch)
+        result["distillation"] = _distillation(workdir, run_id=result["parent_run_id"])
     payload = {"arch": args.arch, "hours": args.hours, "seed": args.seed,
                "command": "fmsearch " + " ".join(command), "result": result}  # fmt: skip
     name = "distillation_quick" if args.quick else "distillation"
@@ -54,14 +54,13 @@ def main() -> None:
     print(path.read_text())
 
 
-def _distillation(workdir: Path, *, arch: str) -> dict | None:
+def _distillation(workdir: Path, *, run_id: str) -> dict | None:
     """The parent run's ``distill.json`` (None: no ensemble won, nothing was distilled)."""
     from mlflow import MlflowClient
 
     from search.budget.distill import DISTILL_FILE
 
     client = MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
-    run_id = parent_run(client, arch).info.run_id
     if DISTILL_FILE not in {f.path for f in client.list_artifacts(run_id)}:
         return None
     path = client.download_artifacts(run_id, DISTILL_FILE, str(workdir))

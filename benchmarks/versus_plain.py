@@ -33,9 +33,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmarks.budget_plan import QUICK_DATA, QUICK_HOURS, read_planned_run
-from benchmarks.common import add_results_dir, machine, write
-
-_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "FMSEARCH_STORAGE")
+from benchmarks.common import STORE_VARIABLES, add_results_dir, machine, study_in, write
 
 
 def main() -> None:
@@ -80,7 +78,9 @@ def main() -> None:
         if searching.returncode:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
             raise SystemExit(f"fmsearch {' '.join(search)} exited {searching.returncode}:\n{tail}")
-        searched = _read_search(workdir, arch=args.arch, hours=args.hours, wall=wall)
+        searched = read_planned_run(
+            workdir, study_in(workdir), arch=args.arch, hours=args.hours, wall=wall
+        )
         searched["printed"] = _printed(log)
     payload = {
         "arch": args.arch,
@@ -104,7 +104,7 @@ def _start(
     the environment names, with one TensorFlow thread; what it writes goes to ``log`` (None:
     its output is read from a pipe, its errors shown here)."""
     pin = ["taskset", "-c", str(core)] if shutil.which("taskset") and os.cpu_count() > core else []
-    env = {k: v for k, v in os.environ.items() if k not in _STORE_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in STORE_VARIABLES}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     if log is None:
         return subprocess.Popen([*pin, *command], cwd=cwd, env=env, stdout=subprocess.PIPE,
@@ -162,29 +162,6 @@ def plain_cnn(*, seconds: float, subset: int | None, val_size: int, seed: int) -
         "epochs": until.epochs,
         "seconds": time.monotonic() - started,
         "train_images": len(split.x_train),
-    }
-
-
-def _read_search(workdir: Path, *, arch: str, hours: float, wall: float) -> dict:
-    import optuna
-    from mlflow import MlflowClient
-
-    from benchmarks.budget_plan import parent_run
-    from search.names import ARCH_TAG, DISTILL_TAG, SOURCE_TRIAL_TAG
-    from search.promotion.promote import model_name_for
-
-    storage = f"sqlite:///{workdir.resolve()}/mlruns/optuna.db"
-    (study_summary,) = optuna.get_all_study_summaries(storage)
-    study = optuna.load_study(study_name=study_summary.study_name, storage=storage)
-    result = read_planned_run(workdir, study, arch=arch, hours=hours, wall=wall)
-    client = MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
-    champion = client.get_model_version_by_alias(model_name_for(arch), "champion")
-    parent = parent_run(client, study.study_name)
-    return {
-        **result,
-        "family": parent.data.tags[ARCH_TAG],
-        "champion_trial": int(champion.tags[SOURCE_TRIAL_TAG]),
-        "distill": parent.data.tags.get(DISTILL_TAG),
     }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -80,19 +80,16 @@ def latest_ensemble(study: optuna.Study) -> FrozenTrial | None:
 
 
 def soft_labels(
-    *, study: optuna.Study, tracker: Tracker, ensemble: FrozenTrial, images: np.ndarray
+    *, tracker: Tracker, members: Sequence[FrozenTrial], tta: bool, images: np.ndarray
 ) -> np.ndarray:
-    """The ensemble's class probabilities on ``images`` (float32, one row per image)."""
+    """The class probabilities the ensemble of ``members`` (with flip TTA where ``tta``)
+    gives ``images`` (float32, one row per image)."""
     from runners.training import free_memory
 
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    uris = [
-        tracker.run_tags(by_number[m].user_attrs[RUN_ID_ATTR])[MODEL_URI_TAG]
-        for m in ensemble.user_attrs[ENSEMBLE_ATTR]
-    ]
+    uris = [tracker.run_tags(m.user_attrs[RUN_ID_ATTR])[MODEL_URI_TAG] for m in members]
     models = [tracker.load_keras_model(uri) for uri in uris]
     try:
-        predict = predictor(models, tta=bool(ensemble.user_attrs.get(TTA_ATTR)))
+        predict = predictor(models, tta=tta)
         return predict(images).astype(np.float32)
     finally:
         models.clear()
@@ -131,7 +128,8 @@ def distill_ensemble(
     if ensemble is None:
         return None
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    best = by_number[ensemble.user_attrs[ENSEMBLE_ATTR][0]]
+    members = [by_number[m] for m in ensemble.user_attrs[ENSEMBLE_ATTR]]
+    best = members[0]
     epochs, _ = epochs_for_final(study, plan, best, finals_left=1, now=now())
     left = plan.finals_end_at - now()
     student = None
@@ -140,18 +138,17 @@ def distill_ensemble(
             f"not distilled: the {max(left, 0):.0f} s left hold {epochs} epochs of trial "
             f"{best.number}'s configuration, of the plan's {plan.final_epochs}"
         )
-
     else:
         taught = Split(
             x_train=split.x_train,
-            y_train=soft_labels(study=study, tracker=tracker, ensemble=ensemble,
-                                images=split.x_train),
+            y_train=soft_labels(tracker=tracker, members=members, images=split.x_train,
+                                tta=bool(ensemble.user_attrs.get(TTA_ATTR))),
             x_val=split.x_val,
             y_val=split.y_val,
         )  # fmt: skip
         logger.info(
             "distilling trial %d (%d members) into one model of trial %d's configuration, "
-            "%d epochs", ensemble.number, len(ensemble.user_attrs[ENSEMBLE_ATTR]), best.number,
+            "%d epochs", ensemble.number, len(members), best.number,
             epochs,
         )  # fmt: skip
         refit = Refit(

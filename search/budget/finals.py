@@ -114,7 +114,7 @@ def run_finals(
         too_slow=None if plan.thin_ladder else too_slow_for_a_final(study, plan, now=now()),
     )  # fmt: skip
     # The distilled model, when the plan keeps one, is one more training of the finals' time.
-    student = int(bool(plan.distill_seconds) and len(candidates) >= 2)
+    student = plan.students(len(candidates))
     trained = []
     for i, trial in enumerate(candidates):
         epochs, retrain_epoch = epochs_for_final(
@@ -187,10 +187,10 @@ def too_slow_for_a_final(
     (``MIN_FINAL_EPOCHS_SHARE`` of the plan's, each of its finals its share of the time and
     its retraining, when the plan keeps one, priced in: :func:`epochs_for_final`)."""
 
-    students = int(bool(plan.distill_seconds))
+    trainings = plan.top_k + plan.students(plan.top_k)
 
     def too_slow(trial: FrozenTrial) -> bool:
-        epochs, _ = epochs_for_final(study, plan, trial, finals_left=plan.top_k + students, now=now)
+        epochs, _ = epochs_for_final(study, plan, trial, finals_left=trainings, now=now)
         return epochs < MIN_FINAL_EPOCHS_SHARE * plan.final_epochs
 
     return too_slow

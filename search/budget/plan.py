@@ -127,6 +127,11 @@ class Plan:
     retrain_seconds: float = 0.0
     distill_seconds: float = 0.0
 
+    def students(self, finals: int) -> int:
+        """Distilled models the plan trains after ``finals`` final models (0 or 1): one where
+        it kept time for it and the finals can make an ensemble."""
+        return int(bool(self.distill_seconds) and finals >= 2)
+
     @property
     def thin_ladder(self) -> bool:
         """Whether the ladder starts with too few configurations to beat a published recipe
