@@ -9,7 +9,7 @@ network, Adam's defaults, batch 64, cross-entropy on the integer labels) trained
 judged on the 10,000 test images with its last weights. Recorded: both test accuracies, the
 plain CNN's epochs, how long the search took against its budget and what it served.
 
-    python -m benchmarks.versus_plain --hours 0.25 [--arch auto] [--seed 0]
+    python -m benchmarks.versus_plain --hours 0.25 [--arch auto] [--seed 0] [--workdir DIR]
     python -m benchmarks.versus_plain --quick
 
 Every run is added to ``versus_plain.json`` (labelled by architecture, budget and seed);
@@ -19,6 +19,7 @@ Every run is added to ``versus_plain.json`` (labelled by architecture, budget an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--arch", default="auto", help="fmsearch run's --arch (default auto)")
     parser.add_argument("--hours", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, help="keep the search's stores here")
     parser.add_argument(
         "--plain", type=float, metavar="SECONDS", help=argparse.SUPPRESS
     )  # the plain CNN's own process: train for SECONDS, print its result as JSON
@@ -65,8 +67,12 @@ def main() -> None:
     ]  # fmt: skip
     plain = ["--plain", f"{budget:.0f}", "--seed", str(args.seed)]
     plain += ["--subset", data[1], "--val-size", data[3]] if data else []
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        # Kept, the search's MLflow runs show why its champion ended where it did.
+        workdir = (
+            args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        ).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         log = workdir / "fmsearch.log"
         searching = _start([sys.executable, "-m", "search", *search], core=0, cwd=workdir, log=log)

@@ -45,9 +45,12 @@ def test_budget_plan_records_estimate_and_outcome_and_champion_run_reads_it(run_
     assert steps["top rung -> final"]["pairs"] == sum(t["state"] == "COMPLETE" for t in finals)
 
 
-def test_a_search_beside_a_plain_cnn_trained_for_as_long(run_quick):
-    """Both processes start together, one core each; each result is read back."""
-    payload = run_quick("versus_plain")
+def test_a_search_beside_a_plain_cnn_trained_for_as_long(run_quick, tmp_path):
+    """Both processes start together, one core each; each result is read back, and the
+    search's stores stay in --workdir."""
+    kept = tmp_path / "kept"
+    payload = run_quick("versus_plain", "--workdir", str(kept))
+    assert (kept / "mlruns" / "mlflow.db").is_file() and (kept / "fmsearch.log").is_file()
     searched, plain = payload["search"], payload["plain"]
     assert plain["epochs"] >= 1 and plain["train_images"] == 900
     assert plain["seconds"] <= payload["hours"] * 3600 + 60
