@@ -157,9 +157,9 @@ def _kept(chosen: dict) -> str:
     )
 
 
-def parent_run(client, arch: str):
-    """The study's parent MLflow run."""
-    experiment = client.get_experiment_by_name(arch)
+def parent_run(client, study_name: str):
+    """The study's parent MLflow run (in the experiment named after the study)."""
+    experiment = client.get_experiment_by_name(study_name)
     (run,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`fmsearch.role` = 'study'"
     )

@@ -28,13 +28,19 @@ import argparse
 import contextlib
 import os
 import statistics
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmarks.budget_plan import QUICK_DATA, QUICK_HOURS, read_planned_run
-from benchmarks.common import add_results_dir, fmsearch_here, machine, study_in, write
+from benchmarks.common import (
+    add_results_dir,
+    fmsearch_here,
+    machine,
+    study_in,
+    workdir_in,
+    write,
+)
 
 # The best published result of its kind (a VGG-style CNN with BatchNorm and augmentation).
 TARGET = 0.949
@@ -96,11 +102,11 @@ def main() -> None:
             workdir, wall = args.summarize, None
             study = study_in(workdir)
         else:
-            workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            workdir = workdir_in(stack, args.workdir)
             wall, study = fmsearch_here(command, cwd=workdir)
         result = read_planned_run(workdir, study, arch=args.arch, hours=args.hours, wall=wall)
         result["command"] = "fmsearch " + " ".join(command)
-        result["time_to_accuracy"] = time_to_accuracy(workdir, study, arch=args.arch)
+        result["time_to_accuracy"] = time_to_accuracy(workdir, study)
         result["ladder"] = ladder_record(study)
     reached = result["test_accuracy"] >= TARGET
     curve = result["time_to_accuracy"]
@@ -259,7 +265,7 @@ def _agreement_lines(steps: list[dict]) -> list[str]:
     ]
 
 
-def time_to_accuracy(workdir: Path, study, *, arch: str) -> dict[str, dict[str, float | None]]:
+def time_to_accuracy(workdir: Path, study) -> dict[str, dict[str, float | None]]:
     """Seconds from the command's start to the first validation accuracy at or above each
     threshold: for the champion-to-be (its members' epochs, then the ensemble's decision) and
     for any trial of the search."""
@@ -270,7 +276,7 @@ def time_to_accuracy(workdir: Path, study, *, arch: str) -> dict[str, dict[str, 
     from search.promotion.promote import select_candidate
 
     client = MlflowClient(f"sqlite:///{Path(workdir).resolve()}/mlruns/mlflow.db")
-    parent = parent_run(client, arch)
+    parent = parent_run(client, study.study_name)
     start_ms = parent.info.start_time
     by_number = {t.number: t for t in study.trials}
     champion = select_candidate(study)

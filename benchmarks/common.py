@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -157,6 +159,14 @@ def fmsearch_here(args: list[str], *, cwd: Path) -> tuple[float, Any]:
             os.environ.pop(key, None)
         os.environ.update(saved)
     return wall, study_in(cwd)
+
+
+def workdir_in(stack: contextlib.ExitStack, kept: Path | None) -> Path:
+    """``kept`` (a ``--workdir``: the stores stay there), else a temporary directory that
+    ``stack`` removes; absolute, and created."""
+    workdir = (kept or Path(stack.enter_context(tempfile.TemporaryDirectory()))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
 
 
 def study_in(directory: Path):

@@ -25,12 +25,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import RESULTS, add_results_dir, find_run, fmsearch_here, write
+from benchmarks.common import (
+    RESULTS,
+    add_results_dir,
+    find_run,
+    fmsearch_here,
+    workdir_in,
+    write,
+)
 from runners.data import FashionMNIST, load_fashion_mnist
 from search.budget.ladder import final_params
 
@@ -81,7 +87,7 @@ def main() -> None:
     data = load_fashion_mnist()
     rows = []
     with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        workdir = workdir_in(stack, args.workdir)
         for variant in args.variant or VARIANTS:
             flip = VARIANTS[variant]
             fixed = {**params, "flip": params["flip"] if flip is None else flip}

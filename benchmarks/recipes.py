@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmarks.common import add_results_dir, write
+from benchmarks.common import add_results_dir, workdir_in, write
 
 # The quick variant: one scikit-learn recipe on a few hundred images (no TensorFlow).
 QUICK_RECIPES = ("knn-pca",)
@@ -43,7 +42,7 @@ def main() -> None:
     deadline = time.time() + args.hours * 3600
     rows = []
     with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        workdir = workdir_in(stack, args.workdir)
         for i, name in enumerate(names):
             # The time left, shared evenly by the recipes still to train.
             share = max(deadline - time.time(), 60.0) / (len(names) - i) / 3600

@@ -27,14 +27,20 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmarks.budget_plan import QUICK_DATA, QUICK_HOURS, read_planned_run
-from benchmarks.common import STORE_VARIABLES, add_results_dir, machine, study_in, write
+from benchmarks.common import (
+    STORE_VARIABLES,
+    add_results_dir,
+    machine,
+    study_in,
+    workdir_in,
+    write,
+)
 
 
 def main() -> None:
@@ -69,10 +75,7 @@ def main() -> None:
     plain += ["--subset", data[1], "--val-size", data[3]] if data else []
     with contextlib.ExitStack() as stack:
         # Kept, the search's MLflow runs show why its champion ended where it did.
-        workdir = (
-            args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        ).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = workdir_in(stack, args.workdir)
         started = time.perf_counter()
         log = workdir / "fmsearch.log"
         searching = _start([sys.executable, "-m", "search", *search], core=0, cwd=workdir, log=log)
